@@ -1,0 +1,183 @@
+"""Stop rules, interventions and monitors: composable per-sample hooks.
+
+A hook overrides any of the methods of :class:`Hook`; the engine calls only what a hook
+overrides, so unused hooks cost nothing. Every decision is per sample: a stop rule returns a
+``(batch,)`` mask, and a stopped sample ends its timestep while the others go on (its
+undelivered spikes are dropped and counted in ``RunResult.undelivered``).
+
+>>> hooks = [MaxForwardSteps(10), StopOnOutputSpike(extra_steps=2), OutputTrace()]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class StepContext:
+    """What hooks may read. Updated by the engine after the input delivery (``step == 0``)
+    and after every forward step.
+
+    Attributes:
+        timestep, step: position in the run (``step`` counts this timestep's forward steps).
+        training: whether training-only interventions act.
+        fired: (batch, neurons + 1) bool, neurons that fired in the last step (global order).
+        took_step: (batch,) bool, the sample delivered a group in the last step.
+        steps: (batch,) forward steps of each sample in this timestep so far.
+        output_spikes: (batch, outputs) output spikes of the last step.
+        output_counts: (batch, outputs) output spikes since the start of the run.
+        network_spikes: (batch,) network spikes since the start of the run.
+    """
+
+    network: object
+    batch: int
+    rng: object
+    training: bool
+    timestep: int = 0
+    step: int = 0
+    fired: torch.Tensor | None = None
+    took_step: torch.Tensor | None = None
+    steps: torch.Tensor | None = None
+    output_spikes: torch.Tensor | None = None
+    output_counts: torch.Tensor | None = None
+    network_spikes: torch.Tensor | None = None
+    records: dict = field(default_factory=dict)
+
+
+class Hook:
+    """Base class: override what you need."""
+
+    #: ``False`` for hooks that act on forward steps and so cannot run with layered execution
+    layered_ok: bool = True
+
+    def start(self, ctx: StepContext) -> None:
+        """Called once before the first timestep."""
+
+    def transform_input(self, ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
+        """Return the input frame ``x`` (batch, *input_shape) of timestep ``ctx.timestep``."""
+        return x
+
+    def keep_spikes(self, ctx: StepContext, fired: torch.Tensor) -> torch.Tensor | None:
+        """Mask (batch, neurons + 1) of the new network spikes that enter the queue."""
+        return None
+
+    def after_step(self, ctx: StepContext) -> torch.Tensor | None:
+        """After the input delivery and each forward step; return a (batch,) stop mask."""
+        return None
+
+    def end_timestep(self, ctx: StepContext) -> None:
+        """After the last forward step of a timestep."""
+
+    def finish(self, ctx: StepContext) -> None:
+        """After the run; store results in ``ctx.records``."""
+
+
+def overrides(hook: Hook, method: str) -> bool:
+    return getattr(type(hook), method) is not getattr(Hook, method)
+
+
+# ---------------------------------------------------------------------------- stop rules
+@dataclass
+class MaxForwardSteps(Hook):
+    """End a sample's timestep after ``max_steps`` forward steps (``>= 0``)."""
+
+    max_steps: int
+    layered_ok = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_steps, int) or self.max_steps < 0:
+            raise ValueError(f"max_steps must be an int >= 0, got {self.max_steps!r}")
+
+    def after_step(self, ctx: StepContext) -> torch.Tensor:
+        return ctx.steps >= self.max_steps
+
+
+@dataclass
+class StopOnOutputSpike(Hook):
+    """End a sample's timestep ``extra_steps`` forward steps after its first output spike of
+    the timestep (an output spike during the input delivery counts as at step 0)."""
+
+    extra_steps: int = 0
+    layered_ok = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.extra_steps, int) or self.extra_steps < 0:
+            raise ValueError(f"extra_steps must be an int >= 0, got {self.extra_steps!r}")
+
+    def after_step(self, ctx: StepContext) -> torch.Tensor:
+        if ctx.step == 0:
+            self._first = torch.full((ctx.batch,), -1, dtype=torch.long, device=ctx.steps.device)
+        spiked = ctx.output_spikes.sum(1) > 0
+        self._first = torch.where(spiked & (self._first < 0), ctx.steps, self._first)
+        return (self._first >= 0) & (ctx.steps >= self._first + self.extra_steps)
+
+
+# ---------------------------------------------------------------------------- interventions
+@dataclass
+class InputSpikeDropout(Hook):
+    """Training only: drop each input event with probability ``p`` (each sample its own
+    random stream)."""
+
+    p: float
+    stream: int = 11
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.p < 1:
+            raise ValueError(f"input spike dropout p must be in [0, 1), got {self.p}")
+
+    def transform_input(self, ctx: StepContext, x: torch.Tensor) -> torch.Tensor:
+        if not ctx.training or self.p == 0:
+            return x
+        n = x[0].numel()
+        u = ctx.rng.uniform(self.stream, ctx.timestep, n).view_as(x)
+        return x * (u >= self.p).to(x.dtype)
+
+
+@dataclass
+class NetworkSpikeDropout(Hook):
+    """Training only: a network spike is lost before delivery with probability ``p`` (the
+    neuron still fires and resets). Asynchronous execution only."""
+
+    p: float
+    stream: int = 12
+    layered_ok = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.p < 1:
+            raise ValueError(f"network spike dropout p must be in [0, 1), got {self.p}")
+
+    def keep_spikes(self, ctx: StepContext, fired: torch.Tensor) -> torch.Tensor | None:
+        if not ctx.training or self.p == 0:
+            return None
+        counter = (ctx.timestep << 16) + ctx.step
+        return ctx.rng.uniform(self.stream, counter, fired.shape[1]) >= self.p
+
+
+# ---------------------------------------------------------------------------- monitors
+class OutputTrace(Hook):
+    """Record the running output counts after the input delivery and every forward step.
+
+    ``records["output_trace"]`` holds ``counts`` (steps, batch, outputs), ``took_step``
+    (steps, batch) bool (the sample delivered a group there; the input delivery rows are
+    False), ``timestep`` (steps,) and ``network_spikes`` (steps, batch), all detached.
+    With layered execution there is one row per timestep.
+    """
+
+    def start(self, ctx: StepContext) -> None:
+        self._counts, self._took, self._t, self._spikes = [], [], [], []
+
+    def after_step(self, ctx: StepContext) -> None:
+        self._counts.append(ctx.output_counts.detach().clone())
+        self._took.append(ctx.took_step.clone())
+        self._t.append(ctx.timestep)
+        self._spikes.append(ctx.network_spikes.detach().clone())
+
+    def finish(self, ctx: StepContext) -> None:
+        ctx.records["output_trace"] = {
+            "counts": torch.stack(self._counts),
+            "took_step": torch.stack(self._took),
+            "timestep": torch.tensor(self._t),
+            "network_spikes": torch.stack(self._spikes),
+        }

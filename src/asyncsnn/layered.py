@@ -1,0 +1,105 @@
+"""Layered execution: the classic time-stepped reference (what snnTorch does).
+
+For each timestep, population by population in network order:
+``V <- beta V + sum_proj W s + b``, spike iff ``V > theta``, reset to zero. A projection from
+an earlier population carries this timestep's spikes; a recurrent one (from the population
+itself or a later one) carries the previous timestep's.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .dynamics import decay_factor, fire, integrate, leak, reset_to_zero
+from .hooks import StepContext, overrides
+from .network import INPUT, Network
+
+
+def run_layered(net: Network, x: torch.Tensor, *, dt: float, rng, hooks: list, spike_fn,
+                training: bool):
+    T, B = x.shape[0], x.shape[1]
+    device, dtype = x.device, x.dtype
+    pops = net.populations
+    tab = net.tables()
+    n_in = tab.n_input
+    beta = [decay_factor(dt, net.tau_m[p.offset - n_in:p.offset - n_in + p.size].to(dtype))
+            for p in pops]
+    theta = [net.threshold[p.offset - n_in:p.offset - n_in + p.size].to(dtype) for p in pops]
+    bias_all = net.bias_vector().to(dtype)
+    bias = [bias_all[p.slice] for p in pops]
+    has_bias = [bool((b != 0).any()) for b in bias]
+    incoming = [net.incoming(p.name) for p in pops]
+    index = {p.name: i for i, p in enumerate(pops)}
+    fanout = tab.fanout.to(dtype)
+    in_fanout = fanout[:n_in]
+    pop_fanout = [fanout[p.slice] for p in pops]
+
+    ctx = StepContext(net, B, rng, training)
+    call = {m: [h for h in hooks if overrides(h, m)] for m in
+            ("start", "transform_input", "after_step", "end_timestep", "finish")}
+    for h in call["start"]:
+        h.start(ctx)
+
+    V = [torch.zeros(B, p.size, dtype=dtype, device=device) for p in pops]
+    prev = [torch.zeros(B, p.size, dtype=dtype, device=device) for p in pops]
+    out_counts = torch.zeros(B, pops[-1].size, dtype=dtype, device=device)
+    net_spikes = torch.zeros(B, dtype=dtype, device=device)
+    spikes, membrane, synops = [], [], []
+    took = torch.ones(B, dtype=torch.bool, device=device)
+    n_layers = sum(1 for p in pops if any(q.source == p.name for q in net.projections))
+    for t in range(T):
+        x_t = x[t]
+        ctx.timestep, ctx.step = t, 0
+        for h in call["transform_input"]:
+            x_t = h.transform_input(ctx, x_t)
+        now: list[torch.Tensor | None] = [None] * len(pops)
+        syn = (x_t.reshape(B, -1) != 0).to(dtype) @ in_fanout
+        for i, p in enumerate(pops):
+            current = None
+            for proj in incoming[i]:
+                if proj.source == INPUT:
+                    s = x_t
+                else:
+                    j = index[proj.source]
+                    s = prev[j] if j >= i else now[j]
+                    s = s.view(B, *pops[j].shape)
+                c = proj.apply(s)
+                current = c if current is None else current + c
+            if has_bias[i]:
+                current = current + bias[i]
+            v = integrate(leak(V[i], beta[i]), current)
+            if p.spiking:
+                z = fire(v, theta[i], None, spike_fn)
+                v = reset_to_zero(v, z.detach() > 0)
+                syn = syn + z.detach() @ pop_fanout[i]
+            else:
+                z = torch.zeros_like(v)
+            V[i], now[i] = v, z
+        prev = now
+        z_all = torch.cat(now, 1)
+        spikes.append(z_all)
+        synops.append(syn)
+        out_counts = out_counts + now[-1]
+        net_spikes = net_spikes + z_all.detach().sum(1)
+        if not pops[-1].spiking:
+            membrane.append(V[-1])
+        if call["after_step"]:
+            ctx.step, ctx.took_step = n_layers, took
+            ctx.steps = torch.full((B,), n_layers, dtype=torch.long, device=device)
+            ctx.output_spikes, ctx.output_counts = now[-1], out_counts
+            ctx.network_spikes = net_spikes
+            for h in call["after_step"]:
+                h.after_step(ctx)
+        for h in call["end_timestep"]:
+            h.end_timestep(ctx)
+    for h in call["finish"]:
+        h.finish(ctx)
+    return {
+        "spikes": torch.stack(spikes),
+        "forward_steps": torch.full((T, B), n_layers, dtype=torch.long, device=device),
+        "synops": torch.stack(synops),
+        "undelivered": torch.zeros(T, B, dtype=torch.long, device=device),
+        "output_counts": out_counts,
+        "membrane": torch.stack(membrane) if membrane else None,
+        "records": ctx.records,
+    }

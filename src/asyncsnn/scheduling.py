@@ -1,0 +1,156 @@
+"""Scheduling policies: which queued spikes are delivered in the next forward step.
+
+A policy gives every queued spike a priority (a float, higher first); the engine takes the
+``F`` highest per sample and breaks every tie by the lower neuron index, so deterministic
+policies are exactly reproducible. Writing a policy takes a few lines::
+
+    class Youngest(asyncsnn.Scheduler):
+        name = "youngest"
+        def priority(self, q):           # q: QueueView
+            return q.fired_at.float()     # newest spikes first
+
+    asyncsnn.run(net, x, dt=1e-3, scheduler=Youngest())
+
+Register it with :func:`register_scheduler` to make it available by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class QueueView:
+    """What a policy may read about the queued spikes of every sample.
+
+    Every tensor has one column per queue slot; the engine ignores the priority of empty slots.
+
+    Attributes:
+        pending: (batch, slots) bool, a spike waits in the slot.
+        potential: (batch, slots) membrane potential just before the neuron fired.
+        fired_at: (batch, slots) int64, forward step of the timestep in which it fired
+            (0: input delivery or the input itself).
+        layer: (slots,) int64, layer of the firing neuron (the input is layer 0).
+        neuron: (slots,) int64, global index of the firing neuron.
+        step: the forward step about to run (1-based) and ``timestep``.
+    """
+
+    pending: torch.Tensor
+    potential: torch.Tensor
+    fired_at: torch.Tensor
+    layer: torch.Tensor
+    neuron: torch.Tensor
+    timestep: int
+    step: int
+    _rng: object
+    _stream: int
+
+    def uniform(self) -> torch.Tensor:
+        """(batch, slots) uniform numbers from each sample's own stream, fresh every step."""
+        counter = (self.timestep << 16) + self.step
+        return self._rng.uniform(self._stream, counter, self.pending.shape[1])
+
+
+class Scheduler:
+    """Base class of scheduling policies.
+
+    Attributes:
+        name: the name it is registered under.
+        needs_potential: ``True`` if it reads ``QueueView.potential`` (it then needs
+            prioritized input, since input spikes have no membrane potential).
+    """
+
+    name: str = "custom"
+    needs_potential: bool = False
+
+    def priority(self, q: QueueView) -> torch.Tensor:
+        """(batch, slots) priorities, higher first; no NaN."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Random(Scheduler):
+    """Uniformly at random among the queued spikes (each sample its own stream)."""
+
+    name = "random"
+
+    def priority(self, q: QueueView) -> torch.Tensor:
+        return q.uniform()
+
+
+@dataclass(repr=True)
+class Momentum(Scheduler):
+    """Highest pre-spike membrane potential first, ties broken by noise of scale ``lambda_ms``.
+
+    With ``lambda_ms = 0`` ties go to the lower neuron index.
+    """
+
+    lambda_ms: float = 1e-6
+    name = "momentum"
+    needs_potential = True
+
+    def __post_init__(self) -> None:
+        if not self.lambda_ms >= 0:
+            raise ValueError(f"Momentum lambda_ms must be >= 0, got {self.lambda_ms}")
+
+    def priority(self, q: QueueView) -> torch.Tensor:
+        if self.lambda_ms == 0:
+            return q.potential
+        return q.potential + self.lambda_ms * q.uniform()
+
+
+class FIFO(Scheduler):
+    """In order of firing, oldest first (spikes caused by the input delivery are the oldest)."""
+
+    name = "fifo"
+
+    def priority(self, q: QueueView) -> torch.Tensor:
+        return -q.fired_at.to(q.potential.dtype)
+
+
+class Layered(Scheduler):
+    """Lowest layer first. With ``F`` >= the widest layer and no biases this reproduces
+    layered execution of a feed-forward network exactly."""
+
+    name = "layered"
+
+    def priority(self, q: QueueView) -> torch.Tensor:
+        return -q.layer.to(q.potential.dtype).expand_as(q.potential)
+
+
+_REGISTRY: dict[str, type[Scheduler]] = {
+    "random": Random,
+    "momentum": Momentum,
+    "fifo": FIFO,
+    "layered": Layered,
+}
+
+
+def register_scheduler(name: str, cls: type[Scheduler]) -> None:
+    """Make a policy class available by name (``scheduler="name"``)."""
+    if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+        raise TypeError(f"{cls!r} is not a subclass of asyncsnn.Scheduler")
+    _REGISTRY[name] = cls
+
+
+def available_schedulers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_scheduler(spec: str | Scheduler) -> Scheduler:
+    """Resolve a policy given by name or instance."""
+    if isinstance(spec, Scheduler):
+        return spec
+    if isinstance(spec, str):
+        try:
+            return _REGISTRY[spec]()
+        except KeyError:
+            raise ValueError(
+                f"unknown scheduler {spec!r}; choose one of {available_schedulers()} or pass "
+                "an asyncsnn.Scheduler instance"
+            ) from None
+    raise TypeError(f"scheduler must be a name or an asyncsnn.Scheduler, got {spec!r}")
