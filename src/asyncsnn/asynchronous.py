@@ -25,6 +25,7 @@ from .scheduling import QueueView, Scheduler
 
 _INT64_MIN = torch.iinfo(torch.int64).min
 _REFRACTORY_STREAM = 13
+_SINKS = 64
 
 
 def _queue_tables(net: Network, queued_input: bool, slots: int):
@@ -47,7 +48,12 @@ def _queue_tables(net: Network, queued_input: bool, slots: int):
     idx = torch.where(
         cols[None, :] < counts[neuron][:, None], starts[neuron][:, None] + cols[None, :], pad
     )
-    dst = torch.cat([tab.entries_dst, torch.tensor([g], device=device)])[idx]
+    # padding entries point at distinct sink neurons g, g+1, ... (a run of additions into one
+    # address would serialise the scatter); the last row is all padding, for unused places
+    n_sink = min(k, _SINKS)
+    sink = g + cols % n_sink
+    dst = torch.where(idx < pad, torch.cat([tab.entries_dst, tab.entries_dst[:1]])[idx], sink)
+    dst = torch.cat([dst, sink[None, :]])
     layer = torch.zeros(g + 1, dtype=torch.long, device=device)
     for pop in net.populations:
         layer[pop.slice] = pop.layer
@@ -55,7 +61,8 @@ def _queue_tables(net: Network, queued_input: bool, slots: int):
     slot_neuron = neuron[slot_row]
     out = {
         "entry_index": idx,  # (Q, K) into the entries (pad -> padding entry)
-        "dst": dst,  # (Q, K) global target, sink for padding
+        "dst": dst,  # (Q + 1, K) global target, a sink for padding
+        "n_sink": n_sink,
         "slot_row": slot_row,
         "slot_neuron": slot_neuron,
         "slot_layer": layer[slot_neuron],
@@ -66,12 +73,15 @@ def _queue_tables(net: Network, queued_input: bool, slots: int):
     return out
 
 
-def _order_key(priority: torch.Tensor, live: torch.Tensor, slot_id: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordering by priority (descending) then lower slot (neuron) index."""
+def _order_key(priority: torch.Tensor, live: torch.Tensor, tie_break: torch.Tensor):
+    """int64 keys ordering by priority (descending), then by lower slot (neuron) index.
+
+    The float32 priority's bits are mapped to an order-preserving integer and placed above
+    the tie-break; empty slots get the smallest key.
+    """
     bits = priority.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
-    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    key = (ordered << 32) | (0xFFFFFFFF - slot_id)
-    return key.masked_fill(~live, _INT64_MIN)
+    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return ((ordered << 32) | tie_break).masked_fill(~live, _INT64_MIN)
 
 
 def run_async(
@@ -91,38 +101,51 @@ def run_async(
 ):
     T, B = x.shape[0], x.shape[1]
     tab = net.tables()
-    g = tab.n_neurons
-    width = g + 1  # the last neuron is a sink for padding entries
     n_in = tab.n_input
+    n_pop = tab.n_neurons - n_in
     device, dtype = x.device, x.dtype
+    grad = spike_fn is not None
     slots = max_queued_per_neuron if refractory_dropout > 0 else 1
     qt = _queue_tables(net, not prioritized_input, slots)
+    width = n_pop + qt["n_sink"]  # state: the populations (global index - n_in), then sinks
     slot_row, slot_neuron, slot_id = qt["slot_row"], qt["slot_neuron"], qt["slot_id"]
+    slot_state = torch.where(slot_neuron >= n_in, slot_neuron - n_in, n_pop)  # input -> sink
+    slot_fanout = qt["slot_fanout"].to(dtype)
+    tie_break = 0xFFFFFFFF - slot_id if scheduler.exact_ties else None
+    if slots == 1 and len(slot_state) and torch.equal(
+        slot_state, torch.arange(int(slot_state[0]), int(slot_state[0]) + len(slot_state),
+                                 device=device)
+    ):  # the usual case: the queued neurons are one contiguous range, so no gather is needed
+        slot_state = slice(int(slot_state[0]), int(slot_state[0]) + len(slot_row))
     n_slots = len(slot_row)
-    group = min(group_size, n_slots) if n_slots else 0
+    group = min(group_size, n_slots)
+    track_value = grad or not prioritized_input
+    track_potential = scheduler.needs_potential
+    track_fired_at = scheduler.needs_fired_at
 
-    # per-neuron constants in global order (input and sink padded)
-    ones_in = torch.ones(n_in, dtype=dtype, device=device)
-    one = torch.ones(1, dtype=dtype, device=device)
-    beta = decay_factor(dt, torch.cat([ones_in, net.tau_m.to(dtype), one]))
-    theta = torch.cat([ones_in, net.threshold.to(dtype), one])
+    # per-neuron constants; non-spiking neurons and the sink get an infinite threshold
     spiking = torch.zeros(width, dtype=torch.bool, device=device)
     for pop in net.populations:
         if pop.spiking:
-            spiking[pop.slice] = True
-    bias = torch.cat([net.bias_vector().to(dtype), torch.zeros(1, dtype=dtype, device=device)])
+            spiking[pop.offset - n_in:pop.offset - n_in + pop.size] = True
+    one = torch.ones(width - n_pop, dtype=dtype, device=device)
+    beta = decay_factor(dt, torch.cat([net.tau_m.to(dtype), one]))
+    theta = torch.cat([net.threshold.to(dtype), one]).masked_fill(~spiking, float("inf"))
+    bias = torch.cat([net.bias_vector()[n_in:].to(dtype), 0 * one])
     has_bias = bool((bias != 0).any())
     w_all = net.weight_vector().to(dtype)
     pad_entry = torch.tensor([w_all.numel() - 1], device=device)  # the trailing 0 weight
     widx = torch.cat([tab.entries_widx, pad_entry])[qt["entry_index"]]
-    coef = torch.cat([tab.entries_coef.to(dtype), torch.zeros(1, dtype=dtype, device=device)])
-    tab_w = w_all[widx] * coef[qt["entry_index"]]  # (Q, K), differentiable
-    tab_dst = qt["dst"]
-    base = (torch.arange(B, device=device) * width)[:, None, None]
-    input_projs = [p for p in net.projections if p.source == INPUT]
+    coef = torch.cat([tab.entries_coef.to(dtype), one[:1] * 0])[qt["entry_index"]]
+    # one extra all-padding row: an unused place in a group points there
+    tab_w = torch.cat([w_all[widx] * coef, torch.zeros_like(coef[:1])])  # differentiable
+    tab_dst = qt["dst"] - n_in
+    null_row = tab_dst.shape[0] - 1
     in_fanout = tab.fanout[:n_in].to(dtype)
+    uniform_in_fanout = bool((in_fanout == in_fanout[0]).all()) if n_in else True
+    input_projs = [p for p in net.projections if p.source == INPUT] if prioritized_input else []
     out = net.output
-    out_slice = out.slice
+    out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
 
     ctx = StepContext(net, B, rng, training)
     call = {m: [h for h in hooks if overrides(h, m)] for m in
@@ -138,62 +161,75 @@ def run_async(
     synops = torch.zeros(T, B, dtype=dtype, device=device)
     undelivered = torch.zeros(T, B, dtype=torch.long, device=device)
     overflow = torch.zeros((), dtype=torch.long, device=device)
-    view = QueueView(None, None, None, qt["slot_layer"], slot_neuron, 0, 0, rng, 7)
-    zero_w = torch.zeros(B * width, dtype=dtype, device=device)
+    view = QueueView(None, qt["slot_layer"], slot_neuron, _rng=rng)
     slot_pos = torch.arange(slots, device=device)
+    no_step = torch.zeros(B, dtype=torch.bool, device=device)
+    q_value = q_potential = q_fired = None
 
     for t in range(T):
         V = leak(V, beta)
         refractory = torch.zeros(B, width, dtype=torch.bool, device=device)
         spk_t = torch.zeros(B, width, dtype=dtype, device=device)
         pending = torch.zeros(B, n_slots, dtype=torch.bool, device=device)
-        q_value = torch.zeros(B, n_slots, dtype=dtype, device=device)
-        q_potential = torch.zeros(B, n_slots, dtype=dtype, device=device)
-        q_fired = torch.zeros(B, n_slots, dtype=torch.long, device=device)
+        if track_value:
+            q_value = torch.zeros(B, n_slots, dtype=dtype, device=device)
+        if track_potential:
+            q_potential = torch.zeros(B, n_slots, dtype=dtype, device=device)
+        if track_fired_at:
+            q_fired = torch.zeros(B, n_slots, dtype=torch.long, device=device)
         steps = torch.zeros(B, dtype=torch.long, device=device)
-        active = torch.ones(B, dtype=torch.bool, device=device)
+        syn_t = torch.zeros(B, dtype=dtype, device=device)
+        chosen, chosen_valid = [], []
+        dropped = torch.zeros(B, dtype=torch.long, device=device)
+        active = None  # all samples go on until a stop rule says otherwise
         x_t = x[t]
         ctx.timestep, ctx.step = t, 0
         for h in call["transform_input"]:
             x_t = h.transform_input(ctx, x_t)
         x_flat = x_t.reshape(B, -1)
 
-        # ---- input delivery (not a forward step) ------------------------------------------
-        parts = [torch.zeros(B, n_in, dtype=dtype, device=device)]
+        # ---- input and bias delivery (not a forward step) ----------------------------------
+        parts = []
         for pop in net.populations:
             cur = None
-            for p in input_projs if prioritized_input else ():
+            for p in input_projs:
                 if p.target == pop.name:
                     c = p.apply(x_t)
                     cur = c if cur is None else cur + c
-            parts.append(cur if cur is not None else torch.zeros(B, pop.size, dtype=dtype,
-                                                                 device=device))
-        parts.append(torch.zeros(B, 1, dtype=dtype, device=device))
+            parts.append(cur if cur is not None else
+                         torch.zeros(B, pop.size, dtype=dtype, device=device))
+        parts.append(torch.zeros(B, width - n_pop, dtype=dtype, device=device))
         current = torch.cat(parts, 1)
         if has_bias:
             current = current + bias
         if prioritized_input:
-            synops[t] += (x_flat != 0).to(dtype) @ in_fanout
-        else:  # input events queue like any other spike (layer 0, the oldest)
-            ev = x_flat != 0
-            in_slots = slot_neuron < n_in
-            ev_slots = torch.zeros(B, n_slots, dtype=torch.bool, device=device)
-            ev_slots[:, in_slots] = ev[:, slot_neuron[in_slots]] & (
-                (slot_id[in_slots] % slots) == 0
-            )
-            pending = ev_slots
-            q_value = torch.where(ev_slots, x_flat.gather(1, slot_neuron.clamp(max=n_in - 1)
-                                                          .expand(B, -1)), q_value)
-        checked = (current != 0) & spiking
-        V = integrate(V, current)
+            events = x_flat.sign().abs()  # 1 per non-zero input (faster than != 0 here)
+            if uniform_in_fanout:
+                syn_t = syn_t + events.sum(1) * in_fanout[0]
+            else:
+                syn_t = syn_t + events @ in_fanout
+        else:  # input events queue like any other spike: layer 0, the oldest
+            in_slots = (slot_neuron < n_in) & (slot_id % slots == 0)
+            ev = x_flat[:, slot_neuron.clamp(max=n_in - 1)]
+            pending = (ev != 0) & in_slots
+            q_value = torch.where(pending, ev, q_value)
+        V = V + current
+        checked = current != 0
         step = 0
 
         while True:
-            z = fire(V, theta, checked, spike_fn)
-            fired = z.detach() > 0
-            v_pre = V.detach()
-            V = reset_to_zero(V, fired)
-            spk_t = spk_t + z
+            # ---- threshold, reset, refractoriness ------------------------------------------
+            if grad:
+                z = fire(V, theta, checked, spike_fn)
+                fired = z.detach() > 0
+                spk_t = spk_t + z
+                v_pre = V.detach() if track_potential else None
+                V = reset_to_zero(V, fired)
+            else:  # V <= theta holds for every neuron that received nothing (see dynamics)
+                fired = V > theta
+                spk_t += fired
+                v_pre = V.clone() if track_potential else None
+                V.masked_fill_(fired, 0.0)
             if refractory_dropout > 0:
                 u = rng.uniform(_REFRACTORY_STREAM, (t << 16) + step, width)
                 refractory = refractory | (fired & (u >= refractory_dropout))
@@ -205,10 +241,9 @@ def run_async(
                 if m is not None:
                     keep = keep & m
             # ---- queue the new spikes -------------------------------------------------------
-            new = keep[:, slot_neuron]
+            new = keep[:, slot_state]
             if slots > 1:
-                occ = pending.view(B, -1, slots)
-                free = ~occ
+                free = ~pending.view(B, -1, slots)
                 first = free.to(torch.uint8).argmax(-1)
                 fired_n = new.view(B, -1, slots)[..., 0]
                 has_free = free.any(-1)
@@ -217,52 +252,73 @@ def run_async(
                     B, n_slots
                 )
             pending = pending | new
-            q_value = torch.where(new, z[:, slot_neuron], q_value)
-            q_potential = torch.where(new, v_pre[:, slot_neuron], q_potential)
-            if step:
+            if track_value:
+                q_value = torch.where(new, z[:, slot_state] if grad else 1.0, q_value)
+            if track_potential:
+                q_potential = torch.where(new, v_pre[:, slot_state], q_potential)
+            if track_fired_at and step:
                 q_fired = q_fired.masked_fill(new, step)
-            o = z[:, out_slice]
-            out_counts = out_counts + o
-            net_spikes = net_spikes + z.detach()[:, n_in:g].sum(1)
             if call["after_step"]:
+                if step:
+                    steps = steps + chosen_valid[-1].any(1)
                 ctx.step, ctx.fired, ctx.steps = step, fired, steps
-                ctx.output_spikes, ctx.output_counts, ctx.network_spikes = o, out_counts, net_spikes
-                if step == 0:
-                    ctx.took_step = torch.zeros(B, dtype=torch.bool, device=device)
+                ctx.took_step = no_step if step == 0 else ctx.took_step
+                ctx.output_spikes = spk_t[:, out_slice] - (ctx.output_spikes_before
+                                                           if step else 0)
+                ctx.output_spikes_before = spk_t[:, out_slice]
+                ctx.output_counts = out_counts + spk_t[:, out_slice]
+                ctx.network_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
                 for h in call["after_step"]:
                     stop = h.after_step(ctx)
                     if stop is not None:
-                        active = active & ~stop
+                        active = ~stop if active is None else active & ~stop
+                if active is not None:  # a stopped sample drops what it still has queued
+                    dropped = dropped + (pending & ~active[:, None]).sum(1)
+                    pending = pending & active[:, None]
 
-            # ---- next forward step --------------------------------------------------------
-            live = pending & active[:, None]
-            if group == 0 or not bool(live.any()):
+            # ---- next forward step: choose up to F queued spikes per sample ---------------
+            if not bool(pending.any()):
                 break
             step += 1
-            view.pending, view.potential, view.fired_at = live, q_potential, q_fired
-            view.timestep, view.step = t, step
-            order = _order_key(scheduler.priority(view), live, slot_id)
+            view.pending, view.timestep, view.step = pending, t, step
+            view._potential, view._fired_at = q_potential, q_fired
+            priority = scheduler.priority(view)
+            if tie_break is None:
+                order = priority.masked_fill(~pending, float("-inf"))
+            else:
+                order = _order_key(priority, pending, tie_break)
             sel = order.topk(group, dim=1, sorted=False).indices
-            valid = live.gather(1, sel)
-            took = valid.any(1)
-            delivered = torch.zeros_like(pending).scatter_(1, sel, valid)
-            pending = pending & ~delivered
-            rows = slot_row[sel]
-            value = q_value.gather(1, sel) * valid
-            cur = tab_w[rows] * value[..., None]
-            flat = (tab_dst[rows] + base).view(-1)
-            current = zero_w.index_add(0, flat, cur.reshape(-1)).view(B, width)
-            current = current.masked_fill(refractory, 0.0)
-            checked = (current != 0) & spiking
-            V = V + current
-            steps = steps + took
-            synops[t] += (qt["slot_fanout"][sel] * valid).sum(1).to(dtype)
+            valid = pending.gather(1, sel)
+            pending = pending.scatter(1, sel, False)  # only empty slots fill an unused place
+            chosen.append(sel)
+            chosen_valid.append(valid)
+            # ---- deliver: gather the chosen spikes' footprints, add to their targets -------
+            rows = torch.where(valid, sel if slots == 1 else slot_row[sel], null_row).view(-1)
+            cur = tab_w.index_select(0, rows).view(B, -1)
+            if track_value:
+                cur = (cur.view(B, group, -1) * q_value.gather(1, sel)[..., None]).view(B, -1)
+            dst = tab_dst.index_select(0, rows).view(B, -1)
+            if grad:
+                current = torch.zeros(B, width, dtype=dtype, device=device)
+                current = current.scatter_add(1, dst, cur)
+                current = current.masked_fill(refractory, 0.0)
+                checked = current != 0
+                V = V + current
+            else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
+                V.scatter_add_(1, dst, cur)
+                V.masked_fill_(refractory, 0.0)
             if call["after_step"]:
-                ctx.took_step = took
+                ctx.took_step = valid.any(1)
 
-        forward_steps[t] = steps
-        undelivered[t] = pending.sum(1)
-        spikes.append(spk_t[:, n_in:g])
+        if chosen:
+            sel_all, valid_all = torch.stack(chosen), torch.stack(chosen_valid)
+            forward_steps[t] = valid_all.any(2).sum(0)
+            syn_t = syn_t + (slot_fanout[sel_all] * valid_all).sum((0, 2))
+        synops[t] = syn_t
+        undelivered[t] = dropped
+        spikes.append(spk_t[:, :n_pop])
+        out_counts = out_counts + spk_t[:, out_slice]
+        net_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
         if not out.spiking:
             membrane.append(V[:, out_slice])
         for h in call["end_timestep"]:
@@ -277,7 +333,7 @@ def run_async(
             "again with a larger max_queued_per_neuron"
         )
     return {
-        "spikes": torch.stack(spikes) if spikes else torch.zeros(0, B, g - n_in),
+        "spikes": torch.stack(spikes),
         "forward_steps": forward_steps,
         "synops": synops,
         "undelivered": undelivered,

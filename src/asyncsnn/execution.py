@@ -168,7 +168,7 @@ def _check_input(network: Network, x) -> None:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x has no timesteps or no samples: shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
     dev = network.tau_m.device
     if x.device != dev:

@@ -60,22 +60,40 @@ def sample_seeds(seed: int | torch.Tensor | None, batch: int, device: torch.devi
 class SampleRNG:
     """Uniform numbers in ``[0, 1)`` from per-sample streams.
 
+    ``uniform(stream, counter, size)[b, i]`` is a pure function of (seed of sample ``b``,
+    ``stream``, ``counter``, ``i``). Consecutive counters are computed in blocks and cached, so
+    a per-step draw costs a slice; the values do not depend on the blocking.
+
     >>> rng = SampleRNG(sample_seeds(0, 2))
     >>> rng.uniform(stream=1, counter=0, size=3).shape
     torch.Size([2, 3])
     """
 
+    block_elements = 1 << 20
+
     def __init__(self, seeds: torch.Tensor) -> None:
         self.seeds = seeds
-        self._mixed = hash32(seeds ^ 0x5BD1E995)[:, None]
+        self._mixed = hash32(seeds ^ 0x5BD1E995)[:, None, None]
         self._positions: dict[int, torch.Tensor] = {}
+        self._blocks: dict[tuple[int, int], tuple[int, int, torch.Tensor]] = {}
 
-    def uniform(self, stream: int, counter: int, size: int) -> torch.Tensor:
-        """Shape ``(batch, size)``, float32, a pure function of (seed, stream, counter, index)."""
+    def _counter_key(self, stream: int, counter: int) -> int:
+        return hash32(hash32((stream * 0x27D4EB2F) & _MASK32) ^ (counter & _MASK32))
+
+    def uniform(self, stream: int, counter: int, size: int, block: int = 8) -> torch.Tensor:
+        """Shape ``(batch, size)``, float32; ``block``: how many consecutive counters to
+        compute at once (the next calls with counter + 1, ... are then a slice)."""
+        cached = self._blocks.get((stream, size))
+        if cached is not None and cached[0] <= counter < cached[1]:
+            return cached[2][:, counter - cached[0]]
         pos = self._positions.get(size)
         if pos is None:
             pos = _mul32(torch.arange(size, dtype=torch.int64, device=self.seeds.device), _GOLDEN)
             self._positions[size] = pos
-        c = hash32(hash32((stream * 0x27D4EB2F) & _MASK32) ^ (counter & _MASK32))
-        bits = hash32((self._mixed + pos + c) & _MASK32)
-        return (bits >> 8).to(torch.float32) * (1.0 / (1 << 24))
+        n = max(1, min(block, self.block_elements // max(1, size * len(self.seeds))))
+        keys = torch.tensor([self._counter_key(stream, counter + i) for i in range(n)],
+                            dtype=torch.int64, device=self.seeds.device)
+        bits = hash32((self._mixed + keys[None, :, None] + pos[None, None, :]) & _MASK32)
+        block = (bits >> 8).to(torch.float32) * (1.0 / (1 << 24))
+        self._blocks[(stream, size)] = (counter, counter + n, block)
+        return block[:, 0]

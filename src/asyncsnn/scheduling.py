@@ -6,6 +6,7 @@ policies are exactly reproducible. Writing a policy takes a few lines::
 
     class Youngest(asyncsnn.Scheduler):
         name = "youngest"
+        needs_fired_at = True
         def priority(self, q):           # q: QueueView
             return q.fired_at.float()     # newest spikes first
 
@@ -29,28 +30,47 @@ class QueueView:
 
     Attributes:
         pending: (batch, slots) bool, a spike waits in the slot.
-        potential: (batch, slots) membrane potential just before the neuron fired.
-        fired_at: (batch, slots) int64, forward step of the timestep in which it fired
-            (0: input delivery or the input itself).
+        potential: (batch, slots) membrane potential just before the neuron fired (tracked
+            only for policies with ``needs_potential = True``).
+        fired_at: (batch, slots) int64, forward step of the timestep in which it fired, 0 for
+            the input delivery and the input itself (tracked only with
+            ``needs_fired_at = True``).
         layer: (slots,) int64, layer of the firing neuron (the input is layer 0).
         neuron: (slots,) int64, global index of the firing neuron.
-        step: the forward step about to run (1-based) and ``timestep``.
+        timestep, step: the timestep and the forward step about to run (1-based).
     """
 
     pending: torch.Tensor
-    potential: torch.Tensor
-    fired_at: torch.Tensor
     layer: torch.Tensor
     neuron: torch.Tensor
-    timestep: int
-    step: int
-    _rng: object
-    _stream: int
+    timestep: int = 0
+    step: int = 0
+    _potential: torch.Tensor | None = None
+    _fired_at: torch.Tensor | None = None
+    _rng: object = None
+    _stream: int = 7
+
+    @property
+    def potential(self) -> torch.Tensor:
+        if self._potential is None:
+            raise AttributeError("set needs_potential = True on the Scheduler to read potential")
+        return self._potential
+
+    @property
+    def fired_at(self) -> torch.Tensor:
+        if self._fired_at is None:
+            raise AttributeError("set needs_fired_at = True on the Scheduler to read fired_at")
+        return self._fired_at
 
     def uniform(self) -> torch.Tensor:
         """(batch, slots) uniform numbers from each sample's own stream, fresh every step."""
         counter = (self.timestep << 16) + self.step
         return self._rng.uniform(self._stream, counter, self.pending.shape[1])
+
+    def noise(self) -> torch.Tensor:
+        """(batch, slots) uniform numbers drawn once per timestep: a fixed random tie-break
+        for each queued spike (cheaper than :meth:`uniform`)."""
+        return self._rng.uniform(self._stream + 1, self.timestep, self.pending.shape[1], block=1)
 
 
 class Scheduler:
@@ -60,10 +80,15 @@ class Scheduler:
         name: the name it is registered under.
         needs_potential: ``True`` if it reads ``QueueView.potential`` (it then needs
             prioritized input, since input spikes have no membrane potential).
+        needs_fired_at: ``True`` if it reads ``QueueView.fired_at``.
+        exact_ties: ``True`` (default) to break equal priorities by the lower neuron index;
+            ``False`` for policies whose priorities are random anyway (a cheaper selection).
     """
 
     name: str = "custom"
     needs_potential: bool = False
+    needs_fired_at: bool = False
+    exact_ties: bool = True
 
     def priority(self, q: QueueView) -> torch.Tensor:
         """(batch, slots) priorities, higher first; no NaN."""
@@ -77,6 +102,7 @@ class Random(Scheduler):
     """Uniformly at random among the queued spikes (each sample its own stream)."""
 
     name = "random"
+    exact_ties = False
 
     def priority(self, q: QueueView) -> torch.Tensor:
         return q.uniform()
@@ -86,7 +112,8 @@ class Random(Scheduler):
 class Momentum(Scheduler):
     """Highest pre-spike membrane potential first, ties broken by noise of scale ``lambda_ms``.
 
-    With ``lambda_ms = 0`` ties go to the lower neuron index.
+    The noise is uniform in ``[0, lambda_ms)``, drawn per queue slot once per timestep (each
+    sample its own stream). With ``lambda_ms = 0`` ties go to the lower neuron index.
     """
 
     lambda_ms: float = 1e-6
@@ -96,20 +123,22 @@ class Momentum(Scheduler):
     def __post_init__(self) -> None:
         if not self.lambda_ms >= 0:
             raise ValueError(f"Momentum lambda_ms must be >= 0, got {self.lambda_ms}")
+        self.exact_ties = self.lambda_ms == 0
 
     def priority(self, q: QueueView) -> torch.Tensor:
         if self.lambda_ms == 0:
             return q.potential
-        return q.potential + self.lambda_ms * q.uniform()
+        return q.potential + self.lambda_ms * q.noise()
 
 
 class FIFO(Scheduler):
     """In order of firing, oldest first (spikes caused by the input delivery are the oldest)."""
 
     name = "fifo"
+    needs_fired_at = True
 
     def priority(self, q: QueueView) -> torch.Tensor:
-        return -q.fired_at.to(q.potential.dtype)
+        return -q.fired_at.to(torch.float32)
 
 
 class Layered(Scheduler):
@@ -119,7 +148,7 @@ class Layered(Scheduler):
     name = "layered"
 
     def priority(self, q: QueueView) -> torch.Tensor:
-        return -q.layer.to(q.potential.dtype).expand_as(q.potential)
+        return -q.layer.to(torch.float32).expand(q.pending.shape)
 
 
 _REGISTRY: dict[str, type[Scheduler]] = {
