@@ -112,9 +112,13 @@ def run_async(
     slot_state = torch.where(slot_neuron >= n_in, slot_neuron - n_in, n_pop)  # input -> sink
     slot_fanout = qt["slot_fanout"].to(dtype)
     tie_break = 0xFFFFFFFF - slot_id if scheduler.exact_ties else None
-    if slots == 1 and len(slot_state) and torch.equal(
-        slot_state, torch.arange(int(slot_state[0]), int(slot_state[0]) + len(slot_state),
-                                 device=device)
+    if (
+        slots == 1
+        and len(slot_state)
+        and torch.equal(
+            slot_state,
+            torch.arange(int(slot_state[0]), int(slot_state[0]) + len(slot_state), device=device),
+        )
     ):  # the usual case: the queued neurons are one contiguous range, so no gather is needed
         slot_state = slice(int(slot_state[0]), int(slot_state[0]) + len(slot_row))
     n_slots = len(slot_row)
@@ -127,7 +131,7 @@ def run_async(
     spiking = torch.zeros(width, dtype=torch.bool, device=device)
     for pop in net.populations:
         if pop.spiking:
-            spiking[pop.offset - n_in:pop.offset - n_in + pop.size] = True
+            spiking[pop.offset - n_in : pop.offset - n_in + pop.size] = True
     one = torch.ones(width - n_pop, dtype=dtype, device=device)
     beta = decay_factor(dt, torch.cat([net.tau_m.to(dtype), one]))
     theta = torch.cat([net.threshold.to(dtype), one]).masked_fill(~spiking, float("inf"))
@@ -148,8 +152,10 @@ def run_async(
     out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
 
     ctx = StepContext(net, B, rng, training)
-    call = {m: [h for h in hooks if overrides(h, m)] for m in
-            ("start", "transform_input", "keep_spikes", "after_step", "end_timestep", "finish")}
+    call = {
+        m: [h for h in hooks if overrides(h, m)]
+        for m in ("start", "transform_input", "keep_spikes", "after_step", "end_timestep", "finish")
+    }
     for h in call["start"]:
         h.start(ctx)
 
@@ -196,8 +202,9 @@ def run_async(
                 if p.target == pop.name:
                     c = p.apply(x_t)
                     cur = c if cur is None else cur + c
-            parts.append(cur if cur is not None else
-                         torch.zeros(B, pop.size, dtype=dtype, device=device))
+            parts.append(
+                cur if cur is not None else torch.zeros(B, pop.size, dtype=dtype, device=device)
+            )
         parts.append(torch.zeros(B, width - n_pop, dtype=dtype, device=device))
         current = torch.cat(parts, 1)
         if has_bias:
@@ -263,8 +270,7 @@ def run_async(
                     steps = steps + chosen_valid[-1].any(1)
                 ctx.step, ctx.fired, ctx.steps = step, fired, steps
                 ctx.took_step = no_step if step == 0 else ctx.took_step
-                ctx.output_spikes = spk_t[:, out_slice] - (ctx.output_spikes_before
-                                                           if step else 0)
+                ctx.output_spikes = spk_t[:, out_slice] - (ctx.output_spikes_before if step else 0)
                 ctx.output_spikes_before = spk_t[:, out_slice]
                 ctx.output_counts = out_counts + spk_t[:, out_slice]
                 ctx.network_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
@@ -303,7 +309,7 @@ def run_async(
                 current = current.scatter_add(1, dst, cur)
                 current = current.masked_fill(refractory, 0.0)
                 checked = current != 0
-                V = V + current
+                V = integrate(V, current)
             else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
                 V.scatter_add_(1, dst, cur)
                 V.masked_fill_(refractory, 0.0)

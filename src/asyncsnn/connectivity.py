@@ -39,7 +39,12 @@ class SumPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(
-            x, self.kernel_size, self.stride, self.padding, count_include_pad=True, divisor_override=1
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            count_include_pad=True,
+            divisor_override=1,
         )
 
     def extra_repr(self) -> str:
@@ -113,9 +118,7 @@ def module_footprint(module: nn.Module, in_shape: tuple[int, ...]) -> Footprint:
     n_in, n_out = math.prod(in_shape), math.prod(out_shape)
     if isinstance(module, nn.Linear):
         k, j = np.meshgrid(np.arange(n_out), np.arange(n_in), indexing="ij")
-        return Footprint(
-            j.ravel(), k.ravel(), (k * n_in + j).ravel(), np.ones(k.size), n_in, n_out
-        )
+        return Footprint(j.ravel(), k.ravel(), (k * n_in + j).ravel(), np.ones(k.size), n_in, n_out)
     if isinstance(module, (nn.Flatten, nn.Identity)):
         i = np.arange(n_in)
         return Footprint(i, i, np.full(n_in, -1), np.ones(n_in), n_in, n_out)
@@ -210,8 +213,9 @@ def _pool_footprint(pool: nn.Module, in_shape, out_shape) -> Footprint:
     src = (ch * (h * w) + sp_in[None, :]).ravel()
     dst = (ch * (ho * wo) + sp_out[None, :]).ravel()
     coef = np.broadcast_to(coef[None, :], (c, len(coef))).ravel()
-    return Footprint(src, dst, np.full(len(src), -1), coef.astype(np.float64), c * h * w,
-                     c * ho * wo)
+    return Footprint(
+        src, dst, np.full(len(src), -1), coef.astype(np.float64), c * h * w, c * ho * wo
+    )
 
 
 def compose(a: Footprint, b: Footprint) -> Footprint:
@@ -252,8 +256,9 @@ def apply_chain(modules, x: torch.Tensor, bias: bool) -> torch.Tensor:
         if isinstance(m, nn.Linear):
             x = F.linear(x, m.weight, m.bias if bias else None)
         elif isinstance(m, nn.Conv2d):
-            x = F.conv2d(x, m.weight, m.bias if bias else None, m.stride, m.padding, m.dilation,
-                         m.groups)
+            x = F.conv2d(
+                x, m.weight, m.bias if bias else None, m.stride, m.padding, m.dilation, m.groups
+            )
         else:
             x = m(x)
     return x

@@ -50,7 +50,7 @@ class RunResult:
         """(timesteps, batch, *population shape) spikes of one population."""
         pop = self.network.population(name)
         start = pop.offset - self.network.n_input
-        s = self.spikes[..., start:start + pop.size]
+        s = self.spikes[..., start : start + pop.size]
         return s.reshape(*s.shape[:2], *pop.shape)
 
     @property
@@ -137,8 +137,9 @@ def run(
         bad = [type(h).__name__ for h in hooks if not h.layered_ok]
         if bad:
             raise ValueError(f"{bad} act on forward steps and need execution='async'")
-        out = run_layered(network, x, dt=float(dt), rng=rng, hooks=hooks, spike_fn=spike_fn,
-                          training=training)
+        out = run_layered(
+            network, x, dt=float(dt), rng=rng, hooks=hooks, spike_fn=spike_fn, training=training
+        )
     else:
         policy = get_scheduler(scheduler)
         if policy.needs_potential and not prioritized_input:
@@ -148,9 +149,18 @@ def run(
             )
         p = refractory_dropout if (training or refractory_dropout_at_eval) else 0.0
         out = run_async(
-            network, x, dt=float(dt), scheduler=policy, group_size=group_size, rng=rng,
-            hooks=hooks, prioritized_input=prioritized_input, refractory_dropout=p,
-            spike_fn=spike_fn, training=training, max_queued_per_neuron=max_queued_per_neuron,
+            network,
+            x,
+            dt=float(dt),
+            scheduler=policy,
+            group_size=group_size,
+            rng=rng,
+            hooks=hooks,
+            prioritized_input=prioritized_input,
+            refractory_dropout=p,
+            spike_fn=spike_fn,
+            training=training,
+            max_queued_per_neuron=max_queued_per_neuron,
         )
     return RunResult(network=network, **out)
 
@@ -159,8 +169,10 @@ def _check_input(network: Network, x) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor (event counts or currents), got {x.dtype}")
-    expected = (network.input_shape)
+        raise TypeError(
+            f"x must be a floating-point tensor (event counts or currents), got {x.dtype}"
+        )
+    expected = network.input_shape
     if x.dim() != 2 + len(expected) or tuple(x.shape[2:]) != expected:
         raise ValueError(
             f"x must have shape (timesteps, batch, {', '.join(map(str, expected))}), got "

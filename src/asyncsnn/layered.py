@@ -15,16 +15,19 @@ from .hooks import StepContext, overrides
 from .network import INPUT, Network
 
 
-def run_layered(net: Network, x: torch.Tensor, *, dt: float, rng, hooks: list, spike_fn,
-                training: bool):
+def run_layered(
+    net: Network, x: torch.Tensor, *, dt: float, rng, hooks: list, spike_fn, training: bool
+):
     T, B = x.shape[0], x.shape[1]
     device, dtype = x.device, x.dtype
     pops = net.populations
     tab = net.tables()
     n_in = tab.n_input
-    beta = [decay_factor(dt, net.tau_m[p.offset - n_in:p.offset - n_in + p.size].to(dtype))
-            for p in pops]
-    theta = [net.threshold[p.offset - n_in:p.offset - n_in + p.size].to(dtype) for p in pops]
+    beta = [
+        decay_factor(dt, net.tau_m[p.offset - n_in : p.offset - n_in + p.size].to(dtype))
+        for p in pops
+    ]
+    theta = [net.threshold[p.offset - n_in : p.offset - n_in + p.size].to(dtype) for p in pops]
     bias_all = net.bias_vector().to(dtype)
     bias = [bias_all[p.slice] for p in pops]
     has_bias = [bool((b != 0).any()) for b in bias]
@@ -35,8 +38,10 @@ def run_layered(net: Network, x: torch.Tensor, *, dt: float, rng, hooks: list, s
     pop_fanout = [fanout[p.slice] for p in pops]
 
     ctx = StepContext(net, B, rng, training)
-    call = {m: [h for h in hooks if overrides(h, m)] for m in
-            ("start", "transform_input", "after_step", "end_timestep", "finish")}
+    call = {
+        m: [h for h in hooks if overrides(h, m)]
+        for m in ("start", "transform_input", "after_step", "end_timestep", "finish")
+    }
     for h in call["start"]:
         h.start(ctx)
 

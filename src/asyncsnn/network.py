@@ -321,8 +321,9 @@ class Network(nn.Module):
             for proj in self.incoming(pop.name):
                 w = proj.weighted
                 if w is not None and w.bias is not None:
-                    zero = torch.zeros(1, *self._shape_of(proj.source), dtype=w.bias.dtype,
-                                       device=w.bias.device)
+                    zero = torch.zeros(
+                        1, *self._shape_of(proj.source), dtype=w.bias.dtype, device=w.bias.device
+                    )
                     b = b + proj.apply(zero, bias=True)[0]
             parts.append(b)
         return torch.cat(parts)

@@ -91,8 +91,11 @@ class SampleRNG:
             pos = _mul32(torch.arange(size, dtype=torch.int64, device=self.seeds.device), _GOLDEN)
             self._positions[size] = pos
         n = max(1, min(block, self.block_elements // max(1, size * len(self.seeds))))
-        keys = torch.tensor([self._counter_key(stream, counter + i) for i in range(n)],
-                            dtype=torch.int64, device=self.seeds.device)
+        keys = torch.tensor(
+            [self._counter_key(stream, counter + i) for i in range(n)],
+            dtype=torch.int64,
+            device=self.seeds.device,
+        )
         bits = hash32((self._mixed + keys[None, :, None] + pos[None, None, :]) & _MASK32)
         block = (bits >> 8).to(torch.float32) * (1.0 / (1 << 24))
         self._blocks[(stream, size)] = (counter, counter + n, block)
