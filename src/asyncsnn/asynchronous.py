@@ -270,8 +270,7 @@ def run_async(
                     steps = steps + chosen_valid[-1].any(1)
                 ctx.step, ctx.fired, ctx.steps = step, fired, steps
                 ctx.took_step = no_step if step == 0 else ctx.took_step
-                ctx.output_spikes = spk_t[:, out_slice] - (ctx.output_spikes_before if step else 0)
-                ctx.output_spikes_before = spk_t[:, out_slice]
+                ctx.output_spikes = fired[:, out_slice].to(dtype)
                 ctx.output_counts = out_counts + spk_t[:, out_slice]
                 ctx.network_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
                 for h in call["after_step"]:

@@ -104,7 +104,8 @@ def run(
             training only unless ``refractory_dropout_at_eval``.
         training: whether training-only interventions act (default: ``network.training``).
         surrogate: surrogate gradient (``"arctan"`` default, ``"fast_sigmoid"`` or an
-            instance); used when gradients are enabled.
+            instance); used when gradients are enabled and something requires them. Otherwise
+            the run builds no graph (the inference path).
         max_queued_per_neuron: queue slots per neuron when refractory dropout acts.
 
     >>> net = Network.sequential([torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)], threshold=0.3)
@@ -131,7 +132,10 @@ def run(
         if not isinstance(h, Hook):
             raise TypeError(f"hooks must be asyncsnn.Hook instances, got {h!r}")
     training = network.training if training is None else bool(training)
-    spike_fn = get_surrogate(surrogate) if torch.is_grad_enabled() else None
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in network.parameters())
+    )
+    spike_fn = get_surrogate(surrogate) if needs_grad else None
     rng = SampleRNG(sample_seeds(seed, x.shape[1], x.device))
     if execution == "layered":
         bad = [type(h).__name__ for h in hooks if not h.layered_ok]

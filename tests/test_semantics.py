@@ -1,0 +1,293 @@
+"""Hand-computed small networks, one or more per rule of SPEC section 2."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import asyncsnn
+
+DT = 1e-3
+TAU = 2e-3
+BETA = math.exp(-DT / TAU)
+
+
+def linear(weight, bias=None) -> nn.Linear:
+    w = torch.tensor(weight, dtype=torch.float32)
+    m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        m.weight.copy_(w)
+        if bias is not None:
+            m.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+    return m
+
+
+def frames(*rows) -> torch.Tensor:
+    """(timesteps, batch=1, inputs) from a list of per-timestep input rows."""
+    return torch.tensor(rows, dtype=torch.float32)[:, None, :]
+
+
+def run(net, x, **kw):
+    kw.setdefault("dt", DT)
+    with torch.no_grad():
+        return asyncsnn.run(net, x, **kw)
+
+
+def fan_in_fan_out(w_hidden, w_out, theta=0.5, readout="spikes", bias_h=None, bias_o=None):
+    return asyncsnn.Network.sequential(
+        [linear(w_hidden, bias_h), linear(w_out, bias_o)],
+        tau_m=TAU,
+        threshold=theta,
+        readout=readout,
+    )
+
+
+# ------------------------------------------------------------------------------ leak
+def test_leak_once_per_timestep_and_not_between_forward_steps():
+    # input -> output (non-spiking): the membrane decays by beta per timestep
+    net = asyncsnn.Network.sequential([linear([[0.8]])], tau_m=TAU, readout="membrane")
+    r = run(net, frames([1.0], [0.0], [0.0], [0.0]))
+    expected = torch.tensor([0.8 * BETA**t for t in range(4)])
+    torch.testing.assert_close(r.membrane[:, 0, 0], expected)
+
+    # three hidden spikes delivered one per forward step (F = 1): no leak between the steps
+    net = fan_in_fan_out([[1.0], [1.0], [1.0]], [[0.1, 0.2, 0.4]], readout="membrane")
+    r = run(net, frames([1.0], [0.0]), scheduler="fifo", group_size=1)
+    assert r.forward_steps[:, 0].tolist() == [3, 0]
+    torch.testing.assert_close(r.membrane[:, 0, 0], torch.tensor([0.7, 0.7 * BETA]))
+
+
+# ------------------------------------------------------------------------------ strict threshold
+@pytest.mark.parametrize("execution", ["async", "layered"])
+def test_threshold_is_strict(execution):
+    net = asyncsnn.Network.sequential([linear([[0.25]])], tau_m=1e-9, threshold=0.5)
+    # 2 events give exactly 0.5 (no spike), 3 give 0.75 (spike); tau_m tiny: no memory
+    r = run(net, frames([2.0], [3.0], [2.0]), execution=execution)
+    assert r.spikes[:, 0, 0].tolist() == [0.0, 1.0, 0.0]
+
+
+# ------------------------------------------------------------ reset and refractoriness
+def test_reset_to_zero_and_refractory_for_the_rest_of_the_timestep():
+    # hidden h0, h1 fire on the input; h1 -> h0 (recurrent) would push h0 over threshold
+    # again, but h0 is refractory and ignores it. At t=1 the input gives h0 only 0.3 < 0.5:
+    # had h0 integrated the 1.0 from h1, beta*1.0 + 0.3 > 0.5 and it would fire.
+    net = asyncsnn.Network(input_shape=(1,))
+    net.add_population("h", [linear([[1.0], [1.0]])], tau_m=TAU, threshold=0.5)
+    net.connect("h", "h", [linear([[0.0, 1.0], [0.0, 0.0]])])
+    net.add_population("out", [linear([[0.0, 0.0]])], source="h", tau_m=TAU, threshold=0.5)
+    x = frames([1.0], [0.3])
+    for policy in ["fifo", "momentum", "random", "layered"]:
+        r = run(net, x, scheduler=policy, group_size=1)
+        assert r.population_spikes("h")[:, 0].tolist() == [[1.0, 1.0], [0.0, 0.0]], policy
+
+
+def test_refractory_dropout_lets_a_neuron_fire_twice_in_training_only():
+    net = asyncsnn.Network(input_shape=(1,))
+    net.add_population("h", [linear([[1.0], [1.0]])], tau_m=TAU, threshold=0.5)
+    net.connect("h", "h", [linear([[0.0, 1.0], [0.0, 0.0]])])
+    net.add_population("out", [linear([[0.0, 0.0]])], source="h", tau_m=TAU, threshold=0.5)
+    x = frames([1.0])
+    p = 1 - 1e-6  # almost surely not made refractory
+    trained = run(net, x, scheduler="fifo", group_size=1, refractory_dropout=p, training=True)
+    assert trained.population_spikes("h")[0, 0].tolist() == [2.0, 1.0]
+    # h0's second spike was queued and delivered too: h0 twice, h1 once
+    assert trained.forward_steps[0, 0].item() == 3
+    evaluated = run(net, x, scheduler="fifo", group_size=1, refractory_dropout=p, training=False)
+    assert evaluated.population_spikes("h")[0, 0].tolist() == [1.0, 1.0]
+    forced = run(
+        net,
+        x,
+        scheduler="fifo",
+        group_size=1,
+        refractory_dropout=p,
+        training=False,
+        refractory_dropout_at_eval=True,
+    )
+    assert forced.population_spikes("h")[0, 0].tolist() == [2.0, 1.0]
+
+
+# ------------------------------------------------------------------------------ last group
+def test_an_all_inhibitory_last_group_is_applied():
+    # h0 (+0.2) then h1 (-0.5) reach the non-spiking output one per forward step; the last
+    # group carries only inhibition and must still be applied: 0.2 - 0.5 = -0.3
+    net = fan_in_fan_out([[1.0], [1.0]], [[0.2, -0.5]], readout="membrane")
+    r = run(net, frames([1.0]), scheduler="fifo", group_size=1)
+    assert r.forward_steps[0, 0].item() == 2
+    torch.testing.assert_close(r.membrane[0, 0, 0], torch.tensor(-0.3))
+    # and with a spiking output: 0.2 stays below 0.5, then -0.5: the membrane at -0.3 carries
+    # into the next timestep, where 0.6 alone would fire but -0.3 * beta + 0.6 does not
+    net = asyncsnn.Network(input_shape=(2,))
+    net.add_population("h", [linear([[1.0, 0.0], [1.0, 0.0]])], tau_m=TAU, threshold=0.5)
+    net.add_population("out", [linear([[0.2, -0.5]])], source="h", tau_m=TAU, threshold=0.5)
+    net.connect("input", "out", [linear([[0.0, 0.6]])])
+    r = run(net, frames([1.0, 0.0], [0.0, 1.0]), scheduler="fifo", group_size=1)
+    assert r.output_counts[0].item() == 0.0
+    assert -0.3 * BETA + 0.6 < 0.5
+    # without the inhibitory group the output would fire at t=1: 0.2 * beta + 0.6 > 0.5
+    assert 0.2 * BETA + 0.6 > 0.5
+
+
+# ------------------------------------------------------------------------------ bias
+@pytest.mark.parametrize("group_size", [1, 8])
+def test_bias_is_one_current_per_timestep_whatever_f(group_size):
+    # three hidden spikes per timestep reach a non-spiking output with bias 0.05: the bias is
+    # added once per timestep, not once per forward step
+    net = fan_in_fan_out(
+        [[1.0], [1.0], [1.0]], [[0.1, 0.2, 0.4]], readout="membrane", bias_o=[0.05]
+    )
+    r = run(net, frames([1.0], [1.0]), scheduler="fifo", group_size=group_size)
+    assert r.forward_steps[:, 0].tolist() == ([3, 3] if group_size == 1 else [1, 1])
+    v0 = 0.7 + 0.05
+    torch.testing.assert_close(r.membrane[:, 0, 0], torch.tensor([v0, v0 * BETA + v0]))
+
+
+def test_bias_alone_can_fire_a_neuron_at_the_start_of_the_timestep():
+    # a hidden neuron with bias 0.6 > theta fires at the input delivery of every timestep
+    net = fan_in_fan_out([[0.0]], [[1.0]], bias_h=[0.6])
+    r = run(net, frames([0.0], [0.0], [0.0]))
+    assert r.population_spikes("hidden1")[:, 0, 0].tolist() == [1.0, 1.0, 1.0]
+    assert r.output_counts[0].item() == 3.0
+    assert torch.equal(r.spikes, run(net, frames([0.0], [0.0], [0.0]), execution="layered").spikes)
+
+
+# ------------------------------------------------------------------------------ groups and output
+def test_forward_steps_are_groups_of_f_queued_spikes():
+    # five hidden spikes: ceil(5 / F) forward steps
+    net = fan_in_fan_out([[1.0]] * 5, [[0.0] * 5])
+    for f, steps in [(1, 5), (2, 3), (4, 2), (5, 1), (8, 1)]:
+        r = run(net, frames([1.0]), scheduler="random", group_size=f)
+        assert r.forward_steps[0, 0].item() == steps, f
+
+
+def test_output_spikes_are_recorded_at_once_and_take_no_group_place():
+    # the output also receives the input directly (skip projection) and fires on it; its
+    # spikes never queue: the two hidden spikes take the only two forward steps at F = 1
+    net = fan_in_fan_out([[1.0], [1.0]], [[1.0, 0.0], [0.0, 1.0]])
+    net.connect("input", "output", [linear([[1.0], [1.0]])])
+    r = run(net, frames([1.0]), scheduler="fifo", group_size=1)
+    assert r.forward_steps[0, 0].item() == 2
+    assert r.output_counts[0].tolist() == [1.0, 1.0]  # refractory after the input delivery
+    assert r.synops[0, 0].item() == 4 + 2 * 2  # input fans out to 4 neurons, hidden to 2 each
+
+
+# ------------------------------------------------------------------------------ policies
+def _three_race():
+    # h0, h1, h2 fire on the input with pre-spike potentials 1.0, 3.0, 2.0; each drives its
+    # own output neuron, which fires as soon as its hidden neuron's spike is delivered
+    return fan_in_fan_out([[1.0], [3.0], [2.0]], [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "order"),
+    [
+        (asyncsnn.Momentum(lambda_ms=0.0), [1, 2, 0]),
+        ("momentum", [1, 2, 0]),
+        ("fifo", [0, 1, 2]),
+        ("layered", [0, 1, 2]),
+    ],
+)
+def test_policy_order_on_a_hand_made_race(scheduler, order):
+    net = _three_race()
+    r = run(net, frames([1.0]), scheduler=scheduler, group_size=1, hooks=[asyncsnn.OutputTrace()])
+    counts = r.records["output_trace"]["counts"][:, 0]  # (steps + 1, outputs)
+    first = [int(torch.nonzero(counts[:, k])[0]) for k in range(3)]
+    assert sorted(range(3), key=lambda k: first[k]) == order
+
+
+def test_fifo_delivers_the_oldest_spikes_first():
+    # input fires a (step 0) and b (step 0); a's delivery fires c (step 1). F = 1: fifo
+    # delivers a, b, then c; a "youngest first" policy would deliver c before b.
+    net = asyncsnn.Network(input_shape=(1,))
+    net.add_population("h", [linear([[1.0], [1.0], [0.0]])], tau_m=TAU, threshold=0.5)
+    net.connect("h", "h", [linear([[0, 0, 0], [0, 0, 0], [1.0, 0, 0]])])
+    net.add_population(
+        "out", [linear([[0, 1.0, 0], [0, 0, 1.0]])], source="h", tau_m=TAU, threshold=0.5
+    )
+    r = run(net, frames([1.0]), scheduler="fifo", group_size=1, hooks=[asyncsnn.OutputTrace()])
+    counts = r.records["output_trace"]["counts"][:, 0]
+    assert counts.tolist() == [[0, 0], [0, 0], [1, 0], [1, 1]]
+
+    class Youngest(asyncsnn.Scheduler):
+        name = "youngest"
+        needs_fired_at = True
+
+        def priority(self, q):
+            return q.fired_at.float()
+
+    r = run(net, frames([1.0]), scheduler=Youngest(), group_size=1, hooks=[asyncsnn.OutputTrace()])
+    counts = r.records["output_trace"]["counts"][:, 0]
+    assert counts.tolist() == [[0, 0], [0, 0], [0, 1], [1, 1]]
+
+
+def test_a_registered_policy_is_available_by_name():
+    class HighestIndex(asyncsnn.Scheduler):
+        name = "highest-index"
+
+        def priority(self, q):
+            return q.neuron.float().expand(q.pending.shape)
+
+    asyncsnn.register_scheduler("highest-index", HighestIndex)
+    assert "highest-index" in asyncsnn.available_schedulers()
+    r = run(
+        _three_race(),
+        frames([1.0]),
+        scheduler="highest-index",
+        group_size=1,
+        hooks=[asyncsnn.OutputTrace()],
+    )
+    counts = r.records["output_trace"]["counts"][:, 0]
+    first = [int(torch.nonzero(counts[:, k])[0]) for k in range(3)]
+    assert first == [3, 2, 1]
+
+
+# ------------------------------------------------------------------------------ stop rules
+def test_max_forward_steps_drops_the_rest_of_the_queue():
+    net = fan_in_fan_out([[1.0]] * 5, [[1.0] * 5])
+    r = run(
+        net,
+        frames([1.0], [1.0]),
+        scheduler="fifo",
+        group_size=2,
+        hooks=[asyncsnn.MaxForwardSteps(1)],
+    )
+    assert r.forward_steps[:, 0].tolist() == [1, 1]
+    assert r.undelivered[:, 0].tolist() == [3, 3]
+    assert r.synops[:, 0].tolist() == [5 + 2, 5 + 2]
+
+
+def test_stop_on_output_spike_with_extra_steps():
+    # five hidden spikes of 0.3 each at F = 1; the output (theta 0.5) fires on the second
+    net = fan_in_fan_out([[1.0]] * 5, [[0.3] * 5])
+    for extra, steps in [(0, 2), (1, 3), (2, 4), (5, 5)]:
+        r = run(
+            net,
+            frames([1.0]),
+            scheduler="fifo",
+            group_size=1,
+            hooks=[asyncsnn.StopOnOutputSpike(extra)],
+        )
+        assert r.forward_steps[0, 0].item() == steps, extra
+        assert r.undelivered[0, 0].item() == 5 - steps
+
+
+def test_stop_rules_are_per_sample():
+    net = fan_in_fan_out([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3, [[0.3] * 3 + [0.0] * 3])
+    x = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # sample 0 drives the first three, 1 the rest
+    r = run(net, x, scheduler="fifo", group_size=1, hooks=[asyncsnn.StopOnOutputSpike()])
+    assert r.forward_steps[0].tolist() == [2, 3]
+
+
+# ------------------------------------------------------------------------------ queued input
+def test_queued_input_is_layer_zero_and_takes_forward_steps():
+    net = fan_in_fan_out([[1.0, 1.0], [1.0, -1.0]], [[1.0, 1.0]])
+    x = frames([1.0, 1.0])
+    r = run(net, x, scheduler="layered", group_size=1, prioritized_input=False)
+    # layer 0 first, one event per step: in0 fires h0 and h1, in1 reaches them while they
+    # are refractory; then h0 and h1 are delivered: 4 forward steps
+    assert r.forward_steps[0, 0].item() == 2 + 2
+    assert r.synops[0, 0].item() == 2 * 2 + 2 * 1
+    with pytest.raises(ValueError, match="prioritized_input"):
+        run(net, x, scheduler="momentum", prioritized_input=False)
