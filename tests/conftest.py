@@ -8,9 +8,14 @@ there with a reason, but fail in CI (``CI=true``), where the folder must exist.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
+# PyTorch's OpenMP threads spin while waiting by default, which slows a shared 2-core machine
+# down many times over; this must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
