@@ -85,6 +85,10 @@ class Footprint:
 def output_shape(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Shape (without batch) of ``module``'s output for an input of shape ``in_shape``."""
     if isinstance(module, nn.Linear):
+        if len(in_shape) == 1 and in_shape[0] != module.in_features:
+            raise ValueError(
+                f"{module} expects {module.in_features} inputs but receives {in_shape[0]}"
+            )
         if in_shape != (module.in_features,):
             raise ValueError(
                 f"{module} expects inputs of shape ({module.in_features},) but receives "
