@@ -154,10 +154,14 @@ def test_bad_options(net, x):
         asyncsnn.ArcTan(alpha=0.0)
 
 
-def test_a_user_policy_must_declare_what_it_reads(net, x):
+def test_a_user_policy_must_declare_what_it_reads():
     class Sneaky(asyncsnn.Scheduler):
         def priority(self, q):
             return q.potential
 
+    layers = [nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False)]
+    for layer in layers:
+        nn.init.constant_(layer.weight, 1.0)  # every hidden neuron fires: the queue fills
+    net = asyncsnn.Network.sequential(layers, tau_m=1e-3, threshold=0.3)
     with pytest.raises(AttributeError, match="needs_potential = True"):
-        asyncsnn.run(net, x * 0 + 1, dt=1e-3, scheduler=Sneaky())
+        asyncsnn.run(net, torch.ones(2, 1, 4), dt=1e-3, scheduler=Sneaky())

@@ -146,7 +146,9 @@ def run_async(
     tab_dst = qt["dst"] - n_in
     null_row = tab_dst.shape[0] - 1
     in_fanout = tab.fanout[:n_in].to(dtype)
-    uniform_in_fanout = bool((in_fanout == in_fanout[0]).all()) if n_in else True
+    # without refractory dropout a neuron fires at most once per timestep: its refractory flag
+    # is its spike record, and resetting it can wait for the masking after each delivery
+    once = refractory_dropout == 0 and not grad
     input_projs = [p for p in net.projections if p.source == INPUT] if prioritized_input else []
     out = net.output
     out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
@@ -158,6 +160,10 @@ def run_async(
     }
     for h in call["start"]:
         h.start(ctx)
+
+    input_synops = None  # input events x fan-out, for all timesteps at once when possible
+    if prioritized_input and not call["transform_input"]:
+        input_synops = (x.reshape(T, B, -1) != 0).to(dtype) @ in_fanout
 
     V = torch.zeros(B, width, dtype=dtype, device=device)
     out_counts = torch.zeros(B, out.size, dtype=dtype, device=device)
@@ -175,7 +181,7 @@ def run_async(
     for t in range(T):
         V = leak(V, beta)
         refractory = torch.zeros(B, width, dtype=torch.bool, device=device)
-        spk_t = torch.zeros(B, width, dtype=dtype, device=device)
+        spk_t = None if once else torch.zeros(B, width, dtype=dtype, device=device)
         pending = torch.zeros(B, n_slots, dtype=torch.bool, device=device)
         if track_value:
             q_value = torch.zeros(B, n_slots, dtype=dtype, device=device)
@@ -210,11 +216,10 @@ def run_async(
         if has_bias:
             current = current + bias
         if prioritized_input:
-            events = x_flat.sign().abs()  # 1 per non-zero input (faster than != 0 here)
-            if uniform_in_fanout:
-                syn_t = syn_t + events.sum(1) * in_fanout[0]
+            if input_synops is None:
+                syn_t = syn_t + (x_flat != 0).to(dtype) @ in_fanout
             else:
-                syn_t = syn_t + events @ in_fanout
+                syn_t = syn_t + input_synops[t]
         else:  # input events queue like any other spike: layer 0, the oldest
             in_slots = (slot_neuron < n_in) & (slot_id % slots == 0)
             ev = x_flat[:, slot_neuron.clamp(max=n_in - 1)]
@@ -234,9 +239,10 @@ def run_async(
                 V = reset_to_zero(V, fired)
             else:  # V <= theta holds for every neuron that received nothing (see dynamics)
                 fired = V > theta
-                spk_t += fired
                 v_pre = V.clone() if track_potential else None
-                V.masked_fill_(fired, 0.0)
+                if not once:
+                    spk_t += fired
+                    V.masked_fill_(fired, 0.0)
             if refractory_dropout > 0:
                 u = rng.uniform(_REFRACTORY_STREAM, (t << 16) + step, width)
                 refractory = refractory | (fired & (u >= refractory_dropout))
@@ -271,8 +277,9 @@ def run_async(
                 ctx.step, ctx.fired, ctx.steps = step, fired, steps
                 ctx.took_step = no_step if step == 0 else ctx.took_step
                 ctx.output_spikes = fired[:, out_slice].to(dtype)
-                ctx.output_counts = out_counts + spk_t[:, out_slice]
-                ctx.network_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
+                so_far = refractory.to(dtype) if once else spk_t
+                ctx.output_counts = out_counts + so_far[:, out_slice]
+                ctx.network_spikes = net_spikes + so_far[:, :n_pop].detach().sum(1)
                 for h in call["after_step"]:
                     stop = h.after_step(ctx)
                     if stop is not None:
@@ -321,6 +328,9 @@ def run_async(
             syn_t = syn_t + (slot_fanout[sel_all] * valid_all).sum((0, 2))
         synops[t] = syn_t
         undelivered[t] = dropped
+        if once:
+            V.masked_fill_(refractory, 0.0)  # the reset of the last step's spikes
+            spk_t = refractory.to(dtype)
         spikes.append(spk_t[:, :n_pop])
         out_counts = out_counts + spk_t[:, out_slice]
         net_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
