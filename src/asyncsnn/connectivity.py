@@ -108,8 +108,15 @@ def output_shape(module: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...
             raise ValueError(
                 f"{module} expects {module.in_channels} input channels, got {in_shape[0]}"
             )
+        w = getattr(module, "weight", None)
+        probe = torch.zeros(
+            1,
+            *in_shape,
+            dtype=w.dtype if w is not None else None,
+            device=w.device if w is not None else None,
+        )
         with torch.no_grad():
-            return tuple(module(torch.zeros(1, *in_shape)).shape[1:])
+            return tuple(module(probe).shape[1:])
     raise TypeError(
         f"unsupported module {type(module).__name__}: a projection is a chain of nn.Linear, "
         "nn.Conv2d, nn.AvgPool2d, asyncsnn.SumPool2d, nn.Flatten and nn.Identity"

@@ -1,0 +1,60 @@
+"""The same runs on a GPU as on the CPU (skipped where no CUDA device is present)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import asyncsnn
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+POLICIES = ["random", "momentum", asyncsnn.Momentum(lambda_ms=0.0), "fifo", "layered"]
+
+
+def _nets():
+    torch.manual_seed(0)
+    fc = asyncsnn.Network.sequential(
+        [nn.Linear(60, 40), nn.Linear(40, 30), nn.Linear(30, 10)], tau_m=5e-3, threshold=0.4
+    )
+    conv = asyncsnn.Network.sequential(
+        [nn.Conv2d(2, 6, 3, stride=2), asyncsnn.SumPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
+         nn.Flatten(), nn.Linear(8 * 4 * 4, 10)],
+        input_shape=(2, 18, 18), tau_m=5e-3, threshold=0.4,
+    )
+    return [(fc, (60,)), (conv, (2, 18, 18))]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=str)
+def test_cuda_matches_cpu(policy):
+    for net, shape in _nets():
+        net = net.double()
+        x = (torch.rand(12, 6, *shape) < 0.2).double()
+        options = {"dt": 1e-3, "scheduler": policy, "group_size": 4, "seed": 3,
+                   "hooks": [asyncsnn.MaxForwardSteps(6)]}
+        with torch.no_grad():
+            cpu = asyncsnn.run(net, x, **options)
+            net_gpu = net.to("cuda")
+            gpu = asyncsnn.run(net_gpu, x.cuda(), **options)
+            net.to("cpu")
+        assert torch.equal(cpu.spikes, gpu.spikes.cpu())
+        assert torch.equal(cpu.forward_steps, gpu.forward_steps.cpu())
+        torch.testing.assert_close(cpu.synops, gpu.synops.cpu())
+
+
+@pytest.mark.parametrize("execution", ["async", "layered"])
+def test_cuda_gradients_match_cpu(execution):
+    net, shape = _nets()[0]
+    net = net.double()
+    x = (torch.rand(8, 4, *shape) < 0.3).double()
+    grads = []
+    for device in ("cpu", "cuda"):
+        net.to(device)
+        net.zero_grad()
+        r = asyncsnn.run(net, x.to(device), dt=1e-3, execution=execution, scheduler="fifo")
+        r.output_counts.sum().backward()
+        grads.append([p.grad.detach().cpu() for p in net.parameters()])
+    net.to("cpu")
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
