@@ -25,6 +25,8 @@ class StepContext:
         training: whether training-only interventions act.
         fired: (batch, neurons + 1) bool, neurons that fired in the last step (global order).
         took_step: (batch,) bool, the sample delivered a group in the last step.
+        steps_per_row: forward steps one ``after_step`` call stands for (layered execution
+            calls it once per timestep, for all its layers).
         steps: (batch,) forward steps of each sample in this timestep so far.
         output_spikes: (batch, outputs) output spikes of the last step.
         output_counts: (batch, outputs) output spikes since the start of the run.
@@ -39,6 +41,7 @@ class StepContext:
     step: int = 0
     fired: torch.Tensor | None = None
     took_step: torch.Tensor | None = None
+    steps_per_row: int = 1
     steps: torch.Tensor | None = None
     output_spikes: torch.Tensor | None = None
     output_counts: torch.Tensor | None = None
@@ -159,25 +162,37 @@ class NetworkSpikeDropout(Hook):
 class OutputTrace(Hook):
     """Record the running output counts after the input delivery and every forward step.
 
-    ``records["output_trace"]`` holds ``counts`` (steps, batch, outputs), ``took_step``
-    (steps, batch) bool (the sample delivered a group there; the input delivery rows are
-    False), ``timestep`` (steps,) and ``network_spikes`` (steps, batch), all detached.
-    With layered execution there is one row per timestep.
+    ``records["output_trace"]`` holds, one row per step (all detached):
+
+    - ``counts`` (rows, batch, outputs): output spikes since the start of the run;
+    - ``forward_steps`` (rows, batch): forward steps the sample has taken since the start;
+    - ``network_spikes`` (rows, batch): network spikes since the start;
+    - ``took_step`` (rows, batch) bool: the sample delivered a group in this row (False for
+      the input-delivery rows);
+    - ``timestep`` (rows,).
+
+    Asynchronous execution has a row after each input delivery and each forward step; layered
+    execution one row per timestep (standing for all its layers).
     """
 
     def start(self, ctx: StepContext) -> None:
-        self._counts, self._took, self._t, self._spikes = [], [], [], []
+        self._counts, self._took, self._t, self._spikes, self._steps = [], [], [], [], []
+        self._total = torch.zeros(ctx.batch, dtype=torch.long)
 
     def after_step(self, ctx: StepContext) -> None:
+        took = ctx.took_step.detach()
+        self._total = self._total.to(took.device) + took.long() * ctx.steps_per_row
         self._counts.append(ctx.output_counts.detach().clone())
-        self._took.append(ctx.took_step.clone())
+        self._took.append(took.clone())
         self._t.append(ctx.timestep)
         self._spikes.append(ctx.network_spikes.detach().clone())
+        self._steps.append(self._total)
 
     def finish(self, ctx: StepContext) -> None:
         ctx.records["output_trace"] = {
             "counts": torch.stack(self._counts),
+            "forward_steps": torch.stack(self._steps),
+            "network_spikes": torch.stack(self._spikes),
             "took_step": torch.stack(self._took),
             "timestep": torch.tensor(self._t),
-            "network_spikes": torch.stack(self._spikes),
         }

@@ -89,7 +89,7 @@ def run_layered(
         if not pops[-1].spiking:
             membrane.append(V[-1])
         if call["after_step"]:
-            ctx.step, ctx.took_step = n_layers, took
+            ctx.step, ctx.took_step, ctx.steps_per_row = n_layers, took, n_layers
             ctx.steps = torch.full((B,), n_layers, dtype=torch.long, device=device)
             ctx.output_spikes, ctx.output_counts = now[-1], out_counts
             ctx.network_spikes = net_spikes

@@ -1,0 +1,224 @@
+"""The ``asyncsnn`` command line.
+
+    asyncsnn demo                      the study's comparison on the built-in digits, in minutes
+    asyncsnn train --dataset D ...     train a model layered or with unlayered backprop
+    asyncsnn evaluate RUN ...          evaluate a trained model under one execution
+    asyncsnn compare RUN RUN ...       side-by-side table of models under several executions
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="asyncsnn")
+def main() -> None:
+    """Spiking neural networks run and trained without layer synchronization.
+
+    Train a model layer-synchronously ("layered") or through a simulation of asynchronous,
+    event-driven execution ("unlayered"), then compare accuracy, spikes, synaptic operations
+    and decision latency under layered and asynchronous execution. Start with `asyncsnn demo`.
+    """
+
+
+# ------------------------------------------------------------------------------ train
+def _load_config_file(path: Path) -> dict:
+    text = path.read_text()
+    if path.suffix in (".toml",):
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+        return data or {}
+    if path.suffix == ".json":
+        return json.loads(text)
+    raise click.BadParameter(f"{path}: use a .toml, .yaml/.yml or .json file",
+                             param_hint="--config")
+
+
+@main.command()
+@click.option("--dataset", type=click.Choice(["digits", "nmnist", "shd", "dvsgesture", "cifar10"]),
+              help="Data set (default digits, the built-in one).")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Folder holding the data set's local copy (never downloaded).")
+@click.option("--training", type=click.Choice(["layered", "unlayered"]),
+              help="layered: surrogate BPTT; unlayered: backprop through asynchronous execution.")
+@click.option("--scheduler", help="Policy of the asynchronous execution (unlayered training).")
+@click.option("--group-size", "-F", type=int, help="Forward group size F.")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float, help="Learning rate (Adam).")
+@click.option("--weight-decay", type=float)
+@click.option("--hidden", help="Hidden layer widths, e.g. 128,128.")
+@click.option("--arch", type=click.Choice(["fc", "conv"]))
+@click.option("--tau-m", type=float, help="Membrane time constant in seconds.")
+@click.option("--threshold", type=float)
+@click.option("--dt", type=float, help="Timestep (bin) length in seconds.")
+@click.option("--timesteps", type=int)
+@click.option("--loss", type=click.Choice(["rate", "membrane"]))
+@click.option("--input-dropout", type=float)
+@click.option("--refractory-dropout", type=float)
+@click.option("--lambda-ms", type=float, help="Momentum policy's tie-breaking noise.")
+@click.option("--spike-reg", type=float, help="Weight of the spike-count regulariser.")
+@click.option("--limit-train", type=int, help="Use only the first N training samples.")
+@click.option("--limit-test", type=int, help="Use only the first N test samples.")
+@click.option("--seed", type=int)
+@click.option("--preset", type=click.Choice(["nmnist-study"]),
+              help="Start from published settings (SPEC: the study's N-MNIST Table 6).")
+@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
+              help="TOML, YAML or JSON file of settings; command-line options override it.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option("--resume", is_flag=True, help="Go on from the run directory's last checkpoint.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
+def train(config_file, preset, out, resume, quiet, **options) -> None:
+    """Train a model into a run directory (config, metrics, checkpoints, plots)."""
+    from .training import PRESETS, TrainConfig, Trainer
+
+    settings: dict = {}
+    if preset:
+        settings.update(PRESETS[preset])
+    if resume and (out / "config.json").exists():
+        settings.update(json.loads((out / "config.json").read_text())["config"])
+    if config_file:
+        settings.update(_load_config_file(config_file))
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key == "hidden":
+            value = tuple(int(v) for v in str(value).split(",") if v.strip())
+        if key == "data_dir":
+            value = str(value)
+        settings[key] = value
+    try:
+        cfg = TrainConfig.from_dict(settings)
+    except (TypeError, ValueError) as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        line = Trainer(cfg, out, quiet=quiet).fit(resume=resume)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; resume with: asyncsnn train --out {out} --resume", err=True)
+        sys.exit(130)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(line) if quiet else f"done: {out}")
+
+
+# ------------------------------------------------------------------------------ evaluate
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--execution", type=click.Choice(["layered", "async"]), default="async",
+              show_default=True)
+@click.option("--scheduler", default="momentum", show_default=True)
+@click.option("--group-size", "-F", type=int, default=8, show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
+              show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Override the data folder.")
+@click.option("--limit-test", type=int, help="Evaluate on the first N test samples only.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(run, execution, scheduler, group_size, checkpoint, data_dir, limit_test, seed,
+             as_json) -> None:
+    """Evaluate a trained model on its data set's test split under one execution."""
+    from .evaluation import Execution
+    from .evaluation import evaluate as do_evaluate
+    from .training import load_run, load_splits
+
+    try:
+        net, cfg, _ = load_run(run, checkpoint)
+        if data_dir is not None:
+            cfg.data_dir = str(data_dir)
+        if limit_test is not None:
+            cfg.limit_test = limit_test
+        test = load_splits(cfg, progress=not as_json)[2]
+        result = do_evaluate(net, test, cfg, Execution(execution, scheduler, group_size),
+                             seed=seed)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    out = {"run": str(run), "execution": result["execution"], **result["summary"],
+           "stop_on_first_output": result.get("stop_on_first_output"),
+           "budget": result["budget"], "spikes_per_population": result["spikes_per_population"]}
+    if as_json:
+        from .report import _clean
+
+        click.echo(json.dumps(_clean(out)))
+        return
+    click.echo(f"{run} under {result['execution']} ({len(test)} test samples)")
+    for key, value in result["summary"].items():
+        click.echo(f"  {key:<28} {value:.4g}")
+    if "stop_on_first_output" in result:
+        s = result["stop_on_first_output"]
+        click.echo(f"  stop at first output spike: accuracy {s['accuracy']:.3f}, "
+                   f"spikes/sample {s['spikes_per_sample']:.1f}")
+
+
+# ------------------------------------------------------------------------------ compare
+@main.command()
+@click.argument("runs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--executions", default="layered,async-random,async-momentum", show_default=True,
+              help="Comma-separated: layered, async-POLICY or async-POLICY:F.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
+              show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write results.json, results.md and plots here.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def compare(runs, executions, checkpoint, out, seed) -> None:
+    """Print (and write) the side-by-side table of RUNS under several executions."""
+    from .evaluation import Execution
+    from .report import compare as do_compare
+    from .report import text_table, write_results
+
+    try:
+        hows = [Execution.parse(e) for e in executions.split(",") if e.strip()]
+        named = {}
+        for r in runs:
+            name = r.name
+            while name in named:
+                name += "'"
+            named[name] = r
+        rows = do_compare(named, hows, which=checkpoint, seed=seed, progress=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(text_table(rows))
+    if out is not None:
+        write_results(rows, out)
+        click.echo(f"written: {out}/results.json, results.md, plots")
+
+
+# ------------------------------------------------------------------------------ demo
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
+              show_default=True, help="Run directory of the demo.")
+@click.option("--epochs", type=int, default=None, help="Epochs per model (default: the demo's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def demo(out, epochs, seed, quiet) -> None:
+    """The study's comparison on the built-in digits data set, in a few minutes on a CPU.
+
+    Trains a layered and an unlayered model, evaluates both under layered, async-random and
+    async-momentum execution, prints the table and writes results.json, results.md and PNG
+    plots (accuracy against forward-step budget, spikes per layer, a raster of one sample).
+    """
+    from .demo import run_demo
+
+    try:
+        run_demo(out, epochs=epochs, seed=seed, quiet=quiet)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

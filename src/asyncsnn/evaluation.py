@@ -1,0 +1,123 @@
+"""Evaluate a trained network under a chosen execution: every metric of SPEC section 4."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .hooks import OutputTrace, StopOnOutputSpike
+from .metrics import accuracy_at_budgets, aggregate, sample_metrics
+from .network import Network
+from .scheduling import Momentum, get_scheduler
+from .training import Split, TrainConfig, batch_seed, forward
+
+POLICY_LABELS = ("random", "momentum", "fifo", "layered")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How to run a model: ``layered``, or ``async`` with a policy and a group size."""
+
+    execution: str = "async"
+    scheduler: str = "momentum"
+    group_size: int = 8
+
+    @property
+    def label(self) -> str:
+        if self.execution == "layered":
+            return "layered"
+        return f"async-{self.scheduler} F={self.group_size}"
+
+    @classmethod
+    def parse(cls, text: str) -> Execution:
+        """``layered``, ``async-momentum``, ``async-random:4`` (policy and F)."""
+        text = text.strip()
+        if text == "layered":
+            return cls("layered")
+        if not text.startswith("async"):
+            raise ValueError(f"an execution is 'layered' or 'async-POLICY[:F]', got {text!r}")
+        rest = text[len("async") :].lstrip("-")
+        policy, _, f = rest.partition(":")
+        policy = policy or "momentum"
+        get_scheduler(policy)
+        return cls("async", policy, int(f) if f else 8)
+
+
+def evaluate(
+    net: Network,
+    split: Split,
+    cfg: TrainConfig,
+    how: Execution,
+    *,
+    batch_size: int = 128,
+    seed: int = 0,
+    n_budgets: int = 30,
+    stop_on_first_output: bool = True,
+) -> dict:
+    """Per-sample and aggregated metrics of ``net`` on ``split`` under ``how``.
+
+    Returns a dict with ``summary`` (aggregates), ``per_sample`` (tensors), ``budget``
+    (forward-step budgets and the accuracy at each), ``spikes_per_population`` and, with
+    ``stop_on_first_output``, ``stop_on_first_output`` (aggregates of a run in which each
+    sample ends a timestep at its first output spike).
+    """
+    scheduler = Momentum(cfg.lambda_ms) if how.scheduler == "momentum" else how.scheduler
+    options = {"execution": how.execution, "scheduler": scheduler, "group_size": how.group_size}
+    per: dict[str, list] = {}
+    traces, labels, pops = [], [], []
+    net.eval()
+    with torch.no_grad():
+        for i, (x, y) in enumerate(split.batches(batch_size)):
+            s = batch_seed(seed, 0xE7A1, i)
+            r = forward(net, x, cfg, training=False, seed=s, hooks=[OutputTrace()], **options)
+            for k, v in sample_metrics(r, y).items():
+                per.setdefault(k, []).append(v.cpu())
+            traces.append(r.records["output_trace"])
+            labels.append(y)
+            pops.append(
+                torch.stack(
+                    [r.population_spikes(p.name).flatten(2).sum((0, 2)) for p in net.populations], 1
+                )
+            )
+    per_sample = {k: torch.cat(v) for k, v in per.items()}
+    summary = aggregate(per_sample)
+    max_steps = int(max(int(t["forward_steps"][-1].max()) for t in traces))
+    budgets = sorted({round(max_steps * j / (n_budgets - 1)) for j in range(n_budgets)})
+    if net.output.spiking:
+        acc = sum(
+            accuracy_at_budgets(t, y, budgets) * len(y) for t, y in zip(traces, labels, strict=True)
+        )
+        budget = {"forward_steps": budgets, "accuracy": (acc / len(split)).tolist()}
+    else:
+        budget = {"forward_steps": [], "accuracy": []}
+    out = {
+        "execution": how.label,
+        "summary": summary,
+        "per_sample": per_sample,
+        "budget": budget,
+        "spikes_per_population": dict(
+            zip(
+                [p.name for p in net.populations],
+                torch.cat(pops).double().mean(0).tolist(),
+                strict=True,
+            )
+        ),
+    }
+    if stop_on_first_output and how.execution == "async" and net.output.spiking:
+        per_stop: dict[str, list] = {}
+        with torch.no_grad():
+            for i, (x, y) in enumerate(split.batches(batch_size)):
+                r = forward(
+                    net,
+                    x,
+                    cfg,
+                    training=False,
+                    seed=batch_seed(seed, 0xE7A1, i),
+                    hooks=[StopOnOutputSpike(0)],
+                    **options,
+                )
+                for k, v in sample_metrics(r, y).items():
+                    per_stop.setdefault(k, []).append(v.cpu())
+        out["stop_on_first_output"] = aggregate({k: torch.cat(v) for k, v in per_stop.items()})
+    return out

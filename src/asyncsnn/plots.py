@@ -1,0 +1,85 @@
+"""PNG plots (matplotlib, without a display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(lines: Sequence[dict], path: Path) -> None:
+    """Loss and accuracy per epoch from the ``metrics.jsonl`` lines."""
+    plt = _pyplot()
+    epochs = [ln["epoch"] for ln in lines]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [ln["train_loss"] for ln in lines], marker="o")
+    ax1.set(xlabel="epoch", ylabel="training loss")
+    ax2.plot(epochs, [ln["train_accuracy"] for ln in lines], marker="o", label="train")
+    ax2.plot(epochs, [ln["val_accuracy"] for ln in lines], marker="o", label="validation")
+    ax2.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def budget_curves(curves: dict[str, tuple[Sequence[int], Sequence[float]]], path: Path) -> None:
+    """Accuracy against a forward-step budget, one line per (model, execution)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, (budgets, acc) in curves.items():
+        ax.plot(budgets, acc, label=name, marker=".", linewidth=1.2)
+    ax.set(
+        xlabel="forward-step budget per sample (early exit)", ylabel="test accuracy", ylim=(0, 1)
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def spikes_per_layer(bars: dict[str, Sequence[float]], layers: Sequence[str], path: Path) -> None:
+    """Grouped bars: mean spikes per sample of each population, per (model, execution)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    n = len(bars)
+    width = 0.8 / max(n, 1)
+    for i, (name, values) in enumerate(bars.items()):
+        xs = [j + (i - (n - 1) / 2) * width for j in range(len(layers))]
+        ax.bar(xs, values, width=width, label=name)
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set(ylabel="spikes per sample")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def raster(runs: dict[str, torch.Tensor], boundaries: Sequence[int], path: Path) -> None:
+    """Spike rasters of one sample, one panel per execution; ``runs`` maps a title to that
+    sample's spikes (timesteps, neurons); ``boundaries`` separates the populations."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), sharey=True)
+    if len(runs) == 1:
+        axes = [axes]
+    for ax, (title, spikes) in zip(axes, runs.items(), strict=True):
+        t, n = torch.nonzero(spikes.detach().cpu() > 0, as_tuple=True)
+        ax.scatter(t.numpy(), n.numpy(), s=2, marker="|", color="black")
+        for b in boundaries:
+            ax.axhline(b - 0.5, color="tab:red", linewidth=0.5)
+        ax.set(title=f"{title}: {int(spikes.sum())} spikes", xlabel="timestep")
+    axes[0].set(ylabel="neuron (populations in network order)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
