@@ -19,9 +19,16 @@ def _nets():
         [nn.Linear(60, 40), nn.Linear(40, 30), nn.Linear(30, 10)], tau_m=5e-3, threshold=0.4
     )
     conv = asyncsnn.Network.sequential(
-        [nn.Conv2d(2, 6, 3, stride=2), asyncsnn.SumPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
-         nn.Flatten(), nn.Linear(8 * 4 * 4, 10)],
-        input_shape=(2, 18, 18), tau_m=5e-3, threshold=0.4,
+        [
+            nn.Conv2d(2, 6, 3, stride=2),
+            asyncsnn.SumPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.Flatten(),
+            nn.Linear(8 * 4 * 4, 10),
+        ],
+        input_shape=(2, 18, 18),
+        tau_m=5e-3,
+        threshold=0.4,
     )
     return [(fc, (60,)), (conv, (2, 18, 18))]
 
@@ -31,8 +38,13 @@ def test_cuda_matches_cpu(policy):
     for net, shape in _nets():
         net = net.double()
         x = (torch.rand(12, 6, *shape) < 0.2).double()
-        options = {"dt": 1e-3, "scheduler": policy, "group_size": 4, "seed": 3,
-                   "hooks": [asyncsnn.MaxForwardSteps(6)]}
+        options = {
+            "dt": 1e-3,
+            "scheduler": policy,
+            "group_size": 4,
+            "seed": 3,
+            "hooks": [asyncsnn.MaxForwardSteps(6)],
+        }
         with torch.no_grad():
             cpu = asyncsnn.run(net, x, **options)
             net_gpu = net.to("cuda")
@@ -56,5 +68,5 @@ def test_cuda_gradients_match_cpu(execution):
         r.output_counts.sum().backward()
         grads.append([p.grad.detach().cpu() for p in net.parameters()])
     net.to("cpu")
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)

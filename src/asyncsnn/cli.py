@@ -1,9 +1,9 @@
 """The ``asyncsnn`` command line.
 
-    asyncsnn demo                      the study's comparison on the built-in digits, in minutes
-    asyncsnn train --dataset D ...     train a model layered or with unlayered backprop
-    asyncsnn evaluate RUN ...          evaluate a trained model under one execution
-    asyncsnn compare RUN RUN ...       side-by-side table of models under several executions
+asyncsnn demo                      the study's comparison on the built-in digits, in minutes
+asyncsnn train --dataset D ...     train a model layered or with unlayered backprop
+asyncsnn evaluate RUN ...          evaluate a trained model under one execution
+asyncsnn compare RUN RUN ...       side-by-side table of models under several executions
 """
 
 from __future__ import annotations
@@ -44,17 +44,27 @@ def _load_config_file(path: Path) -> dict:
         return data or {}
     if path.suffix == ".json":
         return json.loads(text)
-    raise click.BadParameter(f"{path}: use a .toml, .yaml/.yml or .json file",
-                             param_hint="--config")
+    raise click.BadParameter(
+        f"{path}: use a .toml, .yaml/.yml or .json file", param_hint="--config"
+    )
 
 
 @main.command()
-@click.option("--dataset", type=click.Choice(["digits", "nmnist", "shd", "dvsgesture", "cifar10"]),
-              help="Data set (default digits, the built-in one).")
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="Folder holding the data set's local copy (never downloaded).")
-@click.option("--training", type=click.Choice(["layered", "unlayered"]),
-              help="layered: surrogate BPTT; unlayered: backprop through asynchronous execution.")
+@click.option(
+    "--dataset",
+    type=click.Choice(["digits", "nmnist", "shd", "dvsgesture", "cifar10"]),
+    help="Data set (default digits, the built-in one).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder holding the data set's local copy (never downloaded).",
+)
+@click.option(
+    "--training",
+    type=click.Choice(["layered", "unlayered"]),
+    help="layered: surrogate BPTT; unlayered: backprop through asynchronous execution.",
+)
 @click.option("--scheduler", help="Policy of the asynchronous execution (unlayered training).")
 @click.option("--group-size", "-F", type=int, help="Forward group size F.")
 @click.option("--epochs", type=int)
@@ -75,10 +85,17 @@ def _load_config_file(path: Path) -> dict:
 @click.option("--limit-train", type=int, help="Use only the first N training samples.")
 @click.option("--limit-test", type=int, help="Use only the first N test samples.")
 @click.option("--seed", type=int)
-@click.option("--preset", type=click.Choice(["nmnist-study"]),
-              help="Start from published settings (SPEC: the study's N-MNIST Table 6).")
-@click.option("--config", "config_file", type=click.Path(exists=True, path_type=Path),
-              help="TOML, YAML or JSON file of settings; command-line options override it.")
+@click.option(
+    "--preset",
+    type=click.Choice(["nmnist-study"]),
+    help="Start from published settings (SPEC: the study's N-MNIST Table 6).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="TOML, YAML or JSON file of settings; command-line options override it.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Go on from the run directory's last checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
@@ -118,18 +135,21 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
 # ------------------------------------------------------------------------------ evaluate
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--execution", type=click.Choice(["layered", "async"]), default="async",
-              show_default=True)
+@click.option(
+    "--execution", type=click.Choice(["layered", "async"]), default="async", show_default=True
+)
 @click.option("--scheduler", default="momentum", show_default=True)
 @click.option("--group-size", "-F", type=int, default=8, show_default=True)
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
-              show_default=True)
+@click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
+)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Override the data folder.")
 @click.option("--limit-test", type=int, help="Evaluate on the first N test samples only.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(run, execution, scheduler, group_size, checkpoint, data_dir, limit_test, seed,
-             as_json) -> None:
+def evaluate(
+    run, execution, scheduler, group_size, checkpoint, data_dir, limit_test, seed, as_json
+) -> None:
     """Evaluate a trained model on its data set's test split under one execution."""
     from .evaluation import Execution
     from .evaluation import evaluate as do_evaluate
@@ -142,13 +162,17 @@ def evaluate(run, execution, scheduler, group_size, checkpoint, data_dir, limit_
         if limit_test is not None:
             cfg.limit_test = limit_test
         test = load_splits(cfg, progress=not as_json)[2]
-        result = do_evaluate(net, test, cfg, Execution(execution, scheduler, group_size),
-                             seed=seed)
+        result = do_evaluate(net, test, cfg, Execution(execution, scheduler, group_size), seed=seed)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    out = {"run": str(run), "execution": result["execution"], **result["summary"],
-           "stop_on_first_output": result.get("stop_on_first_output"),
-           "budget": result["budget"], "spikes_per_population": result["spikes_per_population"]}
+    out = {
+        "run": str(run),
+        "execution": result["execution"],
+        **result["summary"],
+        "stop_on_first_output": result.get("stop_on_first_output"),
+        "budget": result["budget"],
+        "spikes_per_population": result["spikes_per_population"],
+    }
     if as_json:
         from .report import _clean
 
@@ -159,20 +183,29 @@ def evaluate(run, execution, scheduler, group_size, checkpoint, data_dir, limit_
         click.echo(f"  {key:<28} {value:.4g}")
     if "stop_on_first_output" in result:
         s = result["stop_on_first_output"]
-        click.echo(f"  stop at first output spike: accuracy {s['accuracy']:.3f}, "
-                   f"spikes/sample {s['spikes_per_sample']:.1f}")
+        click.echo(
+            f"  stop at first output spike: accuracy {s['accuracy']:.3f}, "
+            f"spikes/sample {s['spikes_per_sample']:.1f}"
+        )
 
 
 # ------------------------------------------------------------------------------ compare
 @main.command()
-@click.argument("runs", nargs=-1, required=True,
-                type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--executions", default="layered,async-random,async-momentum", show_default=True,
-              help="Comma-separated: layered, async-POLICY or async-POLICY:F.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best",
-              show_default=True)
-@click.option("--out", type=click.Path(path_type=Path),
-              help="Write results.json, results.md and plots here.")
+@click.argument(
+    "runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--executions",
+    default="layered,async-random,async-momentum",
+    show_default=True,
+    help="Comma-separated: layered, async-POLICY or async-POLICY:F.",
+)
+@click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Write results.json, results.md and plots here."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def compare(runs, executions, checkpoint, out, seed) -> None:
     """Print (and write) the side-by-side table of RUNS under several executions."""
@@ -199,8 +232,13 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
 
 # ------------------------------------------------------------------------------ demo
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"),
-              show_default=True, help="Run directory of the demo.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Run directory of the demo.",
+)
 @click.option("--epochs", type=int, default=None, help="Epochs per model (default: the demo's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", "-q", is_flag=True)

@@ -1,0 +1,176 @@
+"""Training, checkpoints and resumption, on a small synthetic task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import asyncsnn.training as training
+from asyncsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from asyncsnn.evaluation import Execution, evaluate
+from asyncsnn.training import Split, TrainConfig, Trainer, load_run
+
+FACTS = {
+    "input_shape": [24],
+    "timesteps": 8,
+    "n_classes": 3,
+    "dt": 1e-3,
+    "classes": ["a", "b", "c"],
+    "train_samples": 120,
+    "val_samples": 30,
+    "test_samples": 60,
+}
+
+
+def _split(n: int, seed: int) -> Split:
+    """Class c fires input neurons 8c..8c+7 at a high rate, the rest rarely."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    rate = torch.full((n, 8, 24), 0.02)
+    for c in range(3):
+        rate[y == c, :, 8 * c : 8 * (c + 1)] = 0.5
+    return Split((torch.rand(n, 8, 24, generator=g) < rate).float(), y)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return _split(120, 1), _split(30, 2), _split(60, 3), dict(FACTS)
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = {
+        "dataset": "synthetic",
+        "dt": 1e-3,
+        "hidden": (16,),
+        "epochs": 3,
+        "batch_size": 16,
+        "lr": 2e-2,
+        "tau_m": 5e-3,
+        "threshold": 0.3,
+        "input_dropout": 0.2,
+    }
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("kind", ["layered", "unlayered"])
+def test_training_learns_and_writes_its_run_directory(tmp_path, splits, kind):
+    cfg = _cfg(training=kind)
+    line = Trainer(cfg, tmp_path / "run", quiet=True, splits=splits).fit()
+    assert line["epoch"] == 3
+    assert line["val_accuracy"] >= 0.8  # chance is 1/3
+    run = tmp_path / "run"
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["epoch"] for ln in lines] == [1, 2, 3]
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    for name in (
+        "config.json",
+        "training.png",
+        "checkpoints/last.safetensors",
+        "checkpoints/last.json",
+        "checkpoints/best.safetensors",
+    ):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["config"]["training"] == kind
+    net, cfg2, facts = load_run(run, "best")
+    result = evaluate(net, splits[2], cfg2, Execution.parse("async-momentum"))
+    assert result["summary"]["accuracy"] >= 0.8
+    assert 0 < result["summary"]["spike_density"] < 1
+    assert result["budget"]["accuracy"][-1] == pytest.approx(result["summary"]["accuracy"])
+
+
+def _weights(run) -> dict:
+    tensors, _ = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def test_resume_after_an_interruption_is_exact(tmp_path, splits, monkeypatch):
+    cfg = _cfg(training="unlayered", refractory_dropout=0.5, epochs=3)
+    Trainer(cfg, tmp_path / "straight", quiet=True, splits=splits).fit()
+
+    calls = {"n": 0}
+    real_forward = training.forward
+
+    def interrupting(*args, **kwargs):
+        if kwargs.get("training"):
+            calls["n"] += 1
+            if calls["n"] == 10:  # the second batch of the second epoch (8 batches per epoch)
+                raise KeyboardInterrupt
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(training, "forward", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(
+            _cfg(training="unlayered", refractory_dropout=0.5, epochs=3),
+            tmp_path / "resumed",
+            quiet=True,
+            splits=splits,
+        ).fit()
+    _, meta = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.safetensors")
+    assert (meta["epoch"], meta["batch"]) == (1, 1)  # one batch of the second epoch was done
+    monkeypatch.setattr(training, "forward", real_forward)
+    with pytest.raises(FileExistsError, match="resume it"):
+        Trainer(cfg, tmp_path / "resumed", quiet=True, splits=splits).fit()
+    Trainer(cfg, tmp_path / "resumed", quiet=True, splits=splits).fit(resume=True)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    straight = (tmp_path / "straight" / "metrics.jsonl").read_text()
+    resumed = (tmp_path / "resumed" / "metrics.jsonl").read_text()
+    assert straight == resumed
+
+
+def test_the_same_seed_gives_the_same_model(tmp_path, splits):
+    for name in ("a", "b"):
+        Trainer(_cfg(epochs=1), tmp_path / name, quiet=True, splits=splits).fit()
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_membrane_readout_and_spike_regulariser(tmp_path, splits):
+    cfg = _cfg(loss="membrane", spike_reg=0.1, training="unlayered")
+    line = Trainer(cfg, tmp_path / "m", quiet=True, splits=splits).fit()
+    assert line["val_accuracy"] >= 0.8
+    net, _, _ = load_run(tmp_path / "m")
+    assert not net.output.spiking
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("training", "sync", "training must be one of"),
+        ("scheduler", "priority", "unknown scheduler"),
+        ("lr", 0.0, "lr must be a number > 0"),
+        ("epochs", 0, "epochs must be an int >= 1"),
+        ("input_dropout", 1.0, r"input_dropout must be in \[0, 1\)"),
+        ("hidden", (0,), "widths must be >= 1"),
+        ("tau_m", float("nan"), "tau_m must be a number > 0"),
+    ],
+)
+def test_config_validation(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{key: value})
+    with pytest.raises(ValueError, match="unknown configuration keys"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_checkpoints_are_atomic_safetensors_and_refuse_garbage(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.arange(4.0)}, {"epoch": 3})
+    tensors, meta = load_checkpoint(path)
+    assert torch.equal(tensors["w"], torch.arange(4.0)) and meta == {"epoch": 3}
+    assert json.loads(path.with_suffix(".json").read_text()) == {"epoch": 3}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    import pickle
+
+    (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"w": 1}))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "p.safetensors")
