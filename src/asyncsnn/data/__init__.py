@@ -1,0 +1,71 @@
+"""Data sets for asyncsnn: event streams, their binning into timesteps, loaders of local copies
+of the published data sets, an emulated event camera, and a built-in data set that needs no
+download.
+
+>>> from asyncsnn.data import load_dataset
+>>> train = load_dataset("digits", train=True)          # doctest: +SKIP
+>>> frames, label = train[0]                             # doctest: +SKIP
+>>> frames.shape                                         # doctest: +SKIP
+torch.Size([30, 2, 16, 16])
+
+Times are in seconds in the API (``dt``) and in integer microseconds inside event arrays.
+"""
+
+from .base import EventDataset, FrameDataset
+from .datasets import CIFAR10, NMNIST, SHD, DVSGesture
+from .digits import Digits, EventImageDataset, resize_images, stratified_split
+from .emulator import EmulatorConfig, image_to_events, images_to_events, saccade_offsets
+from .errors import CorruptDatasetError, DatasetNotFoundError
+from .events import (
+    AUDIO_EVENT_DTYPE,
+    CAMERA_EVENT_DTYPE,
+    bin_events,
+    downsample_events,
+    downsample_sensor_size,
+    first_saccade,
+    frame_shape,
+    make_events,
+)
+from .io import load_pickle_arrays, read_cifar_batch, read_idx, read_mnist, read_nmnist_bin
+from .registry import available_datasets, default_data_root, get_dataset_class, load_dataset
+from .transforms import Compose, Downsample, FirstSaccade, ToFrames
+
+__all__ = [
+    "AUDIO_EVENT_DTYPE",
+    "CAMERA_EVENT_DTYPE",
+    "CIFAR10",
+    "Compose",
+    "CorruptDatasetError",
+    "DVSGesture",
+    "DatasetNotFoundError",
+    "Digits",
+    "Downsample",
+    "EmulatorConfig",
+    "EventDataset",
+    "EventImageDataset",
+    "FirstSaccade",
+    "FrameDataset",
+    "NMNIST",
+    "SHD",
+    "ToFrames",
+    "available_datasets",
+    "bin_events",
+    "default_data_root",
+    "downsample_events",
+    "downsample_sensor_size",
+    "first_saccade",
+    "frame_shape",
+    "get_dataset_class",
+    "image_to_events",
+    "images_to_events",
+    "load_dataset",
+    "load_pickle_arrays",
+    "make_events",
+    "read_cifar_batch",
+    "read_idx",
+    "read_mnist",
+    "read_nmnist_bin",
+    "resize_images",
+    "saccade_offsets",
+    "stratified_split",
+]
