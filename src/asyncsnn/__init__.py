@@ -1,5 +1,13 @@
 """asyncsnn: spiking neural networks run and trained without layer synchronization."""
 
+import os as _os
+
+# PyTorch's OpenMP threads spin while they wait by default; on a small or shared machine
+# that makes the many small operations of a forward step many times slower. Passive waiting
+# changes no result; it only takes effect when asyncsnn is imported before torch, and a value
+# the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .connectivity import SumPool2d
 from .execution import RunResult, run
 from .hooks import (

@@ -39,11 +39,19 @@ EXECUTIONS = [
 
 
 def run_demo(
-    out: str | Path, *, epochs: int | None = None, seed: int = 0, quiet: bool = False
+    out: str | Path,
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
 ) -> list[dict]:
+    """Run the demo into ``out``; returns the table's rows (``limit_*``: smaller data, for
+    smoke tests)."""
     out = Path(out)
     started = time.perf_counter()
-    settings = dict(DEMO, seed=seed)
+    settings = dict(DEMO, seed=seed, limit_train=limit_train, limit_test=limit_test)
     if epochs is not None:
         settings["epochs"] = epochs
     base = TrainConfig(**settings)

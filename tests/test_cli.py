@@ -1,0 +1,191 @@
+"""The command line, end to end on small data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from asyncsnn.cli import main
+
+SMALL = [
+    "--limit-train",
+    "160",
+    "--limit-test",
+    "40",
+    "--epochs",
+    "1",
+    "--hidden",
+    "24",
+    "--timesteps",
+    "10",
+    "--batch-size",
+    "32",
+    "-q",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    runs = {}
+    for training in ("layered", "unlayered"):
+        out = root / training
+        r = CliRunner().invoke(main, ["train", "--training", training, "--out", str(out), *SMALL])
+        assert r.exit_code == 0, r.output
+        runs[training] = out
+    return runs
+
+
+def test_help_explains_the_commands():
+    r = CliRunner().invoke(main, ["--help"])
+    assert r.exit_code == 0
+    for command in ("demo", "train", "evaluate", "compare"):
+        assert command in r.output
+    r = CliRunner().invoke(main, ["train", "--help"])
+    assert "--group-size" in r.output and "--preset" in r.output
+
+
+def test_train_writes_a_run_directory(trained):
+    run = trained["unlayered"]
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.safetensors",
+        "training.png",
+    ):
+        assert (run / name).is_file(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["training"] == "unlayered"
+    assert cfg["config"]["hidden"] == [24]
+    assert cfg["data"]["input_shape"] == [2, 16, 16] and cfg["data"]["timesteps"] == 10
+
+
+def test_evaluate_prints_json(trained):
+    r = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(trained["layered"]),
+            "--execution",
+            "async",
+            "--scheduler",
+            "fifo",
+            "--group-size",
+            "4",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["execution"] == "async-fifo F=4"
+    assert 0 <= out["accuracy"] <= 1 and out["spikes_per_sample"] > 0
+    assert len(out["budget"]["forward_steps"]) == len(out["budget"]["accuracy"])
+
+
+def test_compare_prints_and_writes_the_table(trained, tmp_path):
+    r = CliRunner().invoke(
+        main,
+        [
+            "compare",
+            str(trained["layered"]),
+            str(trained["unlayered"]),
+            "--executions",
+            "layered,async-random:4",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "async-random F=4" in r.output and "unlayered" in r.output
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [(x["model"], x["execution"]) for x in rows] == [
+        ("layered", "layered"),
+        ("layered", "async-random F=4"),
+        ("unlayered", "layered"),
+        ("unlayered", "async-random F=4"),
+    ]
+    assert (tmp_path / "results.md").read_text().count("\n|") >= 5
+    assert (tmp_path / "accuracy_vs_budget.png").is_file()
+
+
+def test_config_file_with_overrides(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('training = "layered"\nhidden = [8]\nlr = 0.01\nepochs = 3\n')
+    r = CliRunner().invoke(
+        main, ["train", "--config", str(cfg), "--out", str(tmp_path / "run"), *SMALL]
+    )
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["training"] == "layered" and saved["lr"] == 0.01
+    assert saved["hidden"] == [24] and saved["epochs"] == 1  # the command line wins
+
+
+def test_clear_errors(tmp_path):
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--dataset",
+            "nmnist",
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "r"),
+            "-q",
+        ],
+    )
+    assert r.exit_code == 1
+    assert "Error:" in r.output and "nowhere" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train", "--lr", "-1", "--out", str(tmp_path / "r2")])
+    assert r.exit_code == 2 and "lr must be a number > 0" in r.output
+    r = CliRunner().invoke(main, ["compare", str(tmp_path), "--executions", "sync"])
+    assert r.exit_code == 1 and "an execution is 'layered' or 'async-POLICY" in r.output
+
+
+def test_train_on_real_nmnist(shared_data, tmp_path):
+    out = tmp_path / "nmnist"
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--dataset",
+            "nmnist",
+            "--data-dir",
+            str(shared_data / "nmnist-subset"),
+            "--out",
+            str(out),
+            "--limit-train",
+            "48",
+            "--limit-test",
+            "16",
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--timesteps",
+            "5",
+            "--batch-size",
+            "16",
+            "-q",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["data"]["input_shape"] == [2, 34, 34]
+
+
+def test_demo_smoke(tmp_path):
+    from asyncsnn.demo import run_demo
+
+    rows = run_demo(tmp_path / "demo", epochs=1, quiet=True, limit_train=120, limit_test=30)
+    assert len(rows) == 6
+    for name in (
+        "results.json",
+        "results.md",
+        "accuracy_vs_budget.png",
+        "spikes_per_layer.png",
+        "raster.png",
+    ):
+        assert (tmp_path / "demo" / name).is_file(), name
