@@ -19,6 +19,7 @@ from .hooks import (
     StepContext,
     StopOnOutputSpike,
 )
+from .interchange import NIRConversionError, from_nir, to_nir
 from .network import Network, Population, Projection
 from .rng import sample_seeds
 from .scheduling import (
@@ -43,6 +44,7 @@ __all__ = [
     "InputSpikeDropout",
     "Layered",
     "MaxForwardSteps",
+    "NIRConversionError",
     "Momentum",
     "Network",
     "NetworkSpikeDropout",
@@ -57,7 +59,9 @@ __all__ = [
     "StopOnOutputSpike",
     "SumPool2d",
     "available_schedulers",
+    "from_nir",
     "register_scheduler",
     "run",
     "sample_seeds",
+    "to_nir",
 ]

@@ -1,0 +1,925 @@
+r"""NIR (Neuromorphic Intermediate Representation) import and export.
+
+:func:`from_nir` turns a NIR graph (or a ``.nir`` file) into a :class:`~asyncsnn.Network`;
+:func:`to_nir` writes a network as a NIR graph (save it with ``nir.write``). Needs the ``nir``
+package (``pip install "asyncsnn[nir]"``).
+
+**Neurons.** NIR's LIF is continuous: :math:`\tau \dot v = (v_{leak} - v) + r I`, spike when
+:math:`v > v_{threshold}`, then :math:`v \leftarrow v_{reset}`. asyncsnn's neuron is discrete:
+per timestep :math:`V \leftarrow \beta V`, then :math:`V \leftarrow V + I` for every current,
+spike iff :math:`V > \theta`, reset to 0. A timestep's input is a current impulse of area
+:math:`I\,dt` (a spike is an event, not a constant current), absorbed when it arrives; between
+arrivals :math:`v` leaks. Both discretizations therefore give the same input gain and differ
+only in the leak:
+
+=================  ==============================  ==========================
+``discretization``  leak per step :math:`\beta`     input gain :math:`g`
+=================  ==============================  ==========================
+``"exact"``         :math:`e^{-dt/\tau}`            :math:`r\,dt/\tau`
+``"euler"``         :math:`1 - dt/\tau`             :math:`r\,dt/\tau`
+=================  ==============================  ==========================
+
+``"euler"`` is forward Euler, :math:`v \leftarrow v + \frac{dt}{\tau}(r I - v)`: how snnTorch,
+SpikingJelly and Norse read and write NIR. asyncsnn stores :math:`\tau_m` (seconds) and computes
+:math:`e^{-dt/\tau_m}`, so an Euler leak is stored as :math:`\tau_m = -dt/\ln(1 - dt/\tau)`.
+
+* Import folds :math:`g` into the weights (and bias) of every projection into the population
+  (``nn.Linear``: per output row; ``nn.Conv2d``: per output channel, so :math:`g` must be the
+  same across a channel's positions). Where a projection has no weighted module, or a
+  convolution's gain varies inside a channel, :math:`g` goes into the threshold instead
+  (:math:`\theta / g`, the same spikes since the reset is to 0; spiking neurons with
+  :math:`g > 0` only). A gain within ``GAIN_RTOL`` of 1 is taken as exactly 1 (the float32
+  rounding of :math:`r = \tau/dt`; snnTorch's importer uses the same tolerance).
+* Export writes :math:`r = \tau/dt`, so :math:`g = 1` reproduces asyncsnn's ``V + I``, with
+  :math:`\tau = \tau_m` (exact) or :math:`\tau = dt / (1 - e^{-dt/\tau_m})` (Euler). This is
+  snnTorch's convention (it writes :math:`r = \tau/dt`); Norse writes :math:`r = 1`
+  (gain :math:`dt/\tau`), which import folds into the weights.
+* ``IF`` (:math:`\dot v = r I`) has no leak: :math:`\tau_m` = ``NO_LEAK_TAU_M`` (1e30 s, so
+  :math:`e^{-dt/\tau_m}` is exactly 1; the engine needs a finite :math:`\tau_m`). Its gain per
+  step is :math:`r` whatever ``dt``: Norse, Sinabs and snnTorch all write and read ``r = 1``
+  for an IF neuron that adds its input unchanged. Export writes a population whose leak is
+  exactly 1 as ``IF`` with ``r = 1``.
+* ``LI`` is a non-spiking leaky readout (``spiking=False``), with the gain of ``LIF``; ``I``
+  (:math:`\dot v = r I`) is a non-spiking readout without leak, gain :math:`r`, like ``IF``.
+* An Euler leak of exactly 0 (``dt == tau``) is stored as :math:`\tau_m = dt/1000`
+  (:math:`e^{-1000} = 0`); ``dt > tau`` (a negative leak) cannot be represented.
+* ``Scale`` nodes are folded into the weighted module of their projection (through flatten,
+  and through pooling when constant per channel). ``Affine`` becomes ``nn.Linear`` with a bias,
+  ``Linear`` one without; ``Conv2d`` gets a bias iff NIR's (always present) bias is non-zero.
+
+**Graph.** Every chain of linear nodes (``Affine``, ``Linear``, ``Conv2d``, ``SumPool2d``,
+``AvgPool2d``, ``Flatten``, ``Scale``) between two neuron nodes (or from ``Input``) becomes one
+projection (at most one weighted node per chain). Populations keep the NIR node names and come
+in topological order (ties in the graph's node order, the readout last); an edge that closes a
+cycle (found depth-first from ``Input``) is a recurrent projection, any further edge a skip
+projection. The population feeding ``Output`` is the readout. Nested ``NIRGraph`` nodes (how
+snnTorch writes ``RLeaky``) are inlined. A ``Flatten`` must flatten a whole sample; an ``Input``
+shape (or a ``Flatten``'s dimensions) that counts a leading batch dimension, as nirtorch-based
+exporters (Norse, Sinabs) write it, is read without it when only that reading fits. Imported
+modules remember their NIR node name (``_nir_name``), which :func:`to_nir` reuses.
+
+Whatever asyncsnn cannot run (``CubaLIF``, a non-zero ``v_leak``, a ``v_reset`` other than 0,
+merging edges before a linear node, ...) raises :class:`NIRConversionError` naming the node.
+
+>>> import torch
+>>> from torch import nn
+>>> net = Network.sequential([nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False)])
+>>> graph = to_nir(net, dt=1e-3)
+>>> sorted(graph.nodes)
+['hidden1', 'hidden1_to_output', 'input', 'input_to_hidden1', 'output', 'output_node']
+>>> torch.equal(from_nir(graph, dt=1e-3).threshold, net.threshold)
+True
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .connectivity import WEIGHTED, SumPool2d, output_shape
+from .dynamics import decay_factor
+from .network import INPUT, Network
+
+DISCRETIZATIONS = ("exact", "euler")
+#: :math:`\tau_m` (seconds) of a neuron without leak (NIR's ``IF`` and ``I``).
+NO_LEAK_TAU_M = 1e30
+#: Input gains within this relative distance of 1 are taken as exactly 1.
+GAIN_RTOL = 1e-5
+#: The time step snnTorch assumes whenever it writes or reads NIR, whatever the data's bins:
+#: pass it as ``dt`` (with ``discretization="euler"``) for graphs to or from snnTorch.
+SNNTORCH_DT = 1e-4
+
+_NAME_ATTR = "_nir_name"
+
+
+class NIRConversionError(ValueError):
+    """A NIR graph (or a network) uses something the other side cannot express.
+
+    ``node`` names the NIR node (on import) or the population/projection (on export).
+    """
+
+    def __init__(self, node: str, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        super().__init__(f"{node!r}: {reason}")
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _nir():
+    try:
+        import nir
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            'NIR import/export needs the nir package: pip install "asyncsnn[nir]"'
+        ) from e
+    return nir
+
+
+def _check_args(dt: float, discretization: str) -> float:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt):
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    if dt <= 0:
+        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
+    if discretization not in DISCRETIZATIONS:
+        raise ValueError(f"discretization must be one of {DISCRETIZATIONS}, got {discretization!r}")
+    return float(dt)
+
+
+def _arr(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _pair(v: Any, name: str, what: str) -> tuple[int, int]:
+    a = _arr(v).astype(np.int64).ravel()
+    if a.size == 1:
+        return (int(a[0]), int(a[0]))
+    if a.size != 2:
+        raise NIRConversionError(name, f"{what} must be one or two integers, got {v!r}")
+    return (int(a[0]), int(a[1]))
+
+
+def _padding(v: Any, name: str) -> tuple[int, int] | str:
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.ndarray) and v.dtype.kind in "SUO" and v.size == 1:
+        v = v.item()
+        v = v.decode() if isinstance(v, bytes) else v
+    if isinstance(v, str):
+        if v not in ("same", "valid"):
+            raise NIRConversionError(name, f"padding must be 'same', 'valid' or integers: {v!r}")
+        return v
+    return _pair(v, name, "padding")
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    out, i = name, 1
+    while out in taken:
+        out = f"{name}_{i}"
+        i += 1
+    taken.add(out)
+    return out
+
+
+# ---------------------------------------------------------------------------------- import
+class _PassThrough:
+    """The ``Input`` or ``Output`` of an inlined subgraph: passes values on."""
+
+
+def _is_pass_through(node: Any) -> bool:
+    nir = _nir()
+    identity = isinstance(node, nir.NIRNode) and type(node).__name__ == "Identity"
+    return identity or isinstance(node, _PassThrough)
+
+
+_NEURON_NAMES = ("LIF", "IF", "LI", "I")
+_LINEAR_NAMES = ("Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale")
+_UNSUPPORTED = {
+    "CubaLIF": "a current-based LIF (a synaptic current with its own time constant tau_syn); "
+    "asyncsnn's neurons integrate their input directly: use LIF",
+    "CubaLI": "a current-based leaky integrator (synaptic time constant tau_syn); asyncsnn's "
+    "readout integrates its input directly: use LI",
+    "Conv1d": "a 1-D convolution; asyncsnn supports Conv2d",
+    "Delay": "a synaptic delay; asyncsnn delivers every spike in its own timestep",
+    "Threshold": "a bare threshold without a membrane; asyncsnn needs LIF or IF neurons",
+}
+
+
+@dataclass
+class _Proj:
+    source: str
+    target: str
+    path: list[str]
+    modules: list[nn.Module] = field(default_factory=list)
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    out_shape: tuple[int, ...] = ()
+
+
+def _load(graph_or_path):
+    nir = _nir()
+    if isinstance(graph_or_path, (str, Path)):
+        path = Path(graph_or_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no NIR file at {path}")
+        return nir.read(str(path), type_check=False)
+    if not isinstance(graph_or_path, nir.NIRGraph):
+        raise TypeError(
+            "from_nir takes a nir.NIRGraph or the path of a .nir file, got "
+            f"{type(graph_or_path).__name__}"
+        )
+    return graph_or_path
+
+
+def _inline(graph, prefix: str = "") -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Nodes and edges with nested graphs inlined (their Input/Output become pass-throughs)."""
+    nir = _nir()
+    nodes: dict[str, Any] = {}
+    edges: list[tuple[str, str]] = []
+    entry: dict[str, str] = {}  # subgraph name -> its inner input node
+    exit_: dict[str, str] = {}
+    for name, node in graph.nodes.items():
+        full = f"{prefix}{name}"
+        if isinstance(node, nir.NIRGraph):
+            sub_nodes, sub_edges = _inline(node, prefix=f"{full}.")
+            ins = [k for k, v in node.nodes.items() if isinstance(v, nir.Input)]
+            outs = [k for k, v in node.nodes.items() if isinstance(v, nir.Output)]
+            if len(ins) != 1 or len(outs) != 1:
+                raise NIRConversionError(
+                    full, "a nested graph needs exactly one Input and one Output node"
+                )
+            for k in ins + outs:
+                sub_nodes[f"{full}.{k}"] = _PassThrough()
+            entry[full], exit_[full] = f"{full}.{ins[0]}", f"{full}.{outs[0]}"
+            nodes.update(sub_nodes)
+            edges.extend(sub_edges)
+        elif prefix and isinstance(node, (nir.Input, nir.Output)):
+            nodes[full] = node  # replaced by the caller
+        else:
+            nodes[full] = node
+    for a, b in graph.edges:
+        a, b = f"{prefix}{a}", f"{prefix}{b}"
+        for end in (a, b):
+            if end not in nodes and end not in entry:
+                raise NIRConversionError(end, "an edge names this node but the graph has none")
+        edges.append((exit_.get(a, a), entry.get(b, b)))
+    return nodes, edges
+
+
+def _kind(name: str, node: Any) -> str:
+    nir = _nir()
+    if _is_pass_through(node):
+        return "linear"
+    if isinstance(node, nir.Input):
+        return "input"
+    if isinstance(node, nir.Output):
+        return "output"
+    t = type(node).__name__
+    if t in _NEURON_NAMES and isinstance(node, getattr(nir, t)):
+        return "neuron"
+    if t in _LINEAR_NAMES and isinstance(node, getattr(nir, t)):
+        return "linear"
+    if t in _UNSUPPORTED:
+        raise NIRConversionError(name, f"{t} is {_UNSUPPORTED[t]}")
+    supported = ", ".join(("Input", "Output") + _LINEAR_NAMES + _NEURON_NAMES)
+    raise NIRConversionError(name, f"asyncsnn cannot run a {t} node (supported: {supported})")
+
+
+def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
+    """Classify nodes; enumerate projections; order populations; find the readout."""
+    kinds = {name: _kind(name, node) for name, node in nodes.items()}
+    inputs = [n for n, k in kinds.items() if k == "input"]
+    outputs = [n for n, k in kinds.items() if k == "output"]
+    neurons = [n for n, k in kinds.items() if k == "neuron"]
+    if len(inputs) != 1:
+        raise NIRConversionError(
+            inputs[1] if inputs else "<graph>",
+            f"asyncsnn needs exactly one Input node, the graph has {len(inputs)}",
+        )
+    inp = inputs[0]
+    if not neurons:
+        raise NIRConversionError("<graph>", "the graph has no neuron node (LIF, IF, LI or I)")
+    if len(set(edges)) != len(edges):
+        dup = next(e for e in edges if edges.count(e) > 1)
+        raise NIRConversionError(dup[0], f"the edge {dup} appears twice")
+    succ: dict[str, list[str]] = {n: [] for n in nodes}
+    pred: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        succ[a].append(b)
+        pred[b].append(a)
+    for name, kind in kinds.items():
+        if kind == "linear" and len(pred[name]) > 1:
+            raise NIRConversionError(
+                name,
+                f"{len(pred[name])} edges ({', '.join(pred[name])}) merge into this linear node; "
+                "asyncsnn sums currents only at neurons: give each source its own copy",
+            )
+        if kind == "input" and pred[name]:
+            raise NIRConversionError(name, "an edge leads into the Input node")
+        if kind == "output" and succ[name]:
+            raise NIRConversionError(name, "an edge leaves the Output node")
+    projections: list[_Proj] = []
+    readouts: list[str] = []
+    visited: set[str] = set()
+
+    def walk(source: str, node: str, path: list[str]) -> None:
+        if kinds[node] == "linear" and not succ[node]:
+            raise NIRConversionError(node, "this node leads nowhere (no outgoing edge)")
+        for nxt in succ[node]:
+            kind = kinds[nxt]
+            if kind == "neuron":
+                projections.append(_Proj(source, nxt, list(path)))
+            elif kind == "linear":
+                if nxt in path:
+                    raise NIRConversionError(nxt, "a cycle of linear nodes without a neuron")
+                visited.add(nxt)
+                walk(source, nxt, path + [nxt])
+            elif kind == "output":
+                if path:
+                    raise NIRConversionError(
+                        path[-1],
+                        "linear nodes lead into the Output node; asyncsnn reads out a "
+                        "population (spikes, or the membrane of LI/I) directly",
+                    )
+                if source == inp:
+                    raise NIRConversionError(nxt, "the Input leads straight to the Output")
+                readouts.append(source)
+
+    for source in [inp] + neurons:
+        walk(source, source, [])
+    for name, kind in kinds.items():
+        if kind == "linear" and name not in visited:
+            raise NIRConversionError(name, "this node is not reachable from the Input or a neuron")
+    if len(set(readouts)) > 1:
+        raise NIRConversionError(
+            outputs[-1],
+            f"several populations ({sorted(set(readouts))}) feed Output nodes; asyncsnn has "
+            "one readout population (every population's spikes are recorded anyway): keep one "
+            "Output node (nir's type check adds one to every leaf node)",
+        )
+    # depth-first from the input: edges back to a node on the stack are recurrent
+    nsucc: dict[str, list[str]] = {n: [] for n in [inp] + neurons}
+    for p in projections:
+        if p.target not in nsucc[p.source]:
+            nsucc[p.source].append(p.target)
+    state: dict[str, int] = {inp: 1}
+    back: set[tuple[str, str]] = set()
+    stack = [(inp, iter(nsucc[inp]))]
+    while stack:
+        node, it = stack[-1]
+        nxt = next(it, None)
+        if nxt is None:
+            state[node] = 2
+            stack.pop()
+        elif state.get(nxt) == 1:
+            back.add((node, nxt))
+        elif nxt not in state:
+            state[nxt] = 1
+            stack.append((nxt, iter(nsucc[nxt])))
+    for n in neurons:
+        if n not in state:
+            raise NIRConversionError(n, "this neuron node is not reachable from the Input")
+    readout = readouts[0] if readouts else None
+    position = {n: i for i, n in enumerate(nodes)}
+    indeg = dict.fromkeys(neurons, 0)
+    fwd: dict[str, list[str]] = {n: [] for n in neurons}
+    for p in projections:
+        if p.source != inp and (p.source, p.target) not in back:
+            fwd[p.source].append(p.target)
+            indeg[p.target] += 1
+    order: list[str] = []
+    ready = [n for n in neurons if indeg[n] == 0]
+    while ready:
+        ready.sort(key=lambda n: (n == readout, position[n]))
+        n = ready.pop(0)
+        order.append(n)
+        for t in fwd[n]:
+            indeg[t] -= 1
+            if indeg[t] == 0:
+                ready.append(t)
+    readout = readout or order[-1]
+    if order[-1] != readout:
+        raise NIRConversionError(
+            readout,
+            f"the readout must come last in network order, but {order[-1]!r} depends on it "
+            "without leading to the Output",
+        )
+    return inp, order, projections, back
+
+
+def _flatten_module(name: str, node: Any, in_shape: tuple[int, ...]) -> nn.Module:
+    start, end = int(_arr(node.start_dim)), int(_arr(node.end_dim))
+    readings = [(start, end)]
+    if start >= 1:  # the same dimensions counted with a leading batch dimension
+        readings.append((start - 1, end - 1 if end > 0 else end))
+    nd = len(in_shape)
+    for s, e in readings:
+        s, e = (s + nd if s < 0 else s), (e + nd if e < 0 else e)
+        if s == 0 and e == nd - 1:
+            return nn.Flatten()
+    raise NIRConversionError(
+        name,
+        f"flattens dimensions {start}..{end} of a sample of shape {in_shape}; asyncsnn only "
+        "flattens whole samples",
+    )
+
+
+def _module(name: str, node: Any, in_shape: tuple[int, ...]) -> nn.Module | None:
+    """The torch module of one linear node (``None`` for a pass-through)."""
+    nir = _nir()
+    dtype = torch.get_default_dtype()
+    if _is_pass_through(node):
+        return None
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = _arr(node.weight)
+        if w.ndim != 2:
+            raise NIRConversionError(name, f"weight must be a matrix, got shape {w.shape}")
+        bias = _arr(node.bias) if isinstance(node, nir.Affine) else None
+        m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            m.weight.copy_(torch.as_tensor(w.astype(np.float64), dtype=dtype))
+            if bias is not None:
+                m.bias.copy_(torch.as_tensor(bias.astype(np.float64), dtype=dtype).flatten())
+        return m
+    if isinstance(node, nir.Conv2d):
+        w = _arr(node.weight)
+        if w.ndim != 4:
+            raise NIRConversionError(name, f"Conv2d weight must be 4-D, got shape {w.shape}")
+        groups = int(_arr(node.groups))
+        b = _arr(node.bias) if node.bias is not None else np.zeros(w.shape[0])
+        has_bias = bool(np.any(b != 0))
+        m = nn.Conv2d(
+            w.shape[1] * groups,
+            w.shape[0],
+            kernel_size=tuple(w.shape[2:]),
+            stride=_pair(node.stride, name, "stride"),
+            padding=_padding(node.padding, name),
+            dilation=_pair(node.dilation, name, "dilation"),
+            groups=groups,
+            bias=has_bias,
+        )
+        with torch.no_grad():
+            m.weight.copy_(torch.as_tensor(w.astype(np.float64), dtype=dtype))
+            if has_bias:
+                m.bias.copy_(torch.as_tensor(b.astype(np.float64), dtype=dtype).flatten())
+        return m
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        k = _pair(node.kernel_size, name, "kernel_size")
+        s = _pair(node.stride, name, "stride")
+        p = _pair(node.padding, name, "padding")
+        if isinstance(node, nir.SumPool2d):
+            return SumPool2d(k, s, p)
+        return nn.AvgPool2d(k, s, p)
+    if isinstance(node, nir.Flatten):
+        return _flatten_module(name, node, in_shape)
+    raise AssertionError(type(node))  # pragma: no cover - _kind filters the rest
+
+
+def _per_channel(s: np.ndarray, name: str, what: str) -> np.ndarray:
+    """The per-channel values of a (C, H, W) factor that must be constant inside channels."""
+    c = s.reshape(s.shape[0], -1)
+    if not np.all(c == c[:, :1]):
+        raise NIRConversionError(
+            name, f"{what} varies inside a channel, which a convolution or pooling cannot carry"
+        )
+    return c[:, 0]
+
+
+def _move(s: np.ndarray, module: nn.Module, src: tuple, dst: tuple, name: str) -> np.ndarray:
+    """Carry an elementwise factor ``s`` (shape ``src``) across a parameter-free module."""
+    if isinstance(module, (nn.Flatten, nn.Identity)):
+        return s.reshape(dst)
+    per = _per_channel(s.reshape(src), name, "the scale")  # pooling: commutes per channel
+    return np.broadcast_to(per.reshape(-1, 1, 1), dst).copy()
+
+
+def _scale_weighted(m: nn.Module, s: np.ndarray, pre: bool, name: str) -> None:
+    """Multiply a weighted module's input (``pre``) or output by the elementwise ``s``."""
+    w = m.weight.detach().double().numpy()
+    b = m.bias.detach().double().numpy() if m.bias is not None else None
+    if isinstance(m, nn.Linear):
+        if pre:
+            w = w * s.reshape(1, -1)
+        else:
+            w = w * s.reshape(-1, 1)
+            b = None if b is None else b * s.reshape(-1)
+    else:
+        c = _per_channel(s, name, "the scale")
+        if pre:
+            cout, cin_g = w.shape[0], w.shape[1]
+            cout_g = cout // m.groups
+            idx = (np.arange(cout)[:, None] // cout_g) * cin_g + np.arange(cin_g)[None, :]
+            w = w * c[idx][:, :, None, None]
+        else:
+            w = w * c.reshape(-1, 1, 1, 1)
+            b = None if b is None else b * c
+    with torch.no_grad():
+        m.weight.copy_(torch.as_tensor(w, dtype=m.weight.dtype))
+        if b is not None:
+            m.bias.copy_(torch.as_tensor(b, dtype=m.bias.dtype))
+
+
+def _build(proj: _Proj, nodes: dict[str, Any], in_shape: tuple[int, ...]) -> None:
+    """Modules of a projection, with its Scale nodes folded into its weighted module."""
+    nir = _nir()
+    items: list[tuple[str, Any, tuple, tuple]] = []  # (node name, module or scale, in, out)
+    shape = tuple(in_shape)
+    for name in proj.path:
+        node = nodes[name]
+        if isinstance(node, nir.Scale):
+            s = _arr(node.scale).astype(np.float64)
+            if s.size == 1:
+                s = np.full(shape, float(s.ravel()[0]))
+            elif s.size != math.prod(shape):
+                raise NIRConversionError(
+                    name, f"scale has {s.size} values for an input of shape {shape}"
+                )
+            items.append((name, s.reshape(shape), shape, shape))
+            continue
+        m = _module(name, node, shape)
+        if m is None:
+            continue
+        try:
+            out = output_shape(m, shape)
+        except ValueError as e:
+            raise NIRConversionError(name, f"does not fit an input of shape {shape}: {e}") from e
+        setattr(m, _NAME_ATTR, name)
+        items.append((name, m, shape, out))
+        shape = out
+    weighted = [i for i, it in enumerate(items) if isinstance(it[1], WEIGHTED)]
+    if len(weighted) > 1:
+        raise NIRConversionError(
+            items[weighted[1]][0],
+            f"a second weighted node after {items[weighted[0]][0]!r} with no neuron between "
+            "them; asyncsnn allows one weighted module per projection",
+        )
+    for i, (name, s, _, _) in enumerate(items):
+        if not isinstance(s, np.ndarray) or np.all(s == 1):
+            continue
+        if not weighted:
+            raise NIRConversionError(
+                name, "cannot fold this Scale: its chain has no Affine, Linear or Conv2d"
+            )
+        w = weighted[0]
+        if i < w:  # carry forward to the weighted module's input
+            for _, m, src, dst in items[i + 1 : w]:
+                if isinstance(m, nn.Module):
+                    s = _move(s, m, src, dst, name)
+            _scale_weighted(items[w][1], s, True, name)
+        else:  # carry backward to its output
+            for _, m, src, dst in reversed(items[w + 1 : i]):
+                if isinstance(m, nn.Module):
+                    s = _move(s, m, dst, src, name)
+            _scale_weighted(items[w][1], s, False, name)
+    kept = [(m, (src, dst)) for _, m, src, dst in items if isinstance(m, nn.Module)]
+    proj.modules = [m for m, _ in kept] or [nn.Identity()]
+    proj.shapes = [sh for _, sh in kept] or [(shape, shape)]
+    proj.out_shape = shape
+
+
+def _fold_gain(proj: _Proj, gain: np.ndarray, name: str) -> bool:
+    """Fold a target neuron's input gain into the projection's weights; ``False`` if it can't."""
+    w = next((i for i, m in enumerate(proj.modules) if isinstance(m, WEIGHTED)), None)
+    if w is None:
+        return False
+    g = gain.reshape(proj.out_shape)
+    try:
+        for k in range(len(proj.modules) - 1, w, -1):
+            src, dst = proj.shapes[k]
+            g = _move(g, proj.modules[k], dst, src, name)
+        _scale_weighted(proj.modules[w], g, False, name)
+    except NIRConversionError:
+        return False
+    return True
+
+
+@dataclass
+class _Neurons:
+    tau_m: np.ndarray
+    threshold: np.ndarray
+    gain: np.ndarray
+    spiking: bool
+
+
+def _neurons(name: str, node: Any, shape: tuple[int, ...], dt: float, disc: str) -> _Neurons:
+    nir = _nir()
+    n = math.prod(shape)
+
+    def per(field_: str, default: float | None = None) -> np.ndarray:
+        v = getattr(node, field_, None)
+        if v is None:
+            if default is None:
+                raise NIRConversionError(name, f"{field_} is missing")
+            return np.full(shape, default)
+        a = _arr(v).astype(np.float64)
+        if a.size == 1:
+            return np.full(shape, float(a.ravel()[0]))
+        if a.size != n:
+            raise NIRConversionError(
+                name, f"{field_} has {a.size} values for a population of shape {shape}"
+            )
+        return a.reshape(shape)
+
+    spiking = isinstance(node, (nir.LIF, nir.IF))
+    r = per("r")
+    if not np.all(np.isfinite(r)):
+        raise NIRConversionError(name, "r must be finite")
+    if isinstance(node, (nir.LIF, nir.LI)):
+        v_leak = per("v_leak", 0.0)
+        if np.any(v_leak != 0):
+            raise NIRConversionError(
+                name,
+                f"v_leak = {v_leak.ravel()[np.argmax(v_leak != 0)]:g} is not 0; asyncsnn's "
+                "neurons leak towards 0",
+            )
+        tau = per("tau")
+        if not np.all(np.isfinite(tau) & (tau > 0)):
+            raise NIRConversionError(name, "tau must be finite and > 0 (seconds)")
+        x = dt / tau
+        if disc == "exact":
+            tau_m = tau.copy()
+        else:
+            if np.any(x > 1):
+                raise NIRConversionError(
+                    name,
+                    f"tau = {tau.min():g} s < dt = {dt:g} s: the Euler leak 1 - dt/tau is "
+                    "negative, which asyncsnn cannot represent",
+                )
+            with np.errstate(divide="ignore"):
+                tau_m = -dt / np.log1p(-x)
+            tau_m = np.where(x == 1, dt * 1e-3, tau_m)
+            tau_m = np.where(x == 0, NO_LEAK_TAU_M, tau_m)
+        gain = r * x
+    else:  # IF and I: no leak; gain r per step
+        tau_m = np.full(shape, NO_LEAK_TAU_M)
+        gain = r
+    tau_m = np.where(np.isfinite(tau_m) & (tau_m < NO_LEAK_TAU_M), tau_m, NO_LEAK_TAU_M)
+    gain = np.where(np.abs(gain - 1) <= GAIN_RTOL, 1.0, gain)
+    if spiking:
+        v_reset = per("v_reset", 0.0)
+        if np.any(v_reset != 0):
+            raise NIRConversionError(
+                name,
+                f"v_reset = {v_reset.ravel()[np.argmax(v_reset != 0)]:g} is not 0; asyncsnn "
+                "resets to 0",
+            )
+        theta = per("v_threshold")
+        if not np.all(np.isfinite(theta) & (theta > 0)):
+            raise NIRConversionError(name, "v_threshold must be finite and > 0")
+    else:
+        theta = np.ones(shape)
+    return _Neurons(tau_m, theta, gain, spiking)
+
+
+def from_nir(graph_or_path, dt: float, discretization: str = "exact") -> Network:
+    """A :class:`~asyncsnn.Network` from a NIR graph or ``.nir`` file.
+
+    Args:
+        graph_or_path: a ``nir.NIRGraph``, or the path of a file written by ``nir.write``.
+        dt: timestep length in seconds; run the network with the same ``dt``.
+        discretization: how NIR's continuous LIF becomes a per-step leak: ``"exact"``
+            (:math:`e^{-dt/\\tau}`) or ``"euler"`` (:math:`1 - dt/\\tau`, as snnTorch,
+            SpikingJelly and Norse read and write NIR). See the module docstring.
+
+    Raises:
+        NIRConversionError: a node or a topology asyncsnn cannot run (the node is named).
+
+    >>> import nir, numpy as np
+    >>> g = nir.NIRGraph.from_list(
+    ...     nir.Input(np.array([3])),
+    ...     nir.Linear(np.ones((2, 3), dtype=np.float32)),
+    ...     nir.LIF(tau=np.full(2, 0.01), r=np.full(2, 10.0), v_leak=np.zeros(2),
+    ...             v_threshold=np.full(2, 0.5)),
+    ... )
+    >>> net = from_nir(g, dt=1e-3, discretization="euler")
+    >>> net.output.name, round(float(torch.exp(-1e-3 / net.tau_m[0])), 4)
+    ('lif', 0.9)
+    """
+    dt = _check_args(dt, discretization)
+    graph = _load(graph_or_path)
+    meta = getattr(graph, "metadata", None) or {}
+    for key, value in (("dt", dt), ("discretization", discretization)):
+        if key in meta:
+            written = meta[key]
+            written = written.decode() if isinstance(written, bytes) else written
+            if isinstance(written, np.ndarray):
+                written = written.item()
+            if written != value and not (
+                key == "dt" and math.isclose(float(written), value, rel_tol=1e-9)
+            ):
+                warnings.warn(
+                    f"the graph was written with {key}={written!r} but is read with "
+                    f"{key}={value!r}; its dynamics change accordingly",
+                    stacklevel=2,
+                )
+    nodes, edges = _inline(graph)
+    inp, order, projections, back = _topology(nodes, edges)
+    first_edge = {e: i for i, e in reversed(list(enumerate(edges)))}
+    projections.sort(key=lambda p: first_edge[(p.source, p.path[0] if p.path else p.target)])
+    in_node = nodes[inp]
+    raw = in_node.input_type.get("input") if in_node.input_type else None
+    if raw is None:
+        raise NIRConversionError(inp, "the Input node has no shape")
+    shape = tuple(int(v) for v in _arr(raw).ravel())
+    candidates = [shape] + ([shape[1:]] if len(shape) > 1 and shape[0] == 1 else [])
+    from_input = [p for p in projections if p.source == inp]
+    error: NIRConversionError | None = None
+    for cand in candidates:
+        try:
+            for p in from_input:
+                _build(p, nodes, cand)
+        except NIRConversionError as e:
+            error = error or e
+            continue
+        input_shape = cand
+        break
+    else:
+        assert error is not None
+        raise error
+    net = Network(input_shape)
+    shapes: dict[str, tuple[int, ...]] = {inp: input_shape}
+    params: dict[str, _Neurons] = {}
+    primary: dict[str, _Proj] = {}
+    rank = {n: i for i, n in enumerate(order)}
+    for name in order:
+        p = next(
+            p
+            for p in projections
+            if p.target == name
+            and (p.source == inp or (p.source in shapes and rank[p.source] < rank[name]))
+            and (p.source, p.target) not in back
+        )
+        if p.source != inp:
+            _build(p, nodes, shapes[p.source])
+        shapes[name] = p.out_shape
+        primary[name] = p
+        params[name] = _neurons(name, nodes[name], p.out_shape, dt, discretization)
+        if not params[name].spiking and name != order[-1]:
+            raise NIRConversionError(
+                name,
+                f"{type(nodes[name]).__name__} is a non-spiking readout, but it is not the "
+                "last population",
+            )
+    for p in projections:
+        if p is not primary[p.target]:
+            if p.source != inp:
+                _build(p, nodes, shapes[p.source])
+            if math.prod(p.out_shape) != math.prod(shapes[p.target]):
+                raise NIRConversionError(
+                    p.path[-1] if p.path else p.source,
+                    f"the projection {p.source} -> {p.target} produces {p.out_shape} values "
+                    f"for a population of shape {shapes[p.target]}",
+                )
+    # fold each population's input gain into its incoming weights (or its threshold)
+    for name in order:
+        prm = params[name]
+        if np.all(prm.gain == 1):
+            continue
+        incoming = [p for p in projections if p.target == name]
+        snapshot = [copy.deepcopy(p.modules) for p in incoming]
+        ok = all([_fold_gain(p, prm.gain, name) for p in incoming])
+        if not ok:
+            for p, mods in zip(incoming, snapshot, strict=True):
+                p.modules = mods
+            if not prm.spiking or np.any(prm.gain <= 0):
+                raise NIRConversionError(
+                    name,
+                    "its input gain (r dt/tau for LIF/LI, r for IF/I) is not 1 and cannot be "
+                    "folded into the incoming weights (a projection without a weighted module, "
+                    "or a convolution whose gain varies inside a channel)",
+                )
+            prm.threshold = prm.threshold / prm.gain
+    for name in order:
+        p, prm = primary[name], params[name]
+        net.add_population(
+            name,
+            p.modules,
+            source=INPUT if p.source == inp else p.source,
+            tau_m=torch.as_tensor(prm.tau_m.ravel()),
+            threshold=torch.as_tensor(prm.threshold.ravel()),
+            spiking=prm.spiking,
+        )
+    others = [p for p in projections if p is not primary[p.target]]
+    for p in others:
+        net.connect(INPUT if p.source == inp else p.source, p.target, p.modules)
+    return net
+
+
+# ---------------------------------------------------------------------------------- export
+def _module_node(m: nn.Module, in_shape: tuple[int, ...], where: str):
+    nir = _nir()
+    if isinstance(m, nn.Linear):
+        w = m.weight.detach().cpu().numpy()
+        if m.bias is None:
+            return nir.Linear(weight=w)
+        return nir.Affine(weight=w, bias=m.bias.detach().cpu().numpy())
+    if isinstance(m, nn.Conv2d):
+        if m.padding_mode != "zeros":
+            raise NIRConversionError(where, f"{m}: only padding_mode='zeros' exists in NIR")
+        w = m.weight.detach().cpu().numpy()
+        b = (
+            m.bias.detach().cpu().numpy()
+            if m.bias is not None
+            else np.zeros(w.shape[0], dtype=w.dtype)
+        )
+        return nir.Conv2d(
+            input_shape=tuple(int(s) for s in in_shape[1:]),
+            weight=w,
+            stride=tuple(m.stride),
+            padding=m.padding if isinstance(m.padding, str) else tuple(m.padding),
+            dilation=tuple(m.dilation),
+            groups=int(m.groups),
+            bias=b,
+        )
+    if isinstance(m, SumPool2d):
+        return nir.SumPool2d(
+            kernel_size=np.array(m.kernel_size),
+            stride=np.array(m.stride),
+            padding=np.array(m.padding),
+        )
+    if isinstance(m, nn.AvgPool2d):
+        k = _pair(m.kernel_size, where, "kernel_size")
+        s = _pair(m.stride if m.stride is not None else m.kernel_size, where, "stride")
+        p = _pair(m.padding, where, "padding")
+        if m.ceil_mode or m.divisor_override is not None or (not m.count_include_pad and any(p)):
+            raise NIRConversionError(
+                where,
+                f"{m}: NIR's AvgPool2d has no ceil_mode, divisor_override or "
+                "count_include_pad=False with padding",
+            )
+        return nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p))
+    if isinstance(m, nn.Flatten):
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+    raise NIRConversionError(where, f"no NIR node for {type(m).__name__}")  # pragma: no cover
+
+
+def _neuron_node(net: Network, pop, dt: float, disc: str):
+    nir = _nir()
+    start = pop.offset - net.n_input
+    tau_m = net.tau_m[start : start + pop.size]
+    dtype = tau_m.dtype
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    no_leak = bool((decay_factor(dt, tau_m) == 1).all())
+    theta = net.threshold[start : start + pop.size].detach().cpu().numpy().reshape(pop.shape)
+    theta = theta.astype(np_dtype)
+    if no_leak:
+        ones = np.ones(pop.shape, dtype=np_dtype)
+        if pop.spiking:
+            return nir.IF(r=ones, v_threshold=theta, v_reset=np.zeros_like(ones))
+        return nir.I(r=ones)
+    tm = tau_m.detach().cpu().double().numpy().reshape(pop.shape)
+    if disc == "exact":
+        tau = tm
+    else:
+        beta = np.exp(-dt / tm)
+        with np.errstate(divide="ignore"):
+            tau = np.where(beta < 1, dt / (1 - beta), tm)
+    r = (tau / dt).astype(np_dtype)
+    tau = tau.astype(np_dtype)
+    zeros = np.zeros(pop.shape, dtype=np_dtype)
+    if pop.spiking:
+        return nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=theta, v_reset=zeros.copy())
+    return nir.LI(tau=tau, r=r, v_leak=zeros)
+
+
+def to_nir(network: Network, dt: float, discretization: str = "exact"):
+    """The NIR graph of ``network`` run with timestep ``dt`` (seconds).
+
+    Populations become ``LIF`` (``IF`` where the leak per step is exactly 1), a non-spiking
+    readout ``LI`` (or ``I``), named after the population; each projection's modules become a
+    chain of ``Affine``/``Linear``/``Conv2d``/``SumPool2d``/``AvgPool2d``/``Flatten`` nodes.
+    ``r = tau/dt`` makes the graph reproduce asyncsnn's dynamics under ``discretization``
+    (see the module docstring). Save it with ``nir.write(path, graph)``. For snnTorch's
+    importer use ``dt=SNNTORCH_DT`` and ``discretization="euler"``.
+
+    Raises:
+        NIRConversionError: a module NIR cannot express (named by its projection).
+    """
+    nir = _nir()
+    dt = _check_args(dt, discretization)
+    if not isinstance(network, Network):
+        raise TypeError(f"network must be an asyncsnn.Network, got {type(network).__name__}")
+    network.check_ready()
+    taken = {p.name for p in network.populations}
+    input_name = _unique("input", taken)
+    nodes: dict[str, Any] = {input_name: nir.Input(input_type=np.array(network.input_shape))}
+    for pop in network.populations:
+        nodes[pop.name] = _neuron_node(network, pop, dt, discretization)
+    edges: list[tuple[str, str]] = []
+    for proj in network.projections:
+        source = input_name if proj.source == INPUT else proj.source
+        where = f"{proj.source} -> {proj.target}"
+        modules = [m for m in proj.chain if not isinstance(m, nn.Identity)]
+        shape = (
+            network.input_shape if proj.source == INPUT else (network.population(proj.source).shape)
+        )
+        prev = source
+        base = f"{proj.source}_to_{proj.target}"
+        for j, m in enumerate(modules):
+            name = getattr(m, _NAME_ATTR, None)
+            if not isinstance(name, str) or name in taken:
+                name = base if len(modules) == 1 else f"{base}_{j}"
+            name = _unique(name, taken)
+            nodes[name] = _module_node(m, tuple(shape), where)
+            edges.append((prev, name))
+            shape = output_shape(m, tuple(shape))
+            prev = name
+        if (prev, proj.target) in edges:
+            raise NIRConversionError(
+                where, "a second parameter-free projection between the same populations"
+            )
+        edges.append((prev, proj.target))
+    out = network.output
+    output_name = _unique("output" if "output" not in taken else "output_node", taken)
+    nodes[output_name] = nir.Output(output_type=np.array(out.shape))
+    edges.append((out.name, output_name))
+    metadata = {"generator": "asyncsnn", "dt": dt, "discretization": discretization}
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
