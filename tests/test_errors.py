@@ -38,6 +38,13 @@ def test_bad_input_tensor(net, bad, message, execution):
         asyncsnn.run(net, bad, dt=1e-3, execution=execution)
 
 
+def test_input_dtype_must_match_the_network(net):
+    with pytest.raises(TypeError, match="x is torch.float64 but the network's parameters are"):
+        asyncsnn.run(net, torch.zeros(5, 2, 4, dtype=torch.float64), dt=1e-3)
+    r = asyncsnn.run(net.double(), torch.zeros(5, 2, 4, dtype=torch.float64), dt=1e-3)
+    assert r.spikes.dtype == torch.float64
+
+
 def test_non_tensor_and_integer_input(net):
     with pytest.raises(TypeError, match="torch.Tensor"):
         asyncsnn.run(net, [[0.0] * 4], dt=1e-3)

@@ -186,6 +186,12 @@ def _check_input(network: Network, x) -> None:
         raise ValueError(f"x has no timesteps or no samples: shape {tuple(x.shape)}")
     if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
+    param = next(network.parameters(), None)
+    if param is not None and x.dtype != param.dtype:
+        raise TypeError(
+            f"x is {x.dtype} but the network's parameters are {param.dtype}: convert one of "
+            f"them (x.to({param.dtype}) or network.to({x.dtype}))"
+        )
     dev = network.tau_m.device
     if x.device != dev:
         raise ValueError(f"x is on {x.device} but the network is on {dev}; move one of them")
