@@ -189,3 +189,40 @@ def test_demo_smoke(tmp_path):
         "raster.png",
     ):
         assert (tmp_path / "demo" / name).is_file(), name
+
+
+def test_export_then_import_evaluates_the_same(trained, tmp_path):
+    pytest.importorskip("nir")
+    model = tmp_path / "model.nir"
+    r = CliRunner().invoke(main, ["export", str(trained["unlayered"]), "--out", str(model)])
+    assert r.exit_code == 0, r.output
+    assert model.is_file()
+    r = CliRunner().invoke(
+        main,
+        [
+            "import",
+            str(model),
+            "--dt",
+            "0.01",
+            "--dataset",
+            "digits",
+            "--timesteps",
+            "10",
+            "--out",
+            str(tmp_path / "imported"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    results = []
+    for run in (trained["unlayered"], tmp_path / "imported"):
+        r = CliRunner().invoke(
+            main, ["evaluate", str(run), "--scheduler", "fifo", "--limit-test", "40", "--json"]
+        )
+        assert r.exit_code == 0, r.output
+        results.append(json.loads(r.output))
+    for key in ("accuracy", "spikes_per_sample", "synops_per_sample", "forward_steps_per_timestep"):
+        assert results[0][key] == results[1][key], key
+    r = CliRunner().invoke(
+        main, ["import", str(model), "--dt", "0.01", "--out", str(tmp_path / "imported")]
+    )
+    assert r.exit_code == 1 and "already holds a run" in r.output

@@ -230,6 +230,99 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
         click.echo(f"written: {out}/results.json, results.md, plots")
 
 
+# ------------------------------------------------------------------------------ NIR
+@main.command("import")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dt", type=float, required=True, help="Timestep in seconds (no hidden default).")
+@click.option(
+    "--discretization",
+    type=click.Choice(["exact", "euler"]),
+    default="exact",
+    show_default=True,
+    help="exact: beta = exp(-dt/tau); euler: beta = 1 - dt/tau (snnTorch, SpikingJelly).",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["digits", "nmnist", "shd", "dvsgesture", "cifar10"]),
+    default="digits",
+    show_default=True,
+    help="Data set `evaluate` will use.",
+)
+@click.option("--data-dir", type=click.Path(path_type=Path))
+@click.option("--timesteps", type=int, help="Timesteps per sample (default: the data set's).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+def import_(model, dt, discretization, dataset, data_dir, timesteps, out) -> None:
+    """Import a NIR model into a run directory (then `asyncsnn evaluate` works on it)."""
+    import shutil
+
+    from .checkpoint import atomic_write_text
+    from .interchange import from_nir
+    from .training import TrainConfig
+
+    try:
+        net = from_nir(model, dt=dt, discretization=discretization)
+        cfg = TrainConfig(
+            dataset=dataset,
+            data_dir=str(data_dir) if data_dir else None,
+            dt=dt,
+            timesteps=timesteps,
+            loss="rate" if net.output.spiking else "membrane",
+        )
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    if (out / "config.json").exists():
+        raise click.ClickException(f"{out} already holds a run; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, out / "model.nir")
+    facts = {
+        "input_shape": list(net.input_shape),
+        "n_classes": net.output.size,
+        "dt": dt,
+        "timesteps": timesteps,
+    }
+    meta = {
+        "config": cfg.to_dict(),
+        "data": facts,
+        "nir": {"source": str(model), "discretization": discretization},
+    }
+    atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
+    pops = ", ".join(f"{p.name}{list(p.shape)}" for p in net.populations)
+    click.echo(f"imported {model}: input{list(net.input_shape)} -> {pops}; run directory {out}")
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The .nir file to write.",
+)
+@click.option(
+    "--discretization", type=click.Choice(["exact", "euler"]), default="exact", show_default=True
+)
+@click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
+)
+def export(run, out, discretization, checkpoint) -> None:
+    """Export a run's model as a NIR graph (for other simulators and neuromorphic chips)."""
+    from .interchange import to_nir
+    from .training import load_run
+
+    try:
+        import nir
+    except ModuleNotFoundError:
+        raise click.ClickException("exporting needs the nir package: pip install nir") from None
+    try:
+        net, cfg, _ = load_run(run, checkpoint)
+        graph = to_nir(net, dt=cfg.dt, discretization=discretization)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nir.write(str(out), graph)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {out} ({len(graph.nodes)} nodes, dt {cfg.dt:g} s, {discretization})")
+
+
 # ------------------------------------------------------------------------------ demo
 @main.command()
 @click.option(

@@ -238,8 +238,14 @@ def forward(
     group_size: int | None = None,
     hooks: Sequence = (),
 ) -> RunResult:
-    """Run a batch ``x`` of shape (batch, timesteps, *input) as the training does."""
+    """Run a batch ``x`` of shape (batch, timesteps, *input) as the training does.
+
+    Frames whose shape differs from the network's input but holds as many values (a flat
+    ``(512,)`` input for ``(2, 16, 16)`` frames, as NIR graphs often declare) are reshaped.
+    """
     hooks = list(hooks)
+    if tuple(x.shape[2:]) != net.input_shape and x[0, 0].numel() == net.n_input:
+        x = x.reshape(*x.shape[:2], *net.input_shape)
     if training and cfg.input_dropout > 0:
         hooks.append(InputSpikeDropout(cfg.input_dropout))
     return run(
@@ -325,7 +331,7 @@ def _materialize(dataset, limit, progress, label) -> Split:
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=label, leave=False)
+        it = tqdm(it, desc=label, leave=False, disable=None)  # no bars when not a terminal
     xs, ys = [], []
     for i in it:
         frames, label_i = dataset[i]
@@ -427,6 +433,7 @@ class Trainer:
                 initial=start_batch,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
                 leave=False,
+                disable=None,  # no bars when not writing to a terminal
             )
         net.train()
         done = start_batch  # batches of this epoch whose update is applied
@@ -553,8 +560,22 @@ def load_model_state(net: Network, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainConfig, dict]:
-    """The trained network of a run directory, its configuration and data facts."""
+    """The trained network of a run directory, its configuration and data facts.
+
+    A run made by ``asyncsnn import`` holds its network as ``model.nir`` instead of a
+    checkpoint.
+    """
     run_dir = Path(run_dir)
+    if (run_dir / "model.nir").is_file():
+        from .interchange import from_nir
+
+        meta = json.loads((run_dir / "config.json").read_text())
+        cfg = TrainConfig.from_dict(meta["config"])
+        net = from_nir(
+            run_dir / "model.nir", dt=cfg.dt, discretization=meta["nir"]["discretization"]
+        )
+        net.eval()
+        return net, cfg, meta["data"]
     path = run_dir / "checkpoints" / f"{which}.safetensors"
     tensors, meta = load_checkpoint(path)
     cfg = TrainConfig.from_dict(meta["config"])
