@@ -169,11 +169,14 @@ def test_train_on_real_nmnist(shared_data, tmp_path):
             "5",
             "--batch-size",
             "16",
+            "--first-saccade",
             "-q",
         ],
     )
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "config.json").read_text())["data"]["input_shape"] == [2, 34, 34]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["data"]["input_shape"] == [2, 34, 34]
+    assert saved["config"]["first_saccade"] is True
 
 
 def test_demo_smoke(tmp_path):

@@ -18,7 +18,8 @@ def test_the_readme_has_examples():
     assert len(_blocks()) >= 4
 
 
-def test_readme_examples_run():
+def test_readme_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples may write run directories
     namespace: dict = {}
     for i, block in enumerate(_blocks()):
         try:

@@ -82,6 +82,12 @@ def _load_config_file(path: Path) -> dict:
 @click.option("--refractory-dropout", type=float)
 @click.option("--lambda-ms", type=float, help="Momentum policy's tie-breaking noise.")
 @click.option("--spike-reg", type=float, help="Weight of the spike-count regulariser.")
+@click.option(
+    "--first-saccade",
+    is_flag=True,
+    default=None,
+    help="N-MNIST: keep only the first saccade (100 ms).",
+)
 @click.option("--limit-train", type=int, help="Use only the first N training samples.")
 @click.option("--limit-test", type=int, help="Use only the first N test samples.")
 @click.option("--seed", type=int)

@@ -62,6 +62,7 @@ class TrainConfig:
     limit_train: int | None = None  # use only the first N training samples
     limit_test: int | None = None
     val_fraction: float = 0.1  # held out of the training set to choose the best model
+    first_saccade: bool = False  # N-MNIST: keep only the first saccade (first 100 ms)
 
     arch: str = "fc"
     hidden: tuple[int, ...] = (128, 128)
@@ -301,6 +302,10 @@ def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split,
         options["dt"] = cfg.dt
     if cfg.timesteps is not None:
         options["n_timesteps"] = cfg.timesteps
+    if cfg.first_saccade:
+        if cfg.dataset != "nmnist":
+            raise ValueError("first_saccade applies to the nmnist data set only")
+        options["first_saccade"] = True
     train = load_dataset(cfg.dataset, root=cfg.data_dir, train=True, **options)
     test = load_dataset(cfg.dataset, root=cfg.data_dir, train=False, **options)
     tr = _materialize(train, cfg.limit_train, progress, "loading train")
