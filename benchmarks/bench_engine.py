@@ -20,11 +20,11 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 import asyncsnn
+from asyncsnn.data import load_dataset
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmnist-subset"
 EXECUTIONS = [
@@ -34,35 +34,11 @@ EXECUTIONS = [
 ]
 
 
-def read_nmnist_bin(path: Path) -> np.ndarray:
-    """Events of one N-MNIST ``.bin`` file as (x, y, polarity, t in microseconds) columns."""
-    raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size % 5:
-        raise ValueError(f"{path}: {raw.size} bytes is not a whole number of 5-byte events")
-    ev = raw.reshape(-1, 5).astype(np.int64)
-    t = ((ev[:, 2] & 0x7F) << 16) | (ev[:, 3] << 8) | ev[:, 4]
-    return np.stack([ev[:, 0], ev[:, 1], ev[:, 2] >> 7, t], axis=1)
-
-
-def nmnist_frames(folder: Path, n: int, timesteps: int = 30, dt_us: int = 10_000):
-    """(timesteps, n, 2312) event counts of the first ``n`` test samples (sorted by path)."""
-    files = sorted((folder / "Test").glob("*/*.bin"))[:n]
-    if not files:
-        raise SystemExit(f"no N-MNIST test samples under {folder / 'Test'}: pass --data")
-    out = torch.zeros(timesteps, len(files), 2, 34, 34)
-    for i, f in enumerate(files):
-        x, y, p, t = read_nmnist_bin(f).T
-        keep = t < timesteps * dt_us
-        b = torch.as_tensor(t[keep] // dt_us)
-        idx = (
-            b,
-            torch.full_like(b, i),
-            torch.as_tensor(p[keep]),
-            torch.as_tensor(y[keep]),
-            torch.as_tensor(x[keep]),
-        )
-        out.index_put_(idx, torch.ones(len(b)), accumulate=True)
-    return out.flatten(2)
+def nmnist_frames(folder: Path, n: int, timesteps: int = 30, dt: float = 10e-3):
+    """(timesteps, n, 2312) event counts of the first ``n`` real N-MNIST test samples."""
+    test = load_dataset("nmnist", root=folder, train=False, dt=dt, n_timesteps=timesteps)
+    frames, _ = test.stack(range(min(n, len(test))))
+    return frames.transpose(0, 1).flatten(2)
 
 
 def network(seed: int = 0) -> asyncsnn.Network:

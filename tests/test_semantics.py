@@ -291,3 +291,17 @@ def test_queued_input_is_layer_zero_and_takes_forward_steps():
     assert r.synops[0, 0].item() == 2 * 2 + 2 * 1
     with pytest.raises(ValueError, match="prioritized_input"):
         run(net, x, scheduler="momentum", prioritized_input=False)
+
+
+# ------------------------------------------------------------------------------ surrogates
+def test_surrogate_derivatives_match_their_formulas():
+    x = torch.tensor([0.0, 0.1, -0.3, 2.0], requires_grad=True)
+    asyncsnn.ArcTan(alpha=2.0)(x).sum().backward()
+    # (alpha / 2) / (1 + (pi * alpha * x / 2) ** 2) with alpha = 2: 1 / (1 + (pi x) ** 2)
+    expected = [1 / (1 + (math.pi * v) ** 2) for v in (0.0, 0.1, -0.3, 2.0)]
+    torch.testing.assert_close(x.grad, torch.tensor(expected))
+    x.grad = None
+    spikes = asyncsnn.FastSigmoid(slope=25.0)(x)
+    assert spikes.tolist() == [0.0, 1.0, 0.0, 1.0]  # strict: x = 0 does not spike
+    spikes.sum().backward()
+    torch.testing.assert_close(x.grad, 1 / (25 * x.detach().abs() + 1) ** 2)

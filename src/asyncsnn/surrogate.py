@@ -12,31 +12,35 @@ from dataclasses import dataclass
 import torch
 
 
-class _ArcTanSpike(torch.autograd.Function):
+class _Spike(torch.autograd.Function):
+    """Heaviside forward; the backward is ``grad * derivative(x, parameter)``."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    def derivative(x: torch.Tensor, parameter: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, parameter: float) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.alpha = alpha
+        ctx.parameter = parameter
         return (x > 0).to(x.dtype)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    @classmethod
+    def backward(cls, ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        a = ctx.alpha
-        return grad * (a / 2) / (1 + (math.pi * a * x / 2) ** 2), None
+        return grad * cls.derivative(x, ctx.parameter), None
 
 
-class _FastSigmoidSpike(torch.autograd.Function):
+class _ArcTanSpike(_Spike):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, slope: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.slope = slope
-        return (x > 0).to(x.dtype)
+    def derivative(x, alpha):
+        return (alpha / 2) / (1 + (math.pi * alpha * x / 2) ** 2)
 
+
+class _FastSigmoidSpike(_Spike):
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        return grad / (ctx.slope * x.abs() + 1.0) ** 2, None
+    def derivative(x, slope):
+        return 1.0 / (slope * x.abs() + 1.0) ** 2
 
 
 @dataclass(frozen=True)
