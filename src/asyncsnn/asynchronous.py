@@ -31,8 +31,8 @@ _SINKS = 64
 def _queue_tables(net: Network, queued_input: bool, slots: int):
     """Padded per-slot delivery tables (cached on the network's tables)."""
     tab = net.tables()
-    cache = tab.__dict__.setdefault("_queue_cache", {})
-    key = (queued_input, slots)
+    cache = tab.derived
+    key = ("queue", queued_input, slots)
     if key in cache:
         return cache[key]
     g = tab.n_neurons

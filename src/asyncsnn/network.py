@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -100,6 +100,7 @@ class Tables:
     entries_coef: torch.Tensor
     fanout: torch.Tensor  # (n_neurons,) distinct targets per source neuron
     has_outgoing: torch.Tensor  # (n_neurons,) bool
+    derived: dict = field(default_factory=dict)  # per-engine tables built from these, cached
 
 
 class Network(nn.Module):
