@@ -70,16 +70,20 @@ def raster(runs: dict[str, torch.Tensor], boundaries: Sequence[int], path: Path)
     """Spike rasters of one sample, one panel per execution; ``runs`` maps a title to that
     sample's spikes (timesteps, neurons); ``boundaries`` separates the populations."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), sharey=True)
-    if len(runs) == 1:
-        axes = [axes]
-    for ax, (title, spikes) in zip(axes, runs.items(), strict=True):
+    cols = min(len(runs), 2)
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), sharey=True, squeeze=False)
+    axes = list(axes.flat)
+    for ax in axes[len(runs) :]:
+        ax.set_visible(False)
+    for ax, (title, spikes) in zip(axes, runs.items(), strict=False):
         t, n = torch.nonzero(spikes.detach().cpu() > 0, as_tuple=True)
         ax.scatter(t.numpy(), n.numpy(), s=2, marker="|", color="black")
         for b in boundaries:
             ax.axhline(b - 0.5, color="tab:red", linewidth=0.5)
         ax.set(title=f"{title}: {int(spikes.sum())} spikes", xlabel="timestep")
-    axes[0].set(ylabel="neuron (populations in network order)")
+    for ax in axes[::cols]:
+        ax.set(ylabel="neuron (network order)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
