@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
 from .dynamics import decay_factor, fire, integrate, leak, reset_to_zero
 from .hooks import StepContext, overrides
 from .network import INPUT, Network
@@ -98,7 +99,25 @@ def run_async(
     spike_fn,
     training: bool,
     max_queued_per_neuron: int,
+    backend: str = "auto",
 ):
+    # the compiled kernel where it applies (same result); None: run the reference below
+    fast = kernels.try_run(
+        backend,
+        net,
+        x,
+        dt=dt,
+        scheduler=scheduler,
+        group_size=group_size,
+        rng=rng,
+        hooks=hooks,
+        prioritized_input=prioritized_input,
+        refractory_dropout=refractory_dropout,
+        spike_fn=spike_fn,
+        training=training,
+    )
+    if fast is not None:
+        return fast
     T, B = x.shape[0], x.shape[1]
     tab = net.tables()
     n_in = tab.n_input

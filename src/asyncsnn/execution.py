@@ -10,6 +10,7 @@ import torch
 
 from .asynchronous import run_async
 from .hooks import Hook
+from .kernels import check_backend
 from .layered import run_layered
 from .network import Network
 from .rng import SampleRNG, sample_seeds
@@ -85,6 +86,7 @@ def run(
     training: bool | None = None,
     surrogate=None,
     max_queued_per_neuron: int = 4,
+    backend: str = "auto",
 ) -> RunResult:
     """Run ``network`` on input ``x`` layered or asynchronously.
 
@@ -107,6 +109,10 @@ def run(
             instance); used when gradients are enabled and something requires them. Otherwise
             the run builds no graph (the inference path).
         max_queued_per_neuron: queue slots per neuron when refractory dropout acts.
+        backend: ``"auto"`` (default) runs asynchronous inference through the compiled numba
+            CPU kernel where it applies (see :mod:`asyncsnn.kernels`; the same result) and the
+            PyTorch engine elsewhere; ``"torch"`` always runs the PyTorch engine; ``"numba"``
+            requires the kernel and raises a ``ValueError`` saying why where it cannot run.
 
     >>> net = Network.sequential([torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)], threshold=0.3)
     >>> x = (torch.rand(20, 5, 4) < 0.3).float()
@@ -131,6 +137,7 @@ def run(
     for h in hooks:
         if not isinstance(h, Hook):
             raise TypeError(f"hooks must be asyncsnn.Hook instances, got {h!r}")
+    check_backend(backend, execution)
     training = network.training if training is None else bool(training)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in network.parameters())
@@ -165,6 +172,7 @@ def run(
             spike_fn=spike_fn,
             training=training,
             max_queued_per_neuron=max_queued_per_neuron,
+            backend=backend,
         )
     return RunResult(network=network, **out)
 

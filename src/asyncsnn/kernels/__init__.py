@@ -1,0 +1,133 @@
+"""Compiled fast paths of the asynchronous engine, behind the interface of ``asyncsnn.run``.
+
+``run(..., backend="auto")`` (the default) runs asynchronous *inference* through the numba
+CPU kernel of :mod:`asyncsnn.kernels.cpu` where it applies, and through the plain PyTorch
+engine (:func:`asyncsnn.asynchronous.run_async`, the reference) everywhere else; both give the
+same result. ``backend="torch"`` always runs the reference; ``backend="numba"`` insists on the
+kernel and raises a ``ValueError`` naming the reason where it cannot run.
+
+The kernel applies to: float32 CPU tensors, no gradients required, prioritized input, no
+refractory dropout, the built-in policies (``random``, ``momentum``, ``fifo``, ``layered``,
+exactly these classes), and the hooks ``MaxForwardSteps`` and ``StopOnOutputSpike`` (spike
+dropouts are accepted where they do nothing: outside training or with ``p = 0``). numba is an
+optional dependency (``pip install asyncsnn[fast]``); without it ``auto`` runs the reference.
+
+This module imports neither numba nor the kernel: they load on the first run that uses them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from ..hooks import InputSpikeDropout, MaxForwardSteps, NetworkSpikeDropout, StopOnOutputSpike
+from ..scheduling import FIFO, Layered, Momentum, Random
+
+BACKENDS = ("auto", "torch", "numba")
+
+_POLICIES = (Random, Momentum, FIFO, Layered)
+_STOP_RULES = (MaxForwardSteps, StopOnOutputSpike)
+_DROPOUTS = (InputSpikeDropout, NetworkSpikeDropout)
+
+
+def numba_available() -> bool:
+    """Whether numba can be imported (checked without importing it)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def _load_cpu():
+    """The kernel module and ``None``, or ``None`` and why it cannot be loaded."""
+    if not numba_available():
+        return None, "numba is not installed (pip install 'asyncsnn[fast]')"
+    try:
+        from . import cpu
+    except ImportError as e:  # numba present but unusable, e.g. against this NumPy
+        return None, f"numba cannot be imported ({e})"
+    return cpu, None
+
+
+def check_backend(backend: str, execution: str = "async") -> None:
+    """Validate a ``backend`` argument of ``asyncsnn.run``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba" and execution != "async":
+        raise ValueError(
+            f"backend='numba' runs asynchronous execution only, not execution={execution!r}; "
+            "use backend='auto' or 'torch'"
+        )
+
+
+def unsupported_reason(
+    x: torch.Tensor,
+    *,
+    scheduler,
+    hooks,
+    prioritized_input: bool,
+    refractory_dropout: float,
+    spike_fn,
+    training: bool,
+) -> str | None:
+    """Why the compiled kernel cannot run this call, or ``None`` where it can."""
+    if spike_fn is not None:
+        return "gradients are required (it runs inference only; use torch.no_grad())"
+    if x.device.type != "cpu":
+        return f"the tensors are on {x.device}, the kernel runs on the CPU"
+    if x.dtype != torch.float32:
+        return f"the tensors are {x.dtype}, the kernel runs float32 only"
+    if refractory_dropout > 0:
+        return "refractory dropout acts"
+    if not prioritized_input:
+        return "the input is queued (prioritized_input=False)"
+    if type(scheduler) not in _POLICIES:
+        return (
+            f"the policy {type(scheduler).__name__} is user-defined; the kernel knows "
+            "random, momentum, fifo and layered"
+        )
+    for h in hooks:
+        if type(h) in _STOP_RULES:
+            continue
+        if type(h) in _DROPOUTS and (not training or h.p == 0):
+            continue  # does nothing in this run
+        return f"the hook {type(h).__name__} is not supported by the kernel"
+    return None
+
+
+def try_run(backend: str, net, x: torch.Tensor, **kw) -> dict | None:
+    """The result of the compiled kernel, or ``None`` where the reference must run.
+
+    ``kw`` are ``run_async``'s keyword arguments. ``backend="numba"`` raises a ``ValueError``
+    instead of returning ``None``.
+    """
+    check_backend(backend)
+    if backend == "torch":
+        return None
+    reason = unsupported_reason(
+        x,
+        scheduler=kw["scheduler"],
+        hooks=kw["hooks"],
+        prioritized_input=kw["prioritized_input"],
+        refractory_dropout=kw["refractory_dropout"],
+        spike_fn=kw["spike_fn"],
+        training=kw["training"],
+    )
+    cpu = None
+    if reason is None:
+        cpu, reason = _load_cpu()
+    if reason is not None:
+        if backend == "numba":
+            raise ValueError(f"backend='numba' cannot run this call: {reason}")
+        return None
+    if backend == "auto" and not cpu.topk_order_matches():
+        # this PyTorch build orders topk(sorted=False) differently from the kernel: the
+        # result would differ from the reference's in the rounding of membrane sums
+        return None
+    return cpu.run_async_cpu(
+        net,
+        x,
+        dt=kw["dt"],
+        scheduler=kw["scheduler"],
+        group_size=kw["group_size"],
+        rng=kw["rng"],
+        hooks=kw["hooks"],
+    )

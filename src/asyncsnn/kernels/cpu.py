@@ -1,0 +1,867 @@
+"""numba CPU kernel for asynchronous inference, identical to the reference engine.
+
+The dense input delivery (each timestep's input through the input projections, plus the
+biases) is computed by PyTorch exactly as the reference does it, one timestep at a time, and
+handed over as a (timesteps, batch, neurons) current. The kernel does the rest, for chunks of
+samples on a pool of threads (samples are independent): leak, integration, threshold, reset,
+refractoriness, the queue, the policy, group delivery through per-source tables, stop rules,
+output spikes, synaptic operations, forward-step counts and the membrane of a non-spiking
+readout.
+
+Cost follows the spikes: a forward step touches the chosen spikes' table rows and their
+targets only, and only the neurons that received current are checked against the threshold.
+
+Exactness. The reference takes a group with ``torch.topk(sorted=False)`` and adds its
+currents with ``scatter_add_`` in the order topk returns the chosen spikes, so the float sums
+depend on that order. PyTorch's CPU topk runs, on (key, slot) pairs compared by key only,
+libstdc++'s ``std::partial_sort`` when ``64 F <= slots`` (the group comes out sorted) and its
+``std::nth_element`` otherwise (an introselect: the group comes out in whatever order it
+leaves). The kernel reproduces both:
+
+- ``64 F <= slots``: the ``F`` largest keys are found among the queued spikes only (a heap
+  for the keys that stay fixed while queued, a selection over fresh keys for ``random``) and
+  delivered largest first. Deterministic policies have unique keys (ties go to the lower
+  slot). Where equal float keys decide a group (``random``, ``momentum`` with noise), the
+  kernel runs the same partial sort over all slots for that step, as topk does.
+- otherwise the same introselect over all slots, whose cost is then below ``64 F`` per step.
+
+:func:`topk_order_matches` checks that the installed PyTorch behaves so; ``backend="auto"``
+uses the kernel only where it does. The priorities are the reference's bit for bit: the
+``random`` keys and the momentum noise come from the same counter-based hash as
+:class:`asyncsnn.rng.SampleRNG`, and float32 arithmetic is done in the same order.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from numba import njit
+
+from ..dynamics import decay_factor
+from ..hooks import MaxForwardSteps, StopOnOutputSpike
+from ..network import INPUT, Network
+from ..scheduling import FIFO, Layered, Momentum, Random
+
+# policy codes
+RANDOM, MOMENTUM_NOISE, MOMENTUM, FIFO_CODE, LAYERED = 0, 1, 2, 3, 4
+
+_DEAD = np.iinfo(np.int64).min  # key of an empty slot: below every live key
+_RANDOM_STREAM = 7  # QueueView.uniform
+_NOISE_STREAM = 8  # QueueView.noise
+_UNIT = np.float32(1.0 / (1 << 24))
+
+
+# ------------------------------------------------------------------ counter-based RNG (rng.py)
+@njit(cache=True, inline="always")
+def hash32(x):
+    """``asyncsnn.rng.hash32`` for one int64 in ``[0, 2**32)``."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & 0xFFFFFFFF
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & 0xFFFFFFFF
+    return x ^ (x >> 15)
+
+
+@njit(cache=True, inline="always")
+def counter_key(stream, counter):
+    """``SampleRNG._counter_key``."""
+    return hash32(hash32((stream * 0x27D4EB2F) & 0xFFFFFFFF) ^ (counter & 0xFFFFFFFF))
+
+
+@njit(cache=True, inline="always")
+def uniform_bits(mixed, key, position):
+    """The 24 random bits of ``SampleRNG.uniform``: the value is ``bits * 2**-24``."""
+    pos = (position * 0x1E3779B9) & 0xFFFFFFFF
+    return hash32((mixed + key + pos) & 0xFFFFFFFF) >> 8
+
+
+@njit(cache=True)
+def uniform(seeds, stream, counter, size):
+    """``SampleRNG(seeds).uniform(stream, counter, size)`` as a (batch, size) float32 array."""
+    out = np.empty((seeds.shape[0], size), np.float32)
+    key = counter_key(stream, counter)
+    for b in range(seeds.shape[0]):
+        mixed = hash32((seeds[b] & 0xFFFFFFFF) ^ 0x5BD1E995)
+        for i in range(size):
+            out[b, i] = np.float32(uniform_bits(mixed, key, i)) * np.float32(1.0 / (1 << 24))
+    return out
+
+
+@njit(cache=True, inline="always")
+def momentum_priority(potential, lam, bits):
+    """``Momentum.priority`` of one queued spike, in float32 as PyTorch computes it:
+    ``potential + lambda_ms * noise`` with the noise ``bits * 2**-24``."""
+    return potential + lam * (np.float32(bits) * _UNIT)
+
+
+@njit(cache=True)
+def momentum_priorities(potential, lam, bits):
+    """:func:`momentum_priority` of arrays (for tests)."""
+    out = np.empty(potential.shape[0], np.float32)
+    for i in range(potential.shape[0]):
+        out[i] = momentum_priority(potential[i], lam, bits[i])
+    return out
+
+
+# ------------------------------------------------------------------ libstdc++'s selections
+# A faithful transcription of libstdc++'s std::nth_element (introselect) and
+# std::partial_sort (bits/stl_algo.h, bits/stl_heap.h) on (key, index) pairs held in two
+# arrays, with the comparator ``a.key > b.key`` of PyTorch's CPU topk: the first k pairs come
+# out in the very order torch.topk(sorted=False) returns.
+@njit(cache=True, inline="always")
+def _swap(kv, ki, i, j):
+    a = kv[i]
+    kv[i] = kv[j]
+    kv[j] = a
+    c = ki[i]
+    ki[i] = ki[j]
+    ki[j] = c
+
+
+@njit(cache=True)
+def _adjust_heap(kv, ki, first, hole, length, vk, vi):
+    top = hole
+    second = hole
+    while second < (length - 1) // 2:
+        second = 2 * (second + 1)
+        if kv[first + second] > kv[first + second - 1]:
+            second -= 1
+        kv[first + hole] = kv[first + second]
+        ki[first + hole] = ki[first + second]
+        hole = second
+    if (length & 1) == 0 and second == (length - 2) // 2:
+        second = 2 * (second + 1)
+        kv[first + hole] = kv[first + second - 1]
+        ki[first + hole] = ki[first + second - 1]
+        hole = second - 1
+    parent = (hole - 1) // 2
+    while hole > top and kv[first + parent] > vk:
+        kv[first + hole] = kv[first + parent]
+        ki[first + hole] = ki[first + parent]
+        hole = parent
+        parent = (hole - 1) // 2
+    kv[first + hole] = vk
+    ki[first + hole] = vi
+
+
+@njit(cache=True)
+def _heap_select(kv, ki, first, middle, last):
+    length = middle - first
+    if length >= 2:
+        parent = (length - 2) // 2
+        while True:
+            _adjust_heap(kv, ki, first, parent, length, kv[first + parent], ki[first + parent])
+            if parent == 0:
+                break
+            parent -= 1
+    for i in range(middle, last):
+        if kv[i] > kv[first]:
+            vk = kv[i]
+            vi = ki[i]
+            kv[i] = kv[first]
+            ki[i] = ki[first]
+            _adjust_heap(kv, ki, first, 0, length, vk, vi)
+
+
+@njit(cache=True)
+def partial_sort(kv, ki, n, k):
+    """``std::partial_sort(first, first + k, first + n, greater-key)`` on ``kv[:n]``, moving
+    ``ki`` along: ``__heap_select`` then ``__sort_heap``."""
+    if k <= 0 or n <= 0:
+        return
+    _heap_select(kv, ki, 0, k, n)
+    last = k
+    while last > 1:
+        last -= 1
+        vk = kv[last]
+        vi = ki[last]
+        kv[last] = kv[0]
+        ki[last] = ki[0]
+        _adjust_heap(kv, ki, 0, 0, last, vk, vi)
+
+
+@njit(cache=True)
+def _insertion_sort(kv, ki, first, last):
+    if first == last:
+        return
+    for i in range(first + 1, last):
+        vk = kv[i]
+        vi = ki[i]
+        if vk > kv[first]:
+            for j in range(i, first, -1):
+                kv[j] = kv[j - 1]
+                ki[j] = ki[j - 1]
+            kv[first] = vk
+            ki[first] = vi
+        else:
+            j = i
+            while vk > kv[j - 1]:
+                kv[j] = kv[j - 1]
+                ki[j] = ki[j - 1]
+                j -= 1
+            kv[j] = vk
+            ki[j] = vi
+
+
+@njit(cache=True)
+def _partition_pivot(kv, ki, first, last):
+    mid = first + (last - first) // 2
+    a, b, c = first + 1, mid, last - 1
+    # __move_median_to_first(first, a, b, c)
+    if kv[a] > kv[b]:
+        if kv[b] > kv[c]:
+            _swap(kv, ki, first, b)
+        elif kv[a] > kv[c]:
+            _swap(kv, ki, first, c)
+        else:
+            _swap(kv, ki, first, a)
+    elif kv[a] > kv[c]:
+        _swap(kv, ki, first, a)
+    elif kv[b] > kv[c]:
+        _swap(kv, ki, first, c)
+    else:
+        _swap(kv, ki, first, b)
+    # __unguarded_partition(first + 1, last, pivot = first)
+    lo, hi = first + 1, last
+    pivot = kv[first]
+    while True:
+        while kv[lo] > pivot:
+            lo += 1
+        hi -= 1
+        while pivot > kv[hi]:
+            hi -= 1
+        if not lo < hi:
+            return lo
+        _swap(kv, ki, lo, hi)
+        lo += 1
+
+
+@njit(cache=True)
+def nth_element(kv, ki, n, nth):
+    """``std::nth_element(first, first + nth, first + n, greater-key)`` on ``kv[:n]``,
+    moving ``ki`` along."""
+    first, last = 0, n
+    if n == 0 or nth >= n:
+        return
+    depth = 0
+    size = n
+    while size > 1:
+        size >>= 1
+        depth += 1
+    depth *= 2
+    while last - first > 3:
+        if depth == 0:
+            _heap_select(kv, ki, first, nth + 1, last)
+            _swap(kv, ki, first, nth)
+            return
+        depth -= 1
+        cut = _partition_pivot(kv, ki, first, last)
+        if cut <= nth:
+            first = cut
+        else:
+            last = cut
+    _insertion_sort(kv, ki, first, last)
+
+
+# ------------------------------------------------------------------ binary heaps of int64 keys
+@njit(cache=True, inline="always")
+def _max_push(heap, size, key):
+    i = size
+    while i > 0:
+        parent = (i - 1) >> 1
+        if heap[parent] >= key:
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = key
+    return size + 1
+
+
+@njit(cache=True, inline="always")
+def _max_pop(heap, size):
+    """Remove the root of a max-heap of ``size`` keys; returns the new size."""
+    size -= 1
+    key = heap[size]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and heap[child + 1] > heap[child]:
+            child += 1
+        if heap[child] <= key:
+            break
+        heap[i] = heap[child]
+        i = child
+    if size > 0:
+        heap[i] = key
+    return size
+
+
+@njit(cache=True, inline="always")
+def _min_sift_down(heap, size, i):
+    key = heap[i]
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and heap[child + 1] < heap[child]:
+            child += 1
+        if heap[child] >= key:
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = key
+
+
+@njit(cache=True, inline="always")
+def _min_push(heap, size, key):
+    i = size
+    while i > 0:
+        parent = (i - 1) >> 1
+        if heap[parent] <= key:
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = key
+    return size + 1
+
+
+@njit(cache=True)
+def select_largest(values, slots, n, m, heap, chosen):
+    """The ``m`` largest of ``values[:n]`` (>= 0, below 2**32) into ``chosen``, as their
+    ``slots``, largest first, equal values by the lower slot first. Returns whether equal
+    values decide (two chosen values are equal, or the smallest chosen equals one left out),
+    that is whether the result is not the only sorted order."""
+    size = 0
+    rest = np.int64(-1)  # the largest value left out
+    for k in range(n):
+        val = values[k]
+        key = (val << 32) | (0xFFFFFFFF - slots[k])
+        if size < m:
+            size = _min_push(heap, size, key)
+        elif key > heap[0]:
+            rest = max(rest, heap[0] >> 32)
+            heap[0] = key
+            _min_sift_down(heap, size, 0)
+        else:
+            rest = max(rest, val)
+    tie = False
+    previous = np.int64(-1)
+    while size > 0:  # pop the smallest last
+        size -= 1
+        chosen[size] = 0xFFFFFFFF - (heap[0] & 0xFFFFFFFF)
+        val = heap[0] >> 32
+        tie = tie or val in (rest, previous)
+        previous = val
+        heap[0] = heap[size]
+        _min_sift_down(heap, size, 0)
+    return tie
+
+
+@njit(cache=True, inline="always")
+def _ordered(bits):
+    """The reference's order-preserving map of float32 bits (an int32 value) to int64."""
+    b = np.int64(bits)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)
+
+
+# ------------------------------------------------------------------ the simulation
+@njit(cache=True, nogil=True)
+def _simulate(
+    b0,
+    b1,
+    current,
+    beta,
+    theta,
+    slot_of,
+    slot_layer,
+    slot_fanout,
+    ent_start,
+    ent_dst,
+    ent_w,
+    xin,
+    in_fanout,
+    seeds,
+    policy,
+    lam,
+    group,
+    partial,
+    max_steps,
+    extra_steps,
+    out_lo,
+    out_hi,
+    spikes,
+    forward_steps,
+    in_synops,
+    net_synops,
+    undelivered,
+    membrane,
+):
+    n_t_steps = current.shape[0]
+    n = current.shape[2]
+    q_n = slot_layer.shape[0]
+    qa = max(q_n, 1)
+    v = np.zeros(n, np.float32)
+    refractory = np.full(n, -1, np.int64)  # the timestep in which the neuron fired
+    touch = np.full(n, -1, np.int64)  # the last forward step that delivered to it
+    touched = np.empty(n, np.int64)
+    skey = np.full(qa, _DEAD, np.int64)  # per slot: its key while queued, else _DEAD
+    live = np.empty(qa, np.int64)  # the queued slots, unordered
+    live_pos = np.empty(qa, np.int64)
+    heap = np.empty(qa, np.int64)
+    kv = np.empty(qa, np.int64)
+    ki = np.empty(qa, np.int64)
+    chosen = np.empty(max(group, 1), np.int64)
+    ckey = np.empty(max(group, 1), np.int64)  # the chosen spikes' keys (without tie-break)
+    fbuf = np.empty(1, np.float32)
+    ibuf = fbuf.view(np.int32)
+    record_membrane = membrane.shape[0] > 0
+    stamp = 0
+    for b in range(b0, b1):  # samples are independent: each starts from a fresh state
+        v[:] = 0.0
+        refractory[:] = -1
+        skey[:] = _DEAD
+        mixed = hash32((seeds[b] & 0xFFFFFFFF) ^ 0x5BD1E995)
+        for t in range(n_t_steps):
+            # ---- leak, then the input and the biases (not a forward step) --------------------
+            xt = xin[t, b]
+            syn = 0
+            for i in range(xt.shape[0]):
+                if xt[i] != 0:
+                    syn += in_fanout[i]
+            in_synops[t, b] = syn
+            cur = current[t, b]
+            n_touched = 0
+            for i in range(n):
+                x = v[i] * beta[i]
+                c = cur[i]
+                v[i] = x + c
+                if c != 0:
+                    touched[n_touched] = i
+                    n_touched += 1
+            noise_key = counter_key(_NOISE_STREAM, t)
+            n_live = 0
+            n_heap = 0
+            step = 0
+            first_out = -1
+            while True:
+                # ---- threshold, reset, refractoriness; new spikes join the queue --------------
+                out_fired = False
+                for k in range(n_touched):
+                    i = touched[k]
+                    pre = v[i]
+                    if pre > theta[i]:
+                        refractory[i] = t
+                        v[i] = 0.0
+                        spikes[t, b, i] = 1.0
+                        if out_lo <= i < out_hi:
+                            out_fired = True
+                        q = slot_of[i]
+                        if q < 0:
+                            continue
+                        tie = 0xFFFFFFFF - q
+                        if policy == RANDOM:
+                            key = np.int64(1)
+                        elif policy == MOMENTUM_NOISE:
+                            fbuf[0] = momentum_priority(pre, lam, uniform_bits(mixed, noise_key, q))
+                            if fbuf[0] == 0:
+                                fbuf[0] = 0.0  # -0.0 and 0.0 compare equal as floats
+                            key = _ordered(ibuf[0])
+                        elif policy == MOMENTUM:
+                            fbuf[0] = pre
+                            key = (_ordered(ibuf[0]) << 32) | tie
+                        elif policy == FIFO_CODE:
+                            key = ((-np.int64(step)) << 32) | tie
+                        else:
+                            key = ((-slot_layer[q]) << 32) | tie
+                        skey[q] = key
+                        live[n_live] = q
+                        live_pos[q] = n_live
+                        n_live += 1
+                        if partial and policy != RANDOM:
+                            if policy == MOMENTUM_NOISE:
+                                key = (key << 32) | tie
+                            n_heap = _max_push(heap, n_heap, key)
+                # ---- stop rules ---------------------------------------------------------------
+                stop = max_steps >= 0 and step >= max_steps
+                if extra_steps >= 0:
+                    if out_fired and first_out < 0:
+                        first_out = step
+                    if first_out >= 0 and step >= first_out + extra_steps:
+                        stop = True
+                if stop:
+                    undelivered[t, b] += n_live
+                    for k in range(n_live):
+                        skey[live[k]] = _DEAD
+                    n_live = 0
+                    n_heap = 0
+                if n_live == 0:
+                    break
+                # ---- choose up to F queued spikes, in the reference's topk order ---------------
+                step += 1
+                n_chosen = 0
+                step_key = 0
+                if policy == RANDOM:
+                    step_key = counter_key(_RANDOM_STREAM, (t << 16) + step)
+                # 64 F <= slots: topk sorts the group. The F largest keys are then found
+                # among the queued spikes only; where two of the keys that decide the group
+                # tie exactly (possible with float keys: random, momentum with noise), the
+                # order is the partial sort's, taken over all the slots as topk does.
+                # Otherwise topk leaves nth_element's order, over all the slots as well.
+                full = not partial
+                if partial and policy == RANDOM:
+                    for k in range(n_live):
+                        ki[k] = uniform_bits(mixed, step_key, live[k])
+                    n_chosen = min(group, n_live)
+                    full = select_largest(ki, live, n_live, n_chosen, kv, chosen)
+                elif partial:  # the heap's order
+                    while n_chosen < group and n_heap > 0:
+                        chosen[n_chosen] = 0xFFFFFFFF - (heap[0] & 0xFFFFFFFF)
+                        ckey[n_chosen] = heap[0] >> 32
+                        n_chosen += 1
+                        n_heap = _max_pop(heap, n_heap)
+                    if policy == MOMENTUM_NOISE:  # keys unique otherwise (index tie-break)
+                        full = n_heap > 0 and heap[0] >> 32 == ckey[n_chosen - 1]
+                        for k in range(1, n_chosen):
+                            full = full or ckey[k] == ckey[k - 1]
+                if full:
+                    n_chosen = 0
+                    if n_live == 1:
+                        chosen[0] = live[0]
+                        n_chosen = 1
+                    else:
+                        for j in range(q_n):
+                            key = skey[j]
+                            if policy == RANDOM and key != _DEAD:
+                                key = uniform_bits(mixed, step_key, j)
+                            kv[j] = key
+                            ki[j] = j
+                        if partial:
+                            partial_sort(kv, ki, q_n, group)
+                        else:
+                            nth_element(kv, ki, q_n, group - 1)
+                        for k in range(group):
+                            q = ki[k]
+                            if skey[q] != _DEAD:
+                                chosen[n_chosen] = q
+                                n_chosen += 1
+                for k in range(n_chosen):  # dequeue
+                    q = chosen[k]
+                    skey[q] = _DEAD
+                    p = live_pos[q]
+                    n_live -= 1
+                    last = live[n_live]
+                    live[p] = last
+                    live_pos[last] = p
+                if full and partial and policy != RANDOM:  # the heap lost other keys: rebuild
+                    n_heap = 0
+                    for k in range(n_live):
+                        q = live[k]
+                        n_heap = _max_push(heap, n_heap, (skey[q] << 32) | (0xFFFFFFFF - q))
+                # ---- deliver the group ---------------------------------------------------------
+                forward_steps[t, b] += 1
+                stamp += 1
+                n_touched = 0
+                syn = 0
+                for k in range(n_chosen):
+                    q = chosen[k]
+                    syn += slot_fanout[q]
+                    for e in range(ent_start[q], ent_start[q + 1]):
+                        j = ent_dst[e]
+                        if refractory[j] != t:  # refractory neurons ignore input
+                            v[j] += ent_w[e]
+                            if touch[j] != stamp:
+                                touch[j] = stamp
+                                touched[n_touched] = j
+                                n_touched += 1
+                net_synops[t, b] += syn
+            if record_membrane:
+                for i in range(out_lo, out_hi):
+                    membrane[t, b, i - out_lo] = v[i]
+
+
+# ------------------------------------------------------------------ host side
+def _structure(net: Network) -> dict:
+    """Per-slot delivery tables in CSR form (cached on the network's tables).
+
+    A slot is a population neuron with outgoing projections, in global order (as the
+    reference's queue slots with prioritized input); its row lists its synaptic entries in
+    the order of ``Network.tables()``, which is the reference's table-column order.
+    """
+    tab = net.tables()
+    cached = tab.derived.get("numba-cpu")
+    if cached is not None:
+        return cached
+    n_in = tab.n_input
+    n_pop = tab.n_neurons - n_in
+    src = tab.entries_src.cpu().numpy()
+    has_out = tab.has_outgoing.cpu().numpy()
+    neuron = np.flatnonzero(has_out)
+    neuron = neuron[neuron >= n_in]
+    counts = np.bincount(src, minlength=tab.n_neurons)
+    first = int(counts[:n_in].sum())  # entries are sorted by source: the input's come first
+    ent_start = np.zeros(len(neuron) + 1, np.int64)
+    ent_start[1:] = np.cumsum(counts[neuron])
+    if ent_start[-1] != len(src) - first:
+        raise AssertionError("the synaptic entries are not sorted by source")
+    slot_of = np.full(n_pop, -1, np.int64)
+    slot_of[neuron - n_in] = np.arange(len(neuron))
+    layer = np.zeros(tab.n_neurons, np.int64)
+    for pop in net.populations:
+        layer[pop.slice] = pop.layer
+    spiking = np.zeros(n_pop, bool)
+    for pop in net.populations:
+        spiking[pop.offset - n_in : pop.offset - n_in + pop.size] = pop.spiking
+    # the entries' weights index Network.weight_vector() (all weights, then 1 and 0); the
+    # kernel's entries only need the weights of projections from populations: re-index them
+    # into the concatenation of those, then 1 and 0 (the same values, less to copy)
+    widx = tab.entries_widx.cpu().numpy()[first:]
+    remap = np.full(widx.max(initial=0) + 1, -1, np.int64)
+    weighted, off_all, off_sub = [], 0, 0
+    for p in net.projections:
+        w = p.weighted
+        if w is None:
+            continue
+        numel = w.weight.numel()
+        if p.source != INPUT:
+            hi = min(off_all + numel, len(remap))
+            remap[off_all:hi] = off_sub + np.arange(hi - off_all)
+            weighted.append(p)
+            off_sub += numel
+        off_all += numel
+    if off_all < len(remap):  # the fixed weight 1 (chains without a weighted module)
+        remap[off_all] = off_sub
+    ent_widx = remap[widx]
+    if (ent_widx < 0).any():
+        raise AssertionError("an entry from a population points at an input weight")
+    in_fanout = tab.fanout.cpu().numpy()[:n_in].astype(np.int64)
+    out = {
+        "slot_of": slot_of,
+        "slot_layer": layer[neuron],
+        "slot_fanout": tab.fanout.cpu().numpy()[neuron].astype(np.int64),
+        "ent_start": ent_start,
+        "ent_dst": (tab.entries_dst.cpu().numpy()[first:] - n_in).astype(np.int64),
+        "ent_widx": ent_widx,
+        "ent_coef": tab.entries_coef.cpu().numpy()[first:],
+        "weighted": weighted,
+        "spiking": torch.from_numpy(spiking),
+        "in_fanout": in_fanout,
+        # input synaptic operations are exact integers in float32 below 2**24 per sample and
+        # timestep, whatever the summation order: the kernel may count them then
+        "in_synops_exact": int(in_fanout.sum()) < 2**24,
+    }
+    tab.derived["numba-cpu"] = out
+    return out
+
+
+def _policy(scheduler) -> tuple[int, float]:
+    if type(scheduler) is Random:
+        return RANDOM, 0.0
+    if type(scheduler) is Momentum:
+        lam = float(scheduler.lambda_ms)
+        return (MOMENTUM, 0.0) if lam == 0 else (MOMENTUM_NOISE, lam)
+    if type(scheduler) is FIFO:
+        return FIFO_CODE, 0.0
+    if type(scheduler) is Layered:
+        return LAYERED, 0.0
+    raise ValueError(f"the kernel has no policy {scheduler!r}")
+
+
+def _stop_rules(hooks) -> tuple[int, int]:
+    max_steps, extra = -1, -1
+    for h in hooks:
+        if type(h) is MaxForwardSteps:
+            max_steps = h.max_steps if max_steps < 0 else min(max_steps, h.max_steps)
+        elif type(h) is StopOnOutputSpike:
+            extra = h.extra_steps if extra < 0 else min(extra, h.extra_steps)
+    return max_steps, extra
+
+
+def input_current(net: Network, x: torch.Tensor) -> torch.Tensor:
+    """(timesteps, batch, population neurons) current of each timestep's input delivery:
+    the input projections applied to the timestep's input, plus the biases, computed as the
+    reference computes it (one timestep at a time: a batched product may round otherwise)."""
+    T, B = x.shape[0], x.shape[1]
+    n_in = net.n_input
+    n_pop = net.n_neurons - n_in
+    dtype = x.dtype
+    out = torch.zeros(T, B, n_pop, dtype=dtype)
+    projs = [p for p in net.projections if p.source == INPUT]
+    by_pop = []
+    for pop in net.populations:
+        mine = [p for p in projs if p.target == pop.name]
+        if mine:
+            by_pop.append((slice(pop.offset - n_in, pop.offset - n_in + pop.size), mine))
+    for sl, mine in by_pop:
+        per_t = []
+        for t in range(T):
+            x_t = x[t]
+            cur = mine[0].apply(x_t)
+            for p in mine[1:]:
+                cur = cur + p.apply(x_t)
+            per_t.append(cur)
+        out[:, :, sl] = torch.stack(per_t)
+    bias = net.bias_vector()[n_in:].to(dtype)
+    if bool((bias != 0).any()):
+        out += bias
+    return out
+
+
+def run_async_cpu(
+    net: Network, x: torch.Tensor, *, dt: float, scheduler, group_size: int, rng, hooks
+) -> dict:
+    """Asynchronous inference of ``net`` on ``x``: the reference's result dictionary.
+
+    The caller has checked that the kernel applies (see ``asyncsnn.kernels``).
+    """
+    with torch.no_grad():
+        return _run(net, x, dt=dt, scheduler=scheduler, group_size=group_size, rng=rng, hooks=hooks)
+
+
+def _run(net, x, *, dt, scheduler, group_size, rng, hooks) -> dict:
+    T, B = x.shape[0], x.shape[1]
+    tab = net.tables()
+    n_in = tab.n_input
+    n_pop = tab.n_neurons - n_in
+    dtype = x.dtype
+    st = _structure(net)
+    n_slots = len(st["slot_layer"])
+    group = min(group_size, n_slots)
+    policy, lam = _policy(scheduler)
+    max_steps, extra = _stop_rules(hooks)
+
+    beta = decay_factor(dt, net.tau_m.to(dtype)).contiguous()
+    theta = net.threshold.to(dtype).masked_fill(~st["spiking"], float("inf")).contiguous()
+    w_sub = torch.cat(
+        [p.weighted.weight.detach().flatten().to(dtype) for p in st["weighted"]]
+        + [torch.tensor([1.0, 0.0], dtype=dtype)]
+    ).numpy()
+    ent_w = w_sub[st["ent_widx"]] * st["ent_coef"].astype(np.float32, copy=False)
+    xin = x.reshape(T, B, -1).contiguous()
+    current = input_current(net, x)
+
+    out = net.output
+    out_lo = out.offset - n_in
+    spikes = torch.zeros(T, B, n_pop, dtype=dtype)
+    forward_steps = torch.zeros(T, B, dtype=torch.long)
+    in_synops = torch.zeros(T, B, dtype=torch.long)
+    net_synops = torch.zeros(T, B, dtype=torch.long)
+    undelivered = torch.zeros(T, B, dtype=torch.long)
+    membrane = torch.zeros((T, B, out.size) if not out.spiking else (0, 0, 0), dtype=dtype)
+    seeds = rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
+    args = (
+        current.numpy(),
+        beta.numpy(),
+        theta.numpy(),
+        st["slot_of"],
+        st["slot_layer"],
+        st["slot_fanout"],
+        st["ent_start"],
+        st["ent_dst"],
+        ent_w,
+        xin.numpy(),
+        st["in_fanout"],
+        seeds.numpy(),
+        policy,
+        np.float32(lam),
+        group,
+        group * 64 <= n_slots,
+        max_steps,
+        extra,
+        out_lo,
+        out_lo + out.size,
+        spikes.numpy(),
+        forward_steps.numpy(),
+        in_synops.numpy(),
+        net_synops.numpy(),
+        undelivered.numpy(),
+        membrane.numpy(),
+    )
+    _run_chunks(B, args)
+    if st["in_synops_exact"]:
+        input_synops = in_synops.to(dtype)
+    else:  # as the reference computes them
+        input_synops = (xin != 0).to(dtype) @ tab.fanout[:n_in].to(dtype)
+    return {
+        "spikes": spikes,
+        "forward_steps": forward_steps,
+        "synops": input_synops + net_synops.to(dtype),
+        "undelivered": undelivered,
+        "output_counts": spikes[:, :, out_lo : out_lo + out.size].sum(0),
+        "membrane": membrane if not out.spiking else None,
+        "records": {},
+    }
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def _threads() -> int:
+    """Worker threads: PyTorch's intra-op setting (``torch.set_num_threads``)."""
+    return max(1, torch.get_num_threads())
+
+
+def _run_chunks(batch: int, args: tuple) -> None:
+    """Run the kernel on all samples, in chunks over a pool of threads (the kernel releases
+    the GIL; a chunk's samples write disjoint parts of the outputs)."""
+    global _POOL, _POOL_SIZE
+    threads = min(_threads(), batch)
+    if threads == 1:
+        _simulate(0, batch, *args)
+        return
+    with _POOL_LOCK:
+        if _POOL is None or threads > _POOL_SIZE:
+            _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asyncsnn")
+            _POOL_SIZE = threads
+        pool = _POOL
+    size = max(1, batch // (4 * threads))  # a few chunks per thread balance unequal samples
+    futures = [
+        pool.submit(_simulate, b0, min(b0 + size, batch), *args) for b0 in range(0, batch, size)
+    ]
+    for f in futures:
+        f.result()
+
+
+# ------------------------------------------------------------------ platform check
+_TOPK_MATCHES: bool | None = None
+
+
+def topk_order_matches() -> bool:
+    """Whether this PyTorch's CPU ``topk(sorted=False)`` returns its indices in the order the
+    kernel reproduces (libstdc++'s ``nth_element``, or sorted when ``64 k <= n``). Checked
+    once per process on arrays like the engine's keys (empty slots tie at the bottom)."""
+    global _TOPK_MATCHES
+    if _TOPK_MATCHES is None:
+        _TOPK_MATCHES = _check_topk_order()
+    return _TOPK_MATCHES
+
+
+def _check_topk_order() -> bool:
+    gen = np.random.default_rng(20240611)
+    for trial in range(60):
+        n = int(gen.integers(2, 400))
+        k = int(gen.integers(1, min(n, 24) + 1))
+        if trial % 2:  # partial sort
+            k = int(gen.integers(1, 6))
+            n = int(gen.integers(64 * k, 64 * k + 100))
+        keys = gen.integers(-(2**40), 2**40, (3, n))
+        keys[gen.random((3, n)) < gen.random()] = _DEAD
+        if trial % 3 == 0:  # few distinct values: many ties
+            keys = np.where(keys == _DEAD, _DEAD, keys % 4)
+        got = torch.from_numpy(keys).topk(k, dim=1, sorted=False).indices.numpy()
+        for row in range(3):
+            kv = keys[row].copy()
+            ki = np.arange(n, dtype=np.int64)
+            if k * 64 <= n:
+                partial_sort(kv, ki, n, k)
+            else:
+                nth_element(kv, ki, n, k - 1)
+            if not np.array_equal(got[row], ki[:k]):
+                return False
+    return True
