@@ -1,0 +1,457 @@
+"""asyncsnn against snnTorch: plan the configurations, run each in its own process, report.
+
+``python -m benchmarks`` measures, on real events, for every network of
+:mod:`benchmarks.workloads`:
+
+- asyncsnn asynchronous execution (random, momentum and fifo policies, F = 8), per backend of
+  ``asyncsnn.run`` (the compiled numba kernel and the PyTorch engine, where both exist);
+- asyncsnn layered execution;
+- snnTorch layered on the same weights;
+
+for inference at batch 1 and 32 (the DVS clips: 1 and 10) and one training step at batch 32
+(forward, cross-entropy on output spike counts, backward, Adam): ms per sample, synaptic
+events per second, peak resident memory, the extra peak memory of the work, and the ratios to
+snnTorch. Each configuration runs in a fresh process (:mod:`benchmarks.worker`) with
+``OMP_WAIT_POLICY=PASSIVE``; the figures are medians of repetitions. It writes
+``results/latest.json`` and ``results/latest.md`` beside this file (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from importlib import metadata
+from pathlib import Path
+
+from .workloads import DVS_TIMESTEPS, NETWORKS, NMNIST_TIMESTEPS
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_OUT = HERE / "results"
+POLICIES = ("random", "momentum", "fifo")
+ENGINE_ORDER = {"asyncsnn-async": 0, "asyncsnn-layered": 1, "snntorch": 2}
+MODE_ORDER = {"inference": 0, "train": 1}
+
+#: measurement effort: distinct samples at batch 1, time budget and repetitions per
+#: configuration, and the DVS run's clips and timesteps (20 ms each)
+EFFORT = {
+    "full": {
+        "samples": 8,
+        "budget_s": 3.0,
+        "min_repeats": 3,
+        "max_repeats": 30,
+        "dvs_samples": 4,
+        "dvs_timesteps": DVS_TIMESTEPS,
+        "timeout_s": 600,
+    },
+    "quick": {
+        "samples": 2,
+        "budget_s": 0.3,
+        "min_repeats": 1,
+        "max_repeats": 2,
+        "dvs_samples": 1,
+        "dvs_timesteps": 10,
+        "timeout_s": 120,
+    },
+}
+
+# targets from the issue, on the fully connected network; reported, not asserted
+TARGET_EVENTS_B1 = 110e6
+TARGET_RATIO_B32 = 1.0
+TARGET_TRAIN_TIME = 3.0
+TARGET_TRAIN_MEMORY = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """One measured configuration."""
+
+    network: str
+    engine: str
+    mode: str
+    batch: int
+    policy: str | None = None
+    backend: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.engine == "asyncsnn-async":
+            return f"async-{self.policy}" + (f"[{self.backend}]" if self.backend else "")
+        return "layered" if self.engine == "asyncsnn-layered" else "snntorch"
+
+    @property
+    def name(self) -> str:
+        return f"{self.network}/{self.mode}/b{self.batch}/{self.label}"
+
+    def spec(self, effort: dict, data: Path) -> dict:
+        dvs = self.network == "dvs"
+        return {
+            "network": self.network,
+            "engine": self.engine,
+            "mode": self.mode,
+            "batch": self.batch,
+            "policy": self.policy,
+            "backend": self.backend,
+            "samples": effort["dvs_samples"] if dvs else effort["samples"],
+            "timesteps": effort["dvs_timesteps"] if dvs else NMNIST_TIMESTEPS,
+            "budget_s": effort["budget_s"],
+            "min_repeats": effort["min_repeats"],
+            "max_repeats": effort["max_repeats"],
+            "data": str(data),
+            "seed": 0,
+        }
+
+
+# ------------------------------------------------------------------------------ planning
+def available_backends() -> list[str | None]:
+    """``asyncsnn.run``'s backends to report: ``[None]`` where it has no ``backend``
+    argument, else ``numba`` (where the kernel can be imported) and ``torch``."""
+    import inspect
+
+    import asyncsnn
+
+    if "backend" not in inspect.signature(asyncsnn.run).parameters:
+        return [None]
+    try:
+        from asyncsnn.kernels import numba_available
+    except ImportError:
+        return ["torch"]
+    return ["numba", "torch"] if numba_available() else ["torch"]
+
+
+def plan(
+    quick: bool, networks: list[str], backends: list[str | None], conv_train: bool = False
+) -> list[Config]:
+    """The configurations of a run, in the order they are measured.
+
+    ``conv_train`` adds the training step of the convolutional network, which asyncsnn's
+    unlayered training takes about 10 GB and 20 s for (batch 32).
+    """
+    first = backends[0]
+    out: list[Config] = []
+
+    def add(network, engine, mode, batch, policy=None, backend=None):
+        if network in networks:
+            out.append(Config(network, engine, mode, batch, policy, backend))
+
+    def compare(network, mode, batch, policies, async_backends, layered=True):
+        for policy in policies:
+            for backend in async_backends:
+                add(network, "asyncsnn-async", mode, batch, policy, backend)
+        if layered:
+            add(network, "asyncsnn-layered", mode, batch)
+        add(network, "snntorch", mode, batch)
+
+    # training runs the PyTorch engine (the kernel does inference only): no backend to pass
+    if quick:
+        for batch in (1, 32):
+            compare("fc", "inference", batch, ["momentum"], [first])
+        compare("fc", "train", 32, ["momentum"], [None])
+        compare("conv", "inference", 32, ["momentum"], [first], layered=False)
+        compare("dvs", "inference", 1, ["momentum"], [first], layered=False)
+        return out
+    for network in ("fc", "conv"):
+        for batch in (1, 32):
+            compare(network, "inference", batch, POLICIES, backends)
+        if network == "fc" or conv_train:
+            compare(network, "train", 32, ["momentum"], [None])
+    # the PyTorch engine takes about 12 s per DVS clip (70x the kernel): first backend only
+    for batch in (1, 10):
+        compare("dvs", "inference", batch, POLICIES, [first])
+    return out
+
+
+# ------------------------------------------------------------------------------ running
+def child_env() -> dict:
+    env = dict(os.environ)
+    # PyTorch's OpenMP threads spin while they wait by default, which slows a shared machine
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+#: the figures of a configuration that failed
+FAILED = dict.fromkeys(
+    ("ms_per_sample", "synaptic_events_per_s", "peak_rss_mb", "extra_peak_mb", "spikes_per_sample")
+)
+
+
+def run_config(cfg: Config, effort: dict, data: Path) -> dict:
+    """Measure ``cfg`` in a fresh process; the row of the report (with ``error`` on failure)."""
+    row = {
+        "name": cfg.name,
+        "network": cfg.network,
+        "engine": cfg.engine,
+        "policy": cfg.policy,
+        "backend": cfg.backend,
+        "mode": cfg.mode,
+        "batch": cfg.batch,
+    }
+    spec = cfg.spec(effort, data)
+    cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=REPO,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=effort["timeout_s"],
+        )
+    except subprocess.TimeoutExpired:
+        return {**row, **FAILED, "error": f"no result within {effort['timeout_s']} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**row, **FAILED, "error": f"exit status {proc.returncode}: {tail}"}
+    return {**row, **json.loads(lines[-1])}
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """``ratio_to_snntorch`` (ms per sample) and ``extra_peak_ratio_to_snntorch`` of every row
+    against the snnTorch row of the same network, mode and batch (``None`` where missing, and
+    the memory ratio where snnTorch's extra peak is under 1 MiB: a ratio to noise)."""
+    refs = {
+        (r["network"], r["mode"], r["batch"]): r
+        for r in rows
+        if r["engine"] == "snntorch" and "error" not in r
+    }
+    for r in rows:
+        ref = refs.get((r["network"], r["mode"], r["batch"]))
+        ok = ref is not None and "error" not in r
+        r["ratio_to_snntorch"] = r["ms_per_sample"] / ref["ms_per_sample"] if ok else None
+        r["extra_peak_ratio_to_snntorch"] = (
+            r["extra_peak_mb"] / ref["extra_peak_mb"] if ok and ref["extra_peak_mb"] >= 1 else None
+        )
+
+
+def _find(rows, network, mode, batch, engine, policy=None, backend=None):
+    for r in rows:
+        if (r["network"], r["mode"], r["batch"], r["engine"]) == (network, mode, batch, engine):
+            if policy is not None and r["policy"] != policy:
+                continue
+            if engine == "asyncsnn-async" and mode == "inference" and r["backend"] != backend:
+                continue
+            return r if "error" not in r else None
+    return None
+
+
+def evaluate_targets(rows: list[dict], backend: str | None) -> list[dict]:
+    """The issue's targets on the fully connected network, each met, not met or ``None``
+    (not measured). Inference targets use ``backend``, the fastest one asyncsnn offers."""
+    out = []
+    for policy in POLICIES:
+        r = _find(rows, "fc", "inference", 1, "asyncsnn-async", policy, backend)
+        v = r and r["synaptic_events_per_s"]
+        out.append(
+            {
+                "target": f"async {policy} inference, batch 1: >= 110 M synaptic events/s",
+                "value": None if r is None else f"{v / 1e6:.1f} M/s",
+                "met": None if r is None else v >= TARGET_EVENTS_B1,
+            }
+        )
+    for policy in POLICIES:
+        r = _find(rows, "fc", "inference", 32, "asyncsnn-async", policy, backend)
+        v = r and r["ratio_to_snntorch"]
+        out.append(
+            {
+                "target": f"async {policy} inference, batch 32: time <= 1.0x snnTorch's",
+                "value": None if v is None else f"{v:.2f}x",
+                "met": None if v is None else v <= TARGET_RATIO_B32,
+            }
+        )
+    r = _find(rows, "fc", "train", 32, "asyncsnn-async", "momentum")
+    t = r and r["ratio_to_snntorch"]
+    m = r and r["extra_peak_ratio_to_snntorch"]
+    out.append(
+        {
+            "target": "unlayered training step (momentum), batch 32: time <= 3x snnTorch's "
+            "and extra peak memory <= 2x snnTorch's",
+            "value": None if t is None or m is None else f"time {t:.2f}x, memory {m:.2f}x",
+            "met": None
+            if t is None or m is None
+            else (t <= TARGET_TRAIN_TIME and m <= TARGET_TRAIN_MEMORY),
+        }
+    )
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict:
+    return {
+        "date": date.today().isoformat(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "snntorch": _version("snntorch"),
+        "numba": _version("numba"),
+        "asyncsnn": _version("asyncsnn"),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ------------------------------------------------------------------------------ reports
+def _sort_key(r: dict):
+    return (
+        NETWORKS.index(r["network"]),
+        MODE_ORDER[r["mode"]],
+        r["batch"],
+        ENGINE_ORDER[r["engine"]],
+        POLICIES.index(r["policy"]) if r["policy"] in POLICIES else -1,
+        str(r["backend"]),
+    )
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    flags = (" --quick" if meta["quick"] else "") + (" --conv-train" if meta["conv_train"] else "")
+    lines = [
+        f"CPU: {meta['cores']} cores ({meta['cpu']}), PyTorch {meta['torch']}, snnTorch "
+        f"{meta['snntorch']}, numba {meta['numba'] or 'absent'}, {meta['date']}, "
+        f"`python -m benchmarks{flags}` in {meta['wall_s']:.0f} s. "
+        "Medians of repetitions, one process per configuration.",
+        "",
+        "| network | mode | batch | engine | ms / sample | synaptic events / s | "
+        "spikes / sample | peak RSS MiB | extra peak MiB | time vs snnTorch | "
+        "extra memory vs snnTorch |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["configs"]:
+        head = f"| {r['network']} | {r['mode']} | {r['batch']} | {r['label']} |"
+        if "error" in r:
+            lines.append(f"{head} failed: {r['error']} |||||||")
+            continue
+        lines.append(
+            f"{head} {_num(r['ms_per_sample'], '.3f')} | "
+            f"{r['synaptic_events_per_s'] / 1e6:.1f} M | {r['spikes_per_sample']:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['extra_peak_mb']:.1f} | "
+            f"{_num(r['ratio_to_snntorch'], '.2f')} | "
+            f"{_num(r['extra_peak_ratio_to_snntorch'], '.2f')} |"
+        )
+    lines += ["", "Targets (fully connected network 2312-128-128-10):", ""]
+    for t in report["targets"]:
+        verdict = {True: "met", False: "not met", None: "not measured"}[t["met"]]
+        value = f" ({t['value']})" if t["value"] else ""
+        lines.append(f"- {t['target']}: **{verdict}**{value}")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ main
+def _progress(configs):
+    from tqdm import tqdm
+
+    return tqdm(configs, file=sys.stderr, disable=None, unit="config", leave=False)
+
+
+def _log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="asyncsnn (asynchronous and layered) against snnTorch on real events.",
+    )
+    ap.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
+    ap.add_argument("--json", action="store_true", help="print only the JSON report")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder holding nmnist-subset/ and dvs128-clips/",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="folder for latest.json and latest.md"
+    )
+    ap.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
+    ap.add_argument(
+        "--conv-train",
+        action="store_true",
+        help="also time a training step of the convolutional network (about 10 GB of memory)",
+    )
+    ap.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        help="backends of asyncsnn.run for asynchronous inference "
+        "(default: numba and torch where both exist)",
+    )
+    args = ap.parse_args(argv)
+    if not (args.data / "nmnist-subset").is_dir():
+        ap.error(f"no N-MNIST samples at {args.data / 'nmnist-subset'}; give --data")
+    if "dvs" in args.networks and not (args.data / "dvs128-clips").is_dir():
+        ap.error(f"no DVS128 clips at {args.data / 'dvs128-clips'}; give --data or --networks")
+
+    start = time.perf_counter()
+    effort = EFFORT["quick" if args.quick else "full"]
+    backends = args.backends or available_backends()
+    configs = plan(args.quick, args.networks, backends, args.conv_train)
+    meta = machine_info()
+    rows = []
+    for cfg in _progress(configs):
+        row = run_config(cfg, effort, args.data.resolve())
+        row["label"] = cfg.label
+        rows.append(row)
+        if "error" in row:
+            _log(f"{cfg.name:<48} FAILED {row['error']}")
+        else:
+            _log(
+                f"{cfg.name:<48} {row['ms_per_sample']:9.3f} ms/sample "
+                f"{row['synaptic_events_per_s'] / 1e6:8.1f} M events/s "
+                f"{row['peak_rss_mb']:6.0f} MiB peak {row['extra_peak_mb']:7.1f} MiB extra"
+            )
+    rows.sort(key=_sort_key)
+    add_ratios(rows)
+    meta.update(
+        quick=args.quick,
+        conv_train=args.conv_train,
+        backends=backends,
+        wall_s=time.perf_counter() - start,
+        threads=next((r["threads"] for r in rows if "threads" in r), None),
+        load_average_end=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        effort=effort,
+    )
+    report = {
+        "configs": rows,
+        "targets": evaluate_targets(rows, backends[0]),
+        "meta": meta,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2)
+    (args.out / "latest.json").write_text(text + "\n")
+    table = markdown(report)
+    (args.out / "latest.md").write_text(table)
+    print(text if args.json else table, flush=True)
+    return 1 if any("error" in r for r in rows) else 0
