@@ -8,8 +8,9 @@
 - asyncsnn layered execution;
 - snnTorch layered on the same weights;
 
-for inference at batch 1 and 32 (the DVS clips: 1 and 10) and one training step at batch 32
-(forward, cross-entropy on output spike counts, backward, Adam): ms per sample, synaptic
+for inference at batch 1 and 32 (the DVS clips: 1 and 10) and, on the fully connected network
+(and the convolutional one with ``--conv-train``), one training step at batch 32 (forward,
+cross-entropy on output spike counts, backward, Adam): ms per sample, synaptic
 events per second, peak resident memory, the extra peak memory of the work, and the ratios to
 snnTorch. Each configuration runs in a fresh process (:mod:`benchmarks.worker`) with
 ``OMP_WAIT_POLICY=PASSIVE``; the figures are medians of repetitions. It writes
@@ -163,7 +164,7 @@ def plan(
             compare(network, "inference", batch, POLICIES, backends)
         if network == "fc" or conv_train:
             compare(network, "train", 32, ["momentum"], [None])
-    # the PyTorch engine takes about 12 s per DVS clip (70x the kernel): first backend only
+    # the PyTorch engine takes about 12 s per DVS clip (60x the kernel): first backend only
     for batch in (1, 10):
         compare("dvs", "inference", batch, POLICIES, [first])
     return out

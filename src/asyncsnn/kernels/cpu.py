@@ -148,8 +148,7 @@ def _adjust_heap(kv, ki, first, hole, length, vk, vi):
 
 
 @njit(cache=True)
-def _heap_select(kv, ki, first, middle, last):
-    length = middle - first
+def _make_heap(kv, ki, first, length):
     if length >= 2:
         parent = (length - 2) // 2
         while True:
@@ -157,6 +156,12 @@ def _heap_select(kv, ki, first, middle, last):
             if parent == 0:
                 break
             parent -= 1
+
+
+@njit(cache=True)
+def _heap_select(kv, ki, first, middle, last):
+    length = middle - first
+    _make_heap(kv, ki, first, length)
     for i in range(middle, last):
         if kv[i] > kv[first]:
             vk = kv[i]
@@ -167,12 +172,7 @@ def _heap_select(kv, ki, first, middle, last):
 
 
 @njit(cache=True)
-def partial_sort(kv, ki, n, k):
-    """``std::partial_sort(first, first + k, first + n, greater-key)`` on ``kv[:n]``, moving
-    ``ki`` along: ``__heap_select`` then ``__sort_heap``."""
-    if k <= 0 or n <= 0:
-        return
-    _heap_select(kv, ki, 0, k, n)
+def _sort_heap(kv, ki, k):
     last = k
     while last > 1:
         last -= 1
@@ -181,6 +181,33 @@ def partial_sort(kv, ki, n, k):
         kv[last] = kv[0]
         ki[last] = ki[0]
         _adjust_heap(kv, ki, 0, 0, last, vk, vi)
+
+
+@njit(cache=True)
+def partial_sort(kv, ki, n, k):
+    """``std::partial_sort(first, first + k, first + n, greater-key)`` on ``kv[:n]``, moving
+    ``ki`` along: ``__heap_select`` then ``__sort_heap``."""
+    if k <= 0 or n <= 0:
+        return
+    _heap_select(kv, ki, 0, k, n)
+    _sort_heap(kv, ki, k)
+
+
+@njit(cache=True)
+def partial_sort_sparse(kv, ki, k, keys, slots, n):
+    """:func:`partial_sort` of an array whose entries after the first ``k`` are all equal to
+    the lowest key, but for ``n`` of them: their keys and positions ``slots`` (increasing).
+
+    ``kv[:k]``, ``ki[:k]`` hold the first ``k`` entries. The heap selection skips an entry
+    unless it is greater than the heap's root, so the lowest keys never enter: the result is
+    the full partial sort's, in time proportional to ``n``, not to the array's length."""
+    if k <= 0:
+        return
+    _make_heap(kv, ki, 0, k)
+    for c in range(n):
+        if keys[c] > kv[0]:
+            _adjust_heap(kv, ki, 0, 0, k, keys[c], slots[c])
+    _sort_heap(kv, ki, k)
 
 
 @njit(cache=True)
@@ -415,6 +442,8 @@ def _simulate(
     heap = np.empty(qa, np.int64)
     kv = np.empty(qa, np.int64)
     ki = np.empty(qa, np.int64)
+    cand_slot = np.empty(qa, np.int64)
+    cand_key = np.empty(qa, np.int64)
     chosen = np.empty(max(group, 1), np.int64)
     ckey = np.empty(max(group, 1), np.int64)  # the chosen spikes' keys (without tie-break)
     fbuf = np.empty(1, np.float32)
@@ -510,8 +539,8 @@ def _simulate(
                 # 64 F <= slots: topk sorts the group. The F largest keys are then found
                 # among the queued spikes only; where two of the keys that decide the group
                 # tie exactly (possible with float keys: random, momentum with noise), the
-                # order is the partial sort's, taken over all the slots as topk does.
-                # Otherwise topk leaves nth_element's order, over all the slots as well.
+                # order is the partial sort's, reproduced from the queued spikes in slot
+                # order. Otherwise topk leaves nth_element's order, over all the slots.
                 full = not partial
                 if partial and policy == RANDOM:
                     for k in range(n_live):
@@ -534,14 +563,28 @@ def _simulate(
                         chosen[0] = live[0]
                         n_chosen = 1
                     else:
-                        for j in range(q_n):
+                        # the first F slots as they are, then (partial sort) only the queued
+                        # ones in slot order, or (nth_element) all of them
+                        for j in range(group if partial else q_n):
                             key = skey[j]
                             if policy == RANDOM and key != _DEAD:
                                 key = uniform_bits(mixed, step_key, j)
                             kv[j] = key
                             ki[j] = j
                         if partial:
-                            partial_sort(kv, ki, q_n, group)
+                            n_cand = 0
+                            for k in range(n_live):
+                                if live[k] >= group:
+                                    cand_slot[n_cand] = live[k]
+                                    n_cand += 1
+                            cand_slot[:n_cand].sort()
+                            for k in range(n_cand):
+                                q = cand_slot[k]
+                                key = skey[q]
+                                if policy == RANDOM:
+                                    key = uniform_bits(mixed, step_key, q)
+                                cand_key[k] = key
+                            partial_sort_sparse(kv, ki, group, cand_key, cand_slot, n_cand)
                         else:
                             nth_element(kv, ki, q_n, group - 1)
                         for k in range(group):
@@ -549,6 +592,8 @@ def _simulate(
                             if skey[q] != _DEAD:
                                 chosen[n_chosen] = q
                                 n_chosen += 1
+                if n_chosen == 0:  # cannot happen: a queued spike's key beats an empty slot's
+                    raise AssertionError("no queued spike was chosen")
                 for k in range(n_chosen):  # dequeue
                     q = chosen[k]
                     skey[q] = _DEAD
