@@ -254,6 +254,51 @@ def test_dropouts_that_do_nothing_are_accepted(exact):
     assert_identical(run(net, x, backend="torch", **kw), run(net, x, backend="numba", **kw))
 
 
+DROPOUTS = {
+    "refractory": {"refractory_dropout": 0.5, "max_queued_per_neuron": 16},
+    "refractory_at_eval": {
+        "refractory_dropout": 0.8,
+        "refractory_dropout_at_eval": True,
+        "training": False,
+        "max_queued_per_neuron": 16,
+    },
+    "input": {"hooks": [asyncsnn.InputSpikeDropout(0.3)]},
+    "network": {"hooks": [asyncsnn.NetworkSpikeDropout(0.3)]},
+    "all": {
+        "refractory_dropout": 0.5,
+        "max_queued_per_neuron": 16,
+        "hooks": [
+            asyncsnn.InputSpikeDropout(0.25),
+            asyncsnn.NetworkSpikeDropout(0.2),
+            asyncsnn.NetworkSpikeDropout(0.1, stream=40),
+            asyncsnn.MaxForwardSteps(6),
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("policy", ["random", "momentum_noisy", "fifo", "layered"])
+@pytest.mark.parametrize("case", list(DROPOUTS))
+@pytest.mark.parametrize("name", ["fc", "recurrent", "conv"])
+def test_dropouts_that_act(name, case, policy, exact):
+    """Refractory dropout (a neuron may hold several queue places), input and network spike
+    dropout act in the kernel as in the reference, on the same random streams."""
+    net, x = make(name)
+    kw = {"training": True, "scheduler": POLICIES[policy], "group_size": 3, **DROPOUTS[case]}
+    ref = run(net, x, backend="torch", **kw)
+    plain = run(net, x, backend="torch", scheduler=POLICIES[policy], group_size=3)
+    assert not torch.equal(ref.spikes, plain.spikes)  # the dropout acted
+    assert_identical(ref, run(net, x, backend="numba", **kw))
+
+
+def test_a_full_queue_is_an_error_as_in_the_reference():
+    net, x = make("recurrent")
+    kw = {"refractory_dropout": 0.9, "max_queued_per_neuron": 1, "training": True, "group_size": 1}
+    for backend in ("torch", "numba"):
+        with pytest.raises(RuntimeError, match="max_queued_per_neuron=1"):
+            run(net, x * 3, backend=backend, **kw)
+
+
 # ------------------------------------------------------------------------ random streams
 def test_the_kernel_reproduces_the_counter_based_rng():
     for x in [0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1]:
@@ -449,15 +494,18 @@ class SubclassedFIFO(asyncsnn.FIFO):
     pass
 
 
+def straight_through(v: torch.Tensor) -> torch.Tensor:
+    """A user's surrogate: Heaviside forward, identity backward."""
+    return (v > 0).to(v.dtype) + v - v.detach()
+
+
 FALLBACKS = {
     "float64": ({"dtype": torch.float64}, "float64"),
-    "refractory dropout": ({"refractory_dropout": 0.3, "training": True}, "refractory dropout"),
     "queued input": ({"prioritized_input": False, "scheduler": "fifo"}, "queued"),
     "user policy": ({"scheduler": Youngest()}, "Youngest"),
     "subclassed policy": ({"scheduler": SubclassedFIFO()}, "SubclassedFIFO"),
     "output trace": ({"hooks": [asyncsnn.OutputTrace()]}, "OutputTrace"),
-    "input dropout": ({"hooks": [asyncsnn.InputSpikeDropout(0.3)], "training": True}, "Input"),
-    "gradients": ({"grad": True}, "gradients"),
+    "user surrogate": ({"grad": True, "surrogate": straight_through}, "surrogate"),
 }
 
 

@@ -115,6 +115,7 @@ def run_async(
         refractory_dropout=refractory_dropout,
         spike_fn=spike_fn,
         training=training,
+        max_queued_per_neuron=max_queued_per_neuron,
     )
     if fast is not None:
         return fast
@@ -268,6 +269,7 @@ def run_async(
             else:
                 refractory = refractory | fired
             keep = fired
+            ctx.step = step
             for h in call["keep_spikes"]:
                 m = h.keep_spikes(ctx, fired)
                 if m is not None:
@@ -283,6 +285,9 @@ def run_async(
                 new = ((fired_n & has_free)[..., None] & (slot_pos == first[..., None])).view(
                     B, n_slots
                 )
+            elif refractory_dropout > 0:  # one place per neuron: it may still be taken
+                overflow = overflow + (new & pending).sum()
+                new = new & ~pending
             pending = pending | new
             if track_value:
                 q_value = torch.where(new, z[:, slot_state] if grad else 1.0, q_value)

@@ -23,12 +23,14 @@ import torch
 
 from ..hooks import InputSpikeDropout, MaxForwardSteps, NetworkSpikeDropout, StopOnOutputSpike
 from ..scheduling import FIFO, Layered, Momentum, Random
+from ..surrogate import ArcTan, FastSigmoid
 
 BACKENDS = ("auto", "torch", "numba")
 
 _POLICIES = (Random, Momentum, FIFO, Layered)
 _STOP_RULES = (MaxForwardSteps, StopOnOutputSpike)
 _DROPOUTS = (InputSpikeDropout, NetworkSpikeDropout)
+_SURROGATES = (ArcTan, FastSigmoid)
 
 
 def numba_available() -> bool:
@@ -69,14 +71,15 @@ def unsupported_reason(
     training: bool,
 ) -> str | None:
     """Why the compiled kernel cannot run this call, or ``None`` where it can."""
-    if spike_fn is not None:
-        return "gradients are required (it runs inference only; use torch.no_grad())"
+    if spike_fn is not None and type(spike_fn) not in _SURROGATES:
+        return (
+            f"gradients are required with the surrogate {type(spike_fn).__name__}; the kernel "
+            "knows ArcTan and FastSigmoid"
+        )
     if x.device.type != "cpu":
         return f"the tensors are on {x.device}, the kernel runs on the CPU"
     if x.dtype != torch.float32:
         return f"the tensors are {x.dtype}, the kernel runs float32 only"
-    if refractory_dropout > 0:
-        return "refractory dropout acts"
     if not prioritized_input:
         return "the input is queued (prioritized_input=False)"
     if type(scheduler) not in _POLICIES:
@@ -85,11 +88,8 @@ def unsupported_reason(
             "random, momentum, fifo and layered"
         )
     for h in hooks:
-        if type(h) in _STOP_RULES:
-            continue
-        if type(h) in _DROPOUTS and (not training or h.p == 0):
-            continue  # does nothing in this run
-        return f"the hook {type(h).__name__} is not supported by the kernel"
+        if type(h) not in _STOP_RULES + _DROPOUTS:
+            return f"the hook {type(h).__name__} is not supported by the kernel"
     return None
 
 
@@ -122,12 +122,18 @@ def try_run(backend: str, net, x: torch.Tensor, **kw) -> dict | None:
         # this PyTorch build orders topk(sorted=False) differently from the kernel: the
         # result would differ from the reference's in the rounding of membrane sums
         return None
-    return cpu.run_async_cpu(
-        net,
-        x,
+    common = dict(
         dt=kw["dt"],
         scheduler=kw["scheduler"],
         group_size=kw["group_size"],
         rng=kw["rng"],
         hooks=kw["hooks"],
+        training=kw["training"],
+        refractory_dropout=kw["refractory_dropout"],
+        max_queued_per_neuron=kw["max_queued_per_neuron"],
     )
+    if kw["spike_fn"] is None:
+        return cpu.run_async_cpu(net, x, **common)
+    from .cpu_grad import run_async_cpu_grad
+
+    return run_async_cpu_grad(net, x, spike_fn=kw["spike_fn"], **common)

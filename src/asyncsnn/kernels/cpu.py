@@ -41,7 +41,7 @@ import torch
 from numba import njit
 
 from ..dynamics import decay_factor
-from ..hooks import MaxForwardSteps, StopOnOutputSpike
+from ..hooks import MaxForwardSteps, NetworkSpikeDropout, StepContext, StopOnOutputSpike, overrides
 from ..network import INPUT, Network
 from ..scheduling import FIFO, Layered, Momentum, Random
 
@@ -51,6 +51,7 @@ RANDOM, MOMENTUM_NOISE, MOMENTUM, FIFO_CODE, LAYERED = 0, 1, 2, 3, 4
 _DEAD = np.iinfo(np.int64).min  # key of an empty slot: below every live key
 _RANDOM_STREAM = 7  # QueueView.uniform
 _NOISE_STREAM = 8  # QueueView.noise
+_REFRACTORY_STREAM = 13  # asynchronous._REFRACTORY_STREAM
 _UNIT = np.float32(1.0 / (1 << 24))
 
 
@@ -397,6 +398,25 @@ def _ordered(bits):
 
 
 # ------------------------------------------------------------------ the simulation
+@njit(cache=True, inline="always")
+def _grow(a, used, need):
+    """``a`` itself, or a copy with room for ``need`` more entries after ``used``."""
+    if used + need <= a.shape[0]:
+        return a
+    out = np.empty(max(2 * a.shape[0], used + need), a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
+@njit(cache=True, inline="always")
+def _grow_rows(a, used):
+    if used < a.shape[0]:
+        return a
+    out = np.empty((2 * a.shape[0], a.shape[1]), a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
 @njit(cache=True, nogil=True)
 def _simulate(
     b0,
@@ -421,6 +441,12 @@ def _simulate(
     extra_steps,
     out_lo,
     out_hi,
+    slots,
+    p_refractory,
+    drop_stream,
+    drop_p,
+    buffered,
+    record,
     spikes,
     forward_steps,
     in_synops,
@@ -428,12 +454,24 @@ def _simulate(
     undelivered,
     membrane,
 ):
+    """Samples ``b0 .. b1 - 1``; see the module docstring.
+
+    ``slots`` queue places per neuron (more than one where refractory dropout lets a neuron
+    fire again before its spike was delivered); ``p_refractory`` the refractory dropout;
+    ``drop_stream``, ``drop_p`` the network spike dropouts that act. ``buffered``: add a
+    group's currents up first and then to the membranes, and check only neurons whose current
+    is non-zero (the reference's gradient path), instead of adding them to the membranes one
+    by one (its inference path). ``record``: write the tape the backward pass reads (see
+    :mod:`asyncsnn.kernels.cpu_grad`). Returns the tape and the number of spikes that found
+    no free queue place.
+    """
     n_t_steps = current.shape[0]
     n = current.shape[2]
-    q_n = slot_layer.shape[0]
+    q_n = slot_layer.shape[0] * slots
     qa = max(q_n, 1)
     v = np.zeros(n, np.float32)
-    refractory = np.full(n, -1, np.int64)  # the timestep in which the neuron fired
+    acc = np.zeros(n, np.float32)  # a group's currents (buffered)
+    refractory = np.full(n, -1, np.int64)  # the timestep in which the neuron was made so
     touch = np.full(n, -1, np.int64)  # the last forward step that delivered to it
     touched = np.empty(n, np.int64)
     skey = np.full(qa, _DEAD, np.int64)  # per slot: its key while queued, else _DEAD
@@ -449,8 +487,24 @@ def _simulate(
     fbuf = np.empty(1, np.float32)
     ibuf = fbuf.view(np.int32)
     record_membrane = membrane.shape[0] > 0
+    n_drop = drop_stream.shape[0]
+    # the tape: per check (neuron << 2 | made refractory << 1 | fired, its queue slot or -1,
+    # the membrane before the check), per delivery its slot, per step a row (timestep,
+    # first delivery, deliveries, first check, checks), per sample its first row
+    cap = 4096 if record else 1
+    t_code = np.empty(cap, np.int32)
+    t_slot = np.empty(cap, np.int32)
+    t_v = np.empty(cap, np.float32)
+    t_dlv = np.empty(cap, np.int32)
+    t_rows = np.empty((cap, 5), np.int64)
+    t_first = np.zeros(b1 - b0 + 1, np.int64)
+    n_chk = 0
+    n_dlv = 0
+    n_rows = 0
+    overflow = 0
     stamp = 0
     for b in range(b0, b1):  # samples are independent: each starts from a fresh state
+        t_first[b - b0] = n_rows
         v[:] = 0.0
         refractory[:] = -1
         skey[:] = _DEAD
@@ -477,44 +531,92 @@ def _simulate(
             n_heap = 0
             step = 0
             first_out = -1
+            dlv_first = n_dlv
+            n_chosen = 0
             while True:
                 # ---- threshold, reset, refractoriness; new spikes join the queue --------------
+                counter = (t << 16) + step
+                refr_key = counter_key(_REFRACTORY_STREAM, counter)
+                if record:
+                    t_rows = _grow_rows(t_rows, n_rows)
+                    t_rows[n_rows, 0] = t
+                    t_rows[n_rows, 1] = dlv_first
+                    t_rows[n_rows, 2] = n_chosen if step else 0
+                    t_rows[n_rows, 3] = n_chk
+                    t_code = _grow(t_code, n_chk, n_touched)
+                    t_slot = _grow(t_slot, n_chk, n_touched)
+                    t_v = _grow(t_v, n_chk, n_touched)
                 out_fired = False
                 for k in range(n_touched):
                     i = touched[k]
                     pre = v[i]
-                    if pre > theta[i]:
+                    if not pre > theta[i]:
+                        if record and theta[i] != np.inf:
+                            t_code[n_chk] = i << 2
+                            t_slot[n_chk] = -1
+                            t_v[n_chk] = pre
+                            n_chk += 1
+                        continue
+                    made = True
+                    if p_refractory > 0:
+                        u = np.float32(uniform_bits(mixed, refr_key, i)) * _UNIT
+                        made = u >= p_refractory
+                    if made:
                         refractory[i] = t
-                        v[i] = 0.0
-                        spikes[t, b, i] = 1.0
-                        if out_lo <= i < out_hi:
-                            out_fired = True
-                        q = slot_of[i]
-                        if q < 0:
-                            continue
-                        tie = 0xFFFFFFFF - q
-                        if policy == RANDOM:
-                            key = np.int64(1)
-                        elif policy == MOMENTUM_NOISE:
-                            fbuf[0] = momentum_priority(pre, lam, uniform_bits(mixed, noise_key, q))
-                            if fbuf[0] == 0:
-                                fbuf[0] = 0.0  # -0.0 and 0.0 compare equal as floats
-                            key = _ordered(ibuf[0])
-                        elif policy == MOMENTUM:
-                            fbuf[0] = pre
-                            key = (_ordered(ibuf[0]) << 32) | tie
-                        elif policy == FIFO_CODE:
-                            key = ((-np.int64(step)) << 32) | tie
-                        else:
-                            key = ((-slot_layer[q]) << 32) | tie
-                        skey[q] = key
-                        live[n_live] = q
-                        live_pos[q] = n_live
-                        n_live += 1
-                        if partial and policy != RANDOM:
-                            if policy == MOMENTUM_NOISE:
-                                key = (key << 32) | tie
-                            n_heap = _max_push(heap, n_heap, key)
+                    v[i] = 0.0
+                    spikes[t, b, i] += 1.0
+                    if out_lo <= i < out_hi:
+                        out_fired = True
+                    row = slot_of[i]
+                    q = -1
+                    if row >= 0:
+                        keep = True
+                        for d in range(n_drop):
+                            u = np.float32(
+                                uniform_bits(mixed, counter_key(drop_stream[d], counter), i)
+                            )
+                            if u * _UNIT < drop_p[d]:
+                                keep = False
+                        if keep:
+                            for s in range(slots):  # the first free place of the neuron
+                                if skey[row * slots + s] == _DEAD:
+                                    q = row * slots + s
+                                    break
+                            if q < 0:
+                                overflow += 1
+                    if record:
+                        t_code[n_chk] = (i << 2) | (2 if made else 0) | 1
+                        t_slot[n_chk] = q
+                        t_v[n_chk] = pre
+                        n_chk += 1
+                    if q < 0:
+                        continue
+                    tie = 0xFFFFFFFF - q
+                    if policy == RANDOM:
+                        key = np.int64(1)
+                    elif policy == MOMENTUM_NOISE:
+                        fbuf[0] = momentum_priority(pre, lam, uniform_bits(mixed, noise_key, q))
+                        if fbuf[0] == 0:
+                            fbuf[0] = 0.0  # -0.0 and 0.0 compare equal as floats
+                        key = _ordered(ibuf[0])
+                    elif policy == MOMENTUM:
+                        fbuf[0] = pre
+                        key = (_ordered(ibuf[0]) << 32) | tie
+                    elif policy == FIFO_CODE:
+                        key = ((-np.int64(step)) << 32) | tie
+                    else:
+                        key = ((-slot_layer[row]) << 32) | tie
+                    skey[q] = key
+                    live[n_live] = q
+                    live_pos[q] = n_live
+                    n_live += 1
+                    if partial and policy != RANDOM:
+                        if policy == MOMENTUM_NOISE:
+                            key = (key << 32) | tie
+                        n_heap = _max_push(heap, n_heap, key)
+                if record:
+                    t_rows[n_rows, 4] = n_chk - t_rows[n_rows, 3]
+                    n_rows += 1
                 # ---- stop rules ---------------------------------------------------------------
                 stop = max_steps >= 0 and step >= max_steps
                 if extra_steps >= 0:
@@ -612,21 +714,44 @@ def _simulate(
                 stamp += 1
                 n_touched = 0
                 syn = 0
+                if record:
+                    t_dlv = _grow(t_dlv, n_dlv, n_chosen)
+                    dlv_first = n_dlv
                 for k in range(n_chosen):
                     q = chosen[k]
-                    syn += slot_fanout[q]
-                    for e in range(ent_start[q], ent_start[q + 1]):
+                    if record:
+                        t_dlv[n_dlv] = q
+                        n_dlv += 1
+                    row = q // slots
+                    syn += slot_fanout[row]
+                    for e in range(ent_start[row], ent_start[row + 1]):
                         j = ent_dst[e]
                         if refractory[j] != t:  # refractory neurons ignore input
-                            v[j] += ent_w[e]
+                            if buffered:
+                                acc[j] += ent_w[e]
+                            else:
+                                v[j] += ent_w[e]
                             if touch[j] != stamp:
                                 touch[j] = stamp
                                 touched[n_touched] = j
                                 n_touched += 1
+                if buffered:  # then to the membranes; a zero current checks nothing
+                    m = 0
+                    for k in range(n_touched):
+                        j = touched[k]
+                        c = acc[j]
+                        acc[j] = 0.0
+                        if c != 0:
+                            v[j] = v[j] + c
+                            touched[m] = j
+                            m += 1
+                    n_touched = m
                 net_synops[t, b] += syn
             if record_membrane:
                 for i in range(out_lo, out_hi):
                     membrane[t, b, i - out_lo] = v[i]
+    t_first[b1 - b0] = n_rows
+    return t_code, t_slot, t_v, t_dlv, t_rows, t_first, overflow
 
 
 # ------------------------------------------------------------------ host side
@@ -691,7 +816,8 @@ def _structure(net: Network) -> dict:
         "ent_start": ent_start,
         "ent_dst": (tab.entries_dst.cpu().numpy()[first:] - n_in).astype(np.int64),
         "ent_widx": ent_widx,
-        "ent_coef": tab.entries_coef.cpu().numpy()[first:],
+        "ent_widx_t": torch.from_numpy(ent_widx),
+        "ent_coef_t": tab.entries_coef.cpu()[first:].contiguous(),
         "weighted": weighted,
         "spiking": torch.from_numpy(spiking),
         "in_fanout": in_fanout,
@@ -757,89 +883,196 @@ def input_current(net: Network, x: torch.Tensor) -> torch.Tensor:
 
 
 def run_async_cpu(
-    net: Network, x: torch.Tensor, *, dt: float, scheduler, group_size: int, rng, hooks
+    net: Network,
+    x: torch.Tensor,
+    *,
+    dt: float,
+    scheduler,
+    group_size: int,
+    rng,
+    hooks,
+    training: bool = False,
+    refractory_dropout: float = 0.0,
+    max_queued_per_neuron: int = 4,
 ) -> dict:
     """Asynchronous inference of ``net`` on ``x``: the reference's result dictionary.
 
     The caller has checked that the kernel applies (see ``asyncsnn.kernels``).
     """
     with torch.no_grad():
-        return _run(net, x, dt=dt, scheduler=scheduler, group_size=group_size, rng=rng, hooks=hooks)
+        plan = Plan(
+            net,
+            x,
+            dt=dt,
+            scheduler=scheduler,
+            group_size=group_size,
+            rng=rng,
+            hooks=hooks,
+            training=training,
+            refractory_dropout=refractory_dropout,
+            max_queued_per_neuron=max_queued_per_neuron,
+            buffered=False,
+        )
+        current = plan.input_current()
+        out, _ = plan.simulate(current, plan.entry_weights().numpy(), record=False)
+        return plan.result(out, out["spikes"], out["membrane"])
 
 
-def _run(net, x, *, dt, scheduler, group_size, rng, hooks) -> dict:
-    T, B = x.shape[0], x.shape[1]
-    tab = net.tables()
-    n_in = tab.n_input
-    n_pop = tab.n_neurons - n_in
-    dtype = x.dtype
-    st = _structure(net)
-    n_slots = len(st["slot_layer"])
-    group = min(group_size, n_slots)
-    policy, lam = _policy(scheduler)
-    max_steps, extra = _stop_rules(hooks)
+def transformed_input(net: Network, x: torch.Tensor, rng, hooks, training: bool):
+    """The input after the hooks that transform it (input spike dropout), as the reference
+    applies them, one timestep at a time."""
+    active = [h for h in hooks if overrides(h, "transform_input")]
+    if not active:
+        return x
+    ctx = StepContext(net, x.shape[1], rng, training)
+    frames = []
+    for t in range(x.shape[0]):
+        ctx.timestep = t
+        x_t = x[t]
+        for h in active:
+            x_t = h.transform_input(ctx, x_t)
+        frames.append(x_t)
+    return torch.stack(frames)
 
-    beta = decay_factor(dt, net.tau_m.to(dtype)).contiguous()
-    theta = net.threshold.to(dtype).masked_fill(~st["spiking"], float("inf")).contiguous()
-    w_sub = torch.cat(
-        [p.weighted.weight.detach().flatten().to(dtype) for p in st["weighted"]]
-        + [torch.tensor([1.0, 0.0], dtype=dtype)]
-    ).numpy()
-    ent_w = w_sub[st["ent_widx"]] * st["ent_coef"].astype(np.float32, copy=False)
-    xin = x.reshape(T, B, -1).contiguous()
-    current = input_current(net, x)
 
-    out = net.output
-    out_lo = out.offset - n_in
-    spikes = torch.zeros(T, B, n_pop, dtype=dtype)
-    forward_steps = torch.zeros(T, B, dtype=torch.long)
-    in_synops = torch.zeros(T, B, dtype=torch.long)
-    net_synops = torch.zeros(T, B, dtype=torch.long)
-    undelivered = torch.zeros(T, B, dtype=torch.long)
-    membrane = torch.zeros((T, B, out.size) if not out.spiking else (0, 0, 0), dtype=dtype)
-    seeds = rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
-    args = (
-        current.numpy(),
-        beta.numpy(),
-        theta.numpy(),
-        st["slot_of"],
-        st["slot_layer"],
-        st["slot_fanout"],
-        st["ent_start"],
-        st["ent_dst"],
-        ent_w,
-        xin.numpy(),
-        st["in_fanout"],
-        seeds.numpy(),
-        policy,
-        np.float32(lam),
-        group,
-        group * 64 <= n_slots,
-        max_steps,
-        extra,
-        out_lo,
-        out_lo + out.size,
-        spikes.numpy(),
-        forward_steps.numpy(),
-        in_synops.numpy(),
-        net_synops.numpy(),
-        undelivered.numpy(),
-        membrane.numpy(),
-    )
-    _run_chunks(B, args)
-    if st["in_synops_exact"]:
-        input_synops = in_synops.to(dtype)
-    else:  # as the reference computes them
-        input_synops = (xin != 0).to(dtype) @ tab.fanout[:n_in].to(dtype)
-    return {
-        "spikes": spikes,
-        "forward_steps": forward_steps,
-        "synops": input_synops + net_synops.to(dtype),
-        "undelivered": undelivered,
-        "output_counts": spikes[:, :, out_lo : out_lo + out.size].sum(0),
-        "membrane": membrane if not out.spiking else None,
-        "records": {},
-    }
+class Plan:
+    """Everything one run of the kernel needs, prepared from the network and the call; shared
+    by inference (:func:`run_async_cpu`) and training (:mod:`asyncsnn.kernels.cpu_grad`)."""
+
+    def __init__(
+        self,
+        net: Network,
+        x: torch.Tensor,
+        *,
+        dt,
+        scheduler,
+        group_size,
+        rng,
+        hooks,
+        training,
+        refractory_dropout,
+        max_queued_per_neuron,
+        buffered,
+    ):
+        self.net = net
+        self.x = transformed_input(net, x, rng, hooks, training)
+        self.T, self.B = x.shape[0], x.shape[1]
+        tab = net.tables()
+        self.n_in = tab.n_input
+        self.n_pop = tab.n_neurons - self.n_in
+        self.dtype = x.dtype
+        self.st = st = _structure(net)
+        self.slots = max_queued_per_neuron if refractory_dropout > 0 else 1
+        self.max_queued_per_neuron = max_queued_per_neuron
+        n_slots = len(st["slot_layer"]) * self.slots
+        self.group = min(group_size, n_slots)
+        self.partial = self.group * 64 <= n_slots
+        self.policy, self.lam = _policy(scheduler)
+        self.max_steps, self.extra = _stop_rules(hooks)
+        drops = [h for h in hooks if type(h) is NetworkSpikeDropout and training and h.p > 0]
+        self.drop_stream = np.array([h.stream for h in drops], np.int64)
+        self.drop_p = np.array([h.p for h in drops], np.float32)
+        self.p_refractory = np.float32(refractory_dropout)
+        self.buffered = buffered
+        self.beta = decay_factor(dt, net.tau_m.to(self.dtype)).detach().contiguous()
+        theta = net.threshold.to(self.dtype).masked_fill(~st["spiking"], float("inf"))
+        self.theta = theta.detach().contiguous()
+        out = net.output
+        self.out_lo = out.offset - self.n_in
+        self.out_hi = self.out_lo + out.size
+        self.readout = not out.spiking
+        self.seeds = rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
+
+    def entry_weights(self) -> torch.Tensor:
+        """Per synaptic entry of the populations' projections: weight x coefficient (carries
+        gradients to the weights where they require them)."""
+        st = self.st
+        w_sub = torch.cat(
+            [p.weighted.weight.flatten().to(self.dtype) for p in st["weighted"]]
+            + [torch.tensor([1.0, 0.0], dtype=self.dtype)]
+        )
+        return w_sub[st["ent_widx_t"]] * st["ent_coef_t"].to(self.dtype)
+
+    def input_current(self) -> torch.Tensor:
+        return input_current(self.net, self.x)
+
+    def simulate(self, current: torch.Tensor, ent_w: np.ndarray, record: bool):
+        """Run the kernel: the outputs, and per chunk of samples ``(b0, b1, tape)``."""
+        T, B, st = self.T, self.B, self.st
+        out = {
+            "spikes": torch.zeros(T, B, self.n_pop, dtype=self.dtype),
+            "forward_steps": torch.zeros(T, B, dtype=torch.long),
+            "in_synops": torch.zeros(T, B, dtype=torch.long),
+            "net_synops": torch.zeros(T, B, dtype=torch.long),
+            "undelivered": torch.zeros(T, B, dtype=torch.long),
+            "membrane": torch.zeros(
+                (T, B, self.out_hi - self.out_lo) if self.readout else (0, 0, 0),
+                dtype=self.dtype,
+            ),
+        }
+        self.xin = self.x.detach().reshape(T, B, -1).contiguous()
+        args = (
+            current.detach().contiguous().numpy(),
+            self.beta.numpy(),
+            self.theta.numpy(),
+            st["slot_of"],
+            st["slot_layer"],
+            st["slot_fanout"],
+            st["ent_start"],
+            st["ent_dst"],
+            ent_w,
+            self.xin.numpy(),
+            st["in_fanout"],
+            self.seeds.numpy(),
+            self.policy,
+            np.float32(self.lam),
+            self.group,
+            self.partial,
+            self.max_steps,
+            self.extra,
+            self.out_lo,
+            self.out_hi,
+            self.slots,
+            self.p_refractory,
+            self.drop_stream,
+            self.drop_p,
+            self.buffered,
+            record,
+            out["spikes"].numpy(),
+            out["forward_steps"].numpy(),
+            out["in_synops"].numpy(),
+            out["net_synops"].numpy(),
+            out["undelivered"].numpy(),
+            out["membrane"].numpy(),
+        )
+        chunks = run_chunks(_simulate, B, args)
+        overflow = sum(int(tape[-1]) for _, _, tape in chunks)
+        if overflow:
+            raise RuntimeError(
+                f"{overflow} spike(s) found no free queue slot: with refractory dropout a "
+                "neuron had more than max_queued_per_neuron="
+                f"{self.max_queued_per_neuron} spikes waiting; run again with a larger "
+                "max_queued_per_neuron"
+            )
+        return out, chunks
+
+    def result(self, out: dict, spikes: torch.Tensor, membrane: torch.Tensor | None) -> dict:
+        """The reference's result dictionary, around ``spikes`` and ``membrane`` (which may
+        carry gradients)."""
+        if self.st["in_synops_exact"]:
+            input_synops = out["in_synops"].to(self.dtype)
+        else:  # as the reference computes them
+            fanout = self.net.tables().fanout[: self.n_in].to(self.dtype)
+            input_synops = (self.xin != 0).to(self.dtype) @ fanout
+        return {
+            "spikes": spikes,
+            "forward_steps": out["forward_steps"],
+            "synops": input_synops + out["net_synops"].to(self.dtype),
+            "undelivered": out["undelivered"],
+            "output_counts": spikes[:, :, self.out_lo : self.out_hi].sum(0),
+            "membrane": membrane if self.readout else None,
+            "records": {},
+        }
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -852,25 +1085,31 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def _run_chunks(batch: int, args: tuple) -> None:
-    """Run the kernel on all samples, in chunks over a pool of threads (the kernel releases
-    the GIL; a chunk's samples write disjoint parts of the outputs)."""
-    global _POOL, _POOL_SIZE
+def run_chunks(kernel, batch: int, args: tuple, per_thread: int = 4) -> list:
+    """``kernel(b0, b1, *args)`` on all samples, in chunks over a pool of threads (the kernels
+    release the GIL; a chunk's samples write disjoint parts of the outputs). Returns
+    ``[(b0, b1, result), ...]`` in sample order."""
     threads = min(_threads(), batch)
-    if threads == 1:
-        _simulate(0, batch, *args)
-        return
+    size = batch if threads == 1 else max(1, batch // (per_thread * threads))
+    bounds = [(b0, min(b0 + size, batch)) for b0 in range(0, batch, size)]
+    results = map_chunks(lambda b0, b1: kernel(b0, b1, *args), bounds)
+    return [(b0, b1, r) for (b0, b1), r in zip(bounds, results)]
+
+
+def map_chunks(fn, bounds: list) -> list:
+    """``[fn(b0, b1) for b0, b1 in bounds]``, on the pool of threads where there are several
+    chunks and threads."""
+    global _POOL, _POOL_SIZE
+    threads = min(_threads(), len(bounds))
+    if threads <= 1:
+        return [fn(b0, b1) for b0, b1 in bounds]
     with _POOL_LOCK:
         if _POOL is None or threads > _POOL_SIZE:
             _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asyncsnn")
             _POOL_SIZE = threads
         pool = _POOL
-    size = max(1, batch // (4 * threads))  # a few chunks per thread balance unequal samples
-    futures = [
-        pool.submit(_simulate, b0, min(b0 + size, batch), *args) for b0 in range(0, batch, size)
-    ]
-    for f in futures:
-        f.result()
+    futures = [pool.submit(fn, b0, b1) for b0, b1 in bounds]
+    return [f.result() for f in futures]
 
 
 # ------------------------------------------------------------------ platform check

@@ -1,0 +1,148 @@
+"""Unlayered backprop through the numba kernel against autograd through the reference engine.
+
+The kernel's training path runs the forward pass compiled, records a tape of checks and
+deliveries, and computes the gradients by hand (``asyncsnn.kernels.cpu_grad``). Its spikes
+and every other output must equal the reference's gradient path exactly, and its gradients
+must equal what PyTorch's autograd computes through the reference (to float rounding), for
+every policy, network kind, dropout and stop rule; a hand-computed network checks both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("numba")
+
+import asyncsnn  # noqa: E402
+from asyncsnn.kernels import cpu, cpu_grad  # noqa: E402
+from asyncsnn.training import TrainConfig, forward  # noqa: E402
+from test_kernels import NETWORKS, POLICIES, make  # noqa: E402
+
+DT = 1e-3
+OUTPUTS = ("spikes", "forward_steps", "synops", "undelivered", "output_counts")
+
+
+@pytest.fixture
+def exact():
+    if not cpu.topk_order_matches():
+        pytest.skip("this PyTorch's topk(sorted=False) orders groups otherwise")
+
+
+def gradients(net, x, backend, loss_seed=1, **kw):
+    """Run with gradients, take a loss on the outputs and spikes, return (result, grads)."""
+    net.zero_grad(set_to_none=True)
+    r = asyncsnn.run(net, x, dt=DT, backend=backend, seed=5, **kw)
+    score = r.output_counts if r.membrane is None else r.membrane.sum(0)
+    gen = torch.Generator().manual_seed(loss_seed)
+    loss = (score * torch.randn(score.shape, generator=gen)).sum()
+    loss = loss + 0.01 * (r.spikes * torch.rand(r.spikes.shape, generator=gen)).sum()
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters()}
+    if x.requires_grad:
+        grads["input"] = x.grad.clone()
+        x.grad = None
+    return r, grads
+
+
+def assert_same_run_and_close_gradients(ref, fast):
+    (ra, ga), (rb, gb) = ref, fast
+    for f in OUTPUTS:
+        a, b = getattr(ra, f).detach(), getattr(rb, f).detach()
+        assert torch.equal(a, b), f"{f} differs in {int((a != b).sum())} places"
+    if ra.membrane is not None:
+        assert torch.equal(ra.membrane.detach(), rb.membrane.detach())
+    assert ga.keys() == gb.keys()
+    assert any(bool(g.any()) for g in ga.values()), "no gradient at all"
+    for k in ga:
+        scale = float(ga[k].abs().max())
+        torch.testing.assert_close(gb[k], ga[k], rtol=1e-5, atol=2e-6 * scale, msg=k)
+
+
+SETTINGS = {
+    "plain": {},
+    "refractory": {"refractory_dropout": 0.5, "max_queued_per_neuron": 16},
+    "study": {  # the study's regularisers and a stop rule
+        "refractory_dropout": 0.8,
+        "max_queued_per_neuron": 16,
+        "hooks": [
+            asyncsnn.InputSpikeDropout(0.25),
+            asyncsnn.NetworkSpikeDropout(0.1),
+            asyncsnn.MaxForwardSteps(5),
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("policy", ["random", "momentum", "momentum_noisy", "fifo", "layered"])
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_gradients_equal_autograd_through_the_reference(name, policy, setting, exact):
+    net, x = make(name)
+    net.train()
+    kw = {"scheduler": POLICIES[policy], "group_size": 3, **SETTINGS[setting]}
+    ref = gradients(net, x, "torch", **kw)
+    fast = gradients(net, x, "numba", **kw)
+    assert_same_run_and_close_gradients(ref, fast)
+
+
+@pytest.mark.parametrize("surrogate", [asyncsnn.ArcTan(alpha=3.0), asyncsnn.FastSigmoid(10.0)])
+def test_surrogates_and_input_gradients(surrogate, exact):
+    net, x = make("fc_bias_membrane")
+    x = x.clone().requires_grad_(True)
+    kw = {"scheduler": "momentum", "surrogate": surrogate, "hooks": [asyncsnn.StopOnOutputSpike()]}
+    assert_same_run_and_close_gradients(
+        gradients(net, x, "torch", **kw), gradients(net, x, "numba", **kw)
+    )
+
+
+def test_a_hand_computed_network():
+    """input -> h -> out, one timestep. h fires on the input (V = w1 = 0.8 > 0.5), its spike
+    reaches out (V = w2 = 0.7 > 0.5), which fires. With the loss = out's spike count:
+    dL/dw2 = s'(0.7 - 0.5), dL/dw1 = s'(0.7 - 0.5) w2 s'(0.8 - 0.5) (arctan, alpha 2)."""
+    l1, l2 = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        l1.weight.fill_(0.8)
+        l2.weight.fill_(0.7)
+    net = asyncsnn.Network.sequential([l1, l2], tau_m=1e-3, threshold=0.5)
+
+    def s(x):  # arctan surrogate, alpha = 2
+        return 1.0 / (1.0 + (math.pi * x) ** 2)
+
+    r = asyncsnn.run(net, torch.ones(1, 1, 1), dt=DT, backend="numba")
+    assert r.output_counts.item() == 1
+    r.output_counts.sum().backward()
+    assert l2.weight.grad.item() == pytest.approx(s(0.2), rel=1e-6)
+    assert l1.weight.grad.item() == pytest.approx(s(0.2) * 0.7 * s(0.3), rel=1e-6)
+
+
+def test_training_runs_the_kernel(monkeypatch, exact):
+    calls = []
+    original = cpu_grad.run_async_cpu_grad
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(cpu_grad, "run_async_cpu_grad", counted)
+    net, x = make("fc")
+    net.train()
+    cfg = TrainConfig(
+        dataset="digits", timesteps=x.shape[0], dt=DT, refractory_dropout=0.5, input_dropout=0.25
+    )
+    r = forward(net, x.transpose(0, 1), cfg, training=True, seed=0)
+    r.output_counts.sum().backward()
+    assert calls == [1]
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_the_tape_is_released_after_backward(exact):
+    net, x = make("fc")
+    r = asyncsnn.run(net, x, dt=DT, backend="numba")
+    node = r.spikes.grad_fn
+    assert node.chunks and all(len(tape) == 7 for _, _, tape in node.chunks)
+    r.output_counts.sum().backward()
+    assert node.chunks is None
