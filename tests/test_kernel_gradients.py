@@ -17,10 +17,11 @@ from torch import nn
 
 pytest.importorskip("numba")
 
+from test_kernels import NETWORKS, POLICIES, make  # noqa: E402
+
 import asyncsnn  # noqa: E402
 from asyncsnn.kernels import cpu, cpu_grad  # noqa: E402
 from asyncsnn.training import TrainConfig, forward  # noqa: E402
-from test_kernels import NETWORKS, POLICIES, make  # noqa: E402
 
 DT = 1e-3
 OUTPUTS = ("spikes", "forward_steps", "synops", "undelivered", "output_counts")

@@ -1093,7 +1093,7 @@ def run_chunks(kernel, batch: int, args: tuple, per_thread: int = 4) -> list:
     size = batch if threads == 1 else max(1, batch // (per_thread * threads))
     bounds = [(b0, min(b0 + size, batch)) for b0 in range(0, batch, size)]
     results = map_chunks(lambda b0, b1: kernel(b0, b1, *args), bounds)
-    return [(b0, b1, r) for (b0, b1), r in zip(bounds, results)]
+    return [(b0, b1, r) for (b0, b1), r in zip(bounds, results, strict=True)]
 
 
 def map_chunks(fn, bounds: list) -> list:
