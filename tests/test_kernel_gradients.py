@@ -144,6 +144,6 @@ def test_the_tape_is_released_after_backward(exact):
     net, x = make("fc")
     r = asyncsnn.run(net, x, dt=DT, backend="numba")
     node = r.spikes.grad_fn
-    assert node.chunks and all(len(tape) == 7 for _, _, tape in node.chunks)
+    assert node.chunks and all(len(tape) == 6 for _, _, tape in node.chunks)
     r.output_counts.sum().backward()
     assert node.chunks is None

@@ -453,6 +453,7 @@ def _simulate(
     net_synops,
     undelivered,
     membrane,
+    v_end,
 ):
     """Samples ``b0 .. b1 - 1``; see the module docstring.
 
@@ -462,8 +463,8 @@ def _simulate(
     group's currents up first and then to the membranes, and check only neurons whose current
     is non-zero (the reference's gradient path), instead of adding them to the membranes one
     by one (its inference path). ``record``: write the tape the backward pass reads (see
-    :mod:`asyncsnn.kernels.cpu_grad`). Returns the tape and the number of spikes that found
-    no free queue place.
+    :mod:`asyncsnn.kernels.cpu_grad`) and every timestep's final membranes into ``v_end``.
+    Returns the tape and the number of spikes that found no free queue place.
     """
     n_t_steps = current.shape[0]
     n = current.shape[2]
@@ -488,13 +489,12 @@ def _simulate(
     ibuf = fbuf.view(np.int32)
     record_membrane = membrane.shape[0] > 0
     n_drop = drop_stream.shape[0]
-    # the tape: per check (neuron << 2 | made refractory << 1 | fired, its queue slot or -1,
-    # the membrane before the check), per delivery its slot, per step a row (timestep,
-    # first delivery, deliveries, first check, checks), per sample its first row
+    # the tape: per spike (neuron << 2 | made refractory << 1 | 1, its queue slot or -1),
+    # per delivery its slot, per step a row (timestep, first delivery, deliveries, first
+    # spike, spikes), per sample its first row
     cap = 4096 if record else 1
     t_code = np.empty(cap, np.int32)
     t_slot = np.empty(cap, np.int32)
-    t_v = np.empty(cap, np.float32)
     t_dlv = np.empty(cap, np.int32)
     t_rows = np.empty((cap, 5), np.int64)
     t_first = np.zeros(b1 - b0 + 1, np.int64)
@@ -545,17 +545,11 @@ def _simulate(
                     t_rows[n_rows, 3] = n_chk
                     t_code = _grow(t_code, n_chk, n_touched)
                     t_slot = _grow(t_slot, n_chk, n_touched)
-                    t_v = _grow(t_v, n_chk, n_touched)
                 out_fired = False
                 for k in range(n_touched):
                     i = touched[k]
                     pre = v[i]
                     if not pre > theta[i]:
-                        if record and theta[i] != np.inf:
-                            t_code[n_chk] = i << 2
-                            t_slot[n_chk] = -1
-                            t_v[n_chk] = pre
-                            n_chk += 1
                         continue
                     made = True
                     if p_refractory > 0:
@@ -587,7 +581,6 @@ def _simulate(
                     if record:
                         t_code[n_chk] = (i << 2) | (2 if made else 0) | 1
                         t_slot[n_chk] = q
-                        t_v[n_chk] = pre
                         n_chk += 1
                     if q < 0:
                         continue
@@ -750,8 +743,10 @@ def _simulate(
             if record_membrane:
                 for i in range(out_lo, out_hi):
                     membrane[t, b, i - out_lo] = v[i]
+            if record:
+                v_end[t, b] = v
     t_first[b1 - b0] = n_rows
-    return t_code, t_slot, t_v, t_dlv, t_rows, t_first, overflow
+    return t_code, t_slot, t_dlv, t_rows, t_first, overflow
 
 
 # ------------------------------------------------------------------ host side
@@ -997,7 +992,8 @@ class Plan:
         return input_current(self.net, self.x)
 
     def simulate(self, current: torch.Tensor, ent_w: np.ndarray, record: bool):
-        """Run the kernel: the outputs, and per chunk of samples ``(b0, b1, tape)``."""
+        """Run the kernel: the outputs (with ``record``, ``v_end``: every timestep's final
+        membranes), and per chunk of samples ``(b0, b1, tape)``."""
         T, B, st = self.T, self.B, self.st
         out = {
             "spikes": torch.zeros(T, B, self.n_pop, dtype=self.dtype),
@@ -1009,8 +1005,11 @@ class Plan:
                 (T, B, self.out_hi - self.out_lo) if self.readout else (0, 0, 0),
                 dtype=self.dtype,
             ),
+            "v_end": torch.zeros((T, B, self.n_pop) if record else (0, 0, 0), dtype=self.dtype),
         }
-        self.xin = self.x.detach().reshape(T, B, -1).contiguous()
+        xin = self.x.detach().reshape(T, B, -1)  # a view of batch-first input: no copy
+        if xin.stride(2) != 1:
+            xin = xin.contiguous()
         args = (
             current.detach().contiguous().numpy(),
             self.beta.numpy(),
@@ -1021,7 +1020,7 @@ class Plan:
             st["ent_start"],
             st["ent_dst"],
             ent_w,
-            self.xin.numpy(),
+            xin.numpy(),
             st["in_fanout"],
             self.seeds.numpy(),
             self.policy,
@@ -1044,6 +1043,7 @@ class Plan:
             out["net_synops"].numpy(),
             out["undelivered"].numpy(),
             out["membrane"].numpy(),
+            out["v_end"].numpy(),
         )
         chunks = run_chunks(_simulate, B, args)
         overflow = sum(int(tape[-1]) for _, _, tape in chunks)
@@ -1063,7 +1063,8 @@ class Plan:
             input_synops = out["in_synops"].to(self.dtype)
         else:  # as the reference computes them
             fanout = self.net.tables().fanout[: self.n_in].to(self.dtype)
-            input_synops = (self.xin != 0).to(self.dtype) @ fanout
+            xin = self.x.detach().reshape(self.T, self.B, -1)
+            input_synops = (xin != 0).to(self.dtype) @ fanout
         return {
             "spikes": spikes,
             "forward_steps": out["forward_steps"],

@@ -43,7 +43,7 @@ import torch
 from numba import njit
 
 from ..surrogate import ArcTan, FastSigmoid
-from .cpu import Plan, map_chunks
+from .cpu import Plan, _grow, map_chunks
 
 ARCTAN, FAST_SIGMOID = 0, 1
 
@@ -72,7 +72,6 @@ def _backward(
     b1,
     t_code,
     t_slot,
-    t_v,
     t_dlv,
     t_rows,
     t_first,
@@ -84,6 +83,8 @@ def _backward(
     ent_w,
     beta,
     theta,
+    current,
+    v_end,
     kind,
     parameter,
     grad_spikes,
@@ -96,12 +97,24 @@ def _backward(
     n = beta.shape[0]
     grad_w = np.zeros(ent_w.shape[0], np.float64)
     lam = np.zeros(n, np.float32)
-    refractory = np.zeros(n, np.bool_)
+    v = np.zeros(n, np.float32)
+    acc = np.zeros(n, np.float32)
+    refractory = np.full(n, -1, np.int64)  # the timestep in which the neuron was made so
+    touch = np.full(n, -1, np.int64)
+    touched = np.empty(n, np.int64)
     dz_slot = np.zeros(max(n_slots, 1), np.float32)  # dL/dz of a queued spike, once delivered
+    # one timestep's checks, replayed: neuron << 2 | flags, queue slot, membrane; per step
+    # its first check and number of checks
+    c_code = np.empty(4 * n, np.int64)
+    c_slot = np.empty(4 * n, np.int64)
+    c_v = np.empty(4 * n, np.float32)
+    c_rows = np.empty((64, 2), np.int64)
     readout = grad_membrane.shape[0] > 0
     n_out = grad_membrane.shape[2]
+    stamp = 0
     for b in range(b0, b1):
         lam[:] = 0.0
+        refractory[:] = -1
         r = t_first[b - b0 + 1] - 1
         r_lo = t_first[b - b0]
         for t in range(n_timesteps - 1, -1, -1):
@@ -111,21 +124,84 @@ def _backward(
             r_end = r
             while r >= r_lo and t_rows[r, 0] == t:
                 r -= 1
-            # refractory at the end of the timestep: the neurons made so in it
-            for rr in range(r + 1, r_end + 1):
-                for c in range(t_rows[rr, 3], t_rows[rr, 3] + t_rows[rr, 4]):
-                    if t_code[c] & 2:
-                        refractory[t_code[c] >> 2] = True
+            r_start = r + 1
+            if r_end - r_start + 1 > c_rows.shape[0]:
+                c_rows = np.empty((2 * (r_end - r_start + 1), 2), np.int64)
+            # ---- replay the timestep from its start: the same float operations as the
+            # forward pass, so the same membranes; the spikes come from the tape -------------
+            cur = current[t, b]
+            n_touched = 0
+            for i in range(n):
+                x = (v_end[t - 1, b, i] if t > 0 else np.float32(0.0)) * beta[i]
+                c = cur[i]
+                v[i] = x + c
+                if c != 0:
+                    touched[n_touched] = i
+                    n_touched += 1
+            n_chk = 0
+            for rr in range(r_start, r_end + 1):
+                if rr > r_start:  # the group delivered before this step's checks
+                    stamp += 1
+                    n_touched = 0
+                    for d in range(t_rows[rr, 1], t_rows[rr, 1] + t_rows[rr, 2]):
+                        row = t_dlv[d] // slots
+                        for e in range(ent_start[row], ent_start[row + 1]):
+                            j = ent_dst[e]
+                            if refractory[j] != t:
+                                acc[j] += ent_w[e]
+                                if touch[j] != stamp:
+                                    touch[j] = stamp
+                                    touched[n_touched] = j
+                                    n_touched += 1
+                    m = 0
+                    for k in range(n_touched):
+                        j = touched[k]
+                        c = acc[j]
+                        acc[j] = 0.0
+                        if c != 0:
+                            v[j] = v[j] + c
+                            touched[m] = j
+                            m += 1
+                    n_touched = m
+                c_code = _grow(c_code, n_chk, n_touched)
+                c_slot = _grow(c_slot, n_chk, n_touched)
+                c_v = _grow(c_v, n_chk, n_touched)
+                c_rows[rr - r_start, 0] = n_chk
+                f = t_rows[rr, 3]
+                f_end = f + t_rows[rr, 4]
+                for k in range(n_touched):
+                    i = touched[k]
+                    pre = v[i]
+                    if pre > theta[i]:
+                        if f >= f_end or t_code[f] >> 2 != i:
+                            raise AssertionError("the replay does not match the recorded spikes")
+                        c_code[n_chk] = t_code[f]
+                        c_slot[n_chk] = t_slot[f]
+                        f += 1
+                        v[i] = 0.0
+                        if c_code[n_chk] & 2:
+                            refractory[i] = t
+                    elif theta[i] != np.inf:
+                        c_code[n_chk] = i << 2
+                        c_slot[n_chk] = -1
+                    else:
+                        continue
+                    c_v[n_chk] = pre
+                    n_chk += 1
+                if f != f_end:
+                    raise AssertionError("the replay does not match the recorded spikes")
+                c_rows[rr - r_start, 1] = n_chk - c_rows[rr - r_start, 0]
+            # ---- then backwards through it: checks, then the delivery that caused them ---
             gs = grad_spikes[t, b]
-            for rr in range(r_end, r, -1):
-                # ---- the checks of this step, then the delivery that caused them ----------
-                for c in range(t_rows[rr, 3] + t_rows[rr, 4] - 1, t_rows[rr, 3] - 1, -1):
-                    code = t_code[c]
+            for rr in range(r_end, r_start - 1, -1):
+                c0 = c_rows[rr - r_start, 0]
+                for c in range(c0 + c_rows[rr - r_start, 1] - 1, c0 - 1, -1):
+                    code = c_code[c]
                     i = code >> 2
                     dz = gs[i]
-                    g = _derivative(kind, parameter, t_v[c] - theta[i])
+                    g = _derivative(kind, parameter, c_v[c] - theta[i])
                     if code & 1:
-                        q = t_slot[c]
+                        q = c_slot[c]
                         if q >= 0:
                             dz += dz_slot[q]
                             dz_slot[q] = 0.0
@@ -133,18 +209,18 @@ def _backward(
                     else:
                         lam[i] += g * dz
                     if code & 2:
-                        refractory[i] = False
+                        refractory[i] = -1  # not refractory before this check
                 for d in range(t_rows[rr, 1], t_rows[rr, 1] + t_rows[rr, 2]):
                     q = t_dlv[d]
                     row = q // slots
-                    acc = np.float32(0.0)
+                    total = np.float32(0.0)
                     for e in range(ent_start[row], ent_start[row + 1]):
                         j = ent_dst[e]
-                        if not refractory[j]:
+                        if refractory[j] != t:
                             lj = lam[j]
                             grad_w[e] += lj
-                            acc += ent_w[e] * lj
-                    dz_slot[q] = acc
+                            total += ent_w[e] * lj
+                    dz_slot[q] = total
             gc = grad_current[t, b]
             for i in range(n):
                 gc[i] = lam[i]
@@ -160,28 +236,32 @@ class AsyncTrainFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, ent_w, plan, surrogate):
         ent_np = ent_w.detach().contiguous().numpy()
+        current = current.detach().contiguous()
         out, chunks = plan.simulate(current, ent_np, record=True)
         plan.outputs = out
-        ctx.plan, ctx.chunks, ctx.ent_np, ctx.surrogate = plan, chunks, ent_np, surrogate
+        ctx.plan, ctx.chunks, ctx.surrogate = plan, chunks, surrogate
+        ctx.arrays = (current.numpy(), ent_np, out.pop("v_end").numpy())
         return out["spikes"], out["membrane"]
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
         plan = ctx.plan
         st = plan.st
+        current, ent_np, v_end = ctx.arrays
         kind, parameter = ctx.surrogate
         gm = grad_membrane.contiguous() if plan.readout else torch.zeros(0, 0, 0)
         gc = torch.zeros(plan.T, plan.B, plan.n_pop, dtype=plan.dtype)
-        n_slots = len(st["slot_layer"]) * plan.slots
-        args_common = (
+        args = (
             plan.T,
             plan.slots,
-            n_slots,
+            len(st["slot_layer"]) * plan.slots,
             st["ent_start"],
             st["ent_dst"],
-            ctx.ent_np,
+            ent_np,
             plan.beta.numpy(),
             plan.theta.numpy(),
+            current,
+            v_end,
             kind,
             np.float32(parameter),
             grad_spikes.contiguous().numpy(),
@@ -191,13 +271,9 @@ class AsyncTrainFunction(torch.autograd.Function):
         )
         tapes = {b0: tape for b0, _, tape in ctx.chunks}
         bounds = [(b0, b1) for b0, b1, _ in ctx.chunks]
-        ctx.chunks = None  # the tape is read once: let it go as soon as possible
-
-        def chunk(b0, b1):
-            tape = tapes[b0]
-            return _backward(b0, b1, *tape[:6], *args_common)
-
-        results = map_chunks(chunk, bounds)
+        # the tape is read once: what the graph holds goes as soon as possible
+        ctx.chunks = ctx.arrays = ctx.plan = None
+        results = map_chunks(lambda b0, b1: _backward(b0, b1, *tapes[b0][:5], *args), bounds)
         grad_w = results[0]
         for g in results[1:]:
             grad_w += g
@@ -237,4 +313,6 @@ def run_async_cpu_grad(
     current = plan.input_current()
     ent_w = plan.entry_weights()
     spikes, membrane = AsyncTrainFunction.apply(current, ent_w, plan, surrogate_code(spike_fn))
-    return plan.result(plan.outputs, spikes, membrane)
+    result = plan.result(plan.outputs, spikes, membrane)
+    plan.x = plan.outputs = None  # not kept alive by the graph
+    return result
