@@ -1,16 +1,23 @@
 """Compiled fast paths of the asynchronous engine, behind the interface of ``asyncsnn.run``.
 
-``run(..., backend="auto")`` (the default) runs asynchronous *inference* through the numba
-CPU kernel of :mod:`asyncsnn.kernels.cpu` where it applies, and through the plain PyTorch
-engine (:func:`asyncsnn.asynchronous.run_async`, the reference) everywhere else; both give the
-same result. ``backend="torch"`` always runs the reference; ``backend="numba"`` insists on the
-kernel and raises a ``ValueError`` naming the reason where it cannot run.
+``run(..., backend="auto")`` (the default) runs asynchronous execution through the numba CPU
+kernel of :mod:`asyncsnn.kernels.cpu` where it applies, and through the plain PyTorch engine
+(:func:`asyncsnn.asynchronous.run_async`, the reference) everywhere else. ``backend="torch"``
+always runs the reference; ``backend="numba"`` insists on the kernel and raises a
+``ValueError`` naming the reason where it cannot run.
 
-The kernel applies to: float32 CPU tensors, no gradients required, prioritized input, no
-refractory dropout, the built-in policies (``random``, ``momentum``, ``fifo``, ``layered``,
-exactly these classes), and the hooks ``MaxForwardSteps`` and ``StopOnOutputSpike`` (spike
-dropouts are accepted where they do nothing: outside training or with ``p = 0``). numba is an
-optional dependency (``pip install asyncsnn[fast]``); without it ``auto`` runs the reference.
+- Inference (no gradient required) gives the reference's result bit for bit.
+- With gradients (unlayered backprop) the forward pass gives the spikes of the reference's
+  gradient path bit for bit, and :mod:`asyncsnn.kernels.cpu_grad` computes the gradients by
+  hand, recomputing one timestep at a time: equal to autograd through the reference up to the
+  rounding of float sums, in time and memory that follow the spikes.
+
+The kernel applies to: float32 CPU tensors, prioritized input, the built-in policies
+(``random``, ``momentum``, ``fifo``, ``layered``, exactly these classes), the hooks
+``MaxForwardSteps``, ``StopOnOutputSpike``, ``InputSpikeDropout`` and ``NetworkSpikeDropout``,
+refractory dropout, and the surrogates ``ArcTan`` and ``FastSigmoid``. Anything else (a user's
+policy, hook or surrogate, queued input, float64, a GPU) runs the reference. numba is a
+dependency of the package; where it cannot be imported, ``auto`` runs the reference.
 
 This module imports neither numba nor the kernel: they load on the first run that uses them.
 """
@@ -41,7 +48,7 @@ def numba_available() -> bool:
 def _load_cpu():
     """The kernel module and ``None``, or ``None`` and why it cannot be loaded."""
     if not numba_available():
-        return None, "numba is not installed (pip install 'asyncsnn[fast]')"
+        return None, "numba is not installed (pip install numba)"
     try:
         from . import cpu
     except ImportError as e:  # numba present but unusable, e.g. against this NumPy

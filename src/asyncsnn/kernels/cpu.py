@@ -1,12 +1,18 @@
-"""numba CPU kernel for asynchronous inference, identical to the reference engine.
+"""numba CPU kernel for asynchronous execution, identical to the reference engine.
 
 The dense input delivery (each timestep's input through the input projections, plus the
 biases) is computed by PyTorch exactly as the reference does it, one timestep at a time, and
 handed over as a (timesteps, batch, neurons) current. The kernel does the rest, for chunks of
 samples on a pool of threads (samples are independent): leak, integration, threshold, reset,
-refractoriness, the queue, the policy, group delivery through per-source tables, stop rules,
-output spikes, synaptic operations, forward-step counts and the membrane of a non-spiking
-readout.
+refractoriness and refractory dropout (a neuron then holds up to ``max_queued_per_neuron``
+queue places), the queue, the policy, network spike dropout, group delivery through
+per-source tables, stop rules, output spikes, synaptic operations, forward-step counts and
+the membrane of a non-spiking readout. Input spike dropout is applied to the input before.
+
+Two modes follow the reference's two paths: inference adds each delivered weight to its
+target's membrane; with gradients (``buffered``) a group's currents are summed first and only
+neurons whose current is non-zero are checked, and the kernel records the tape that
+:mod:`asyncsnn.kernels.cpu_grad` differentiates.
 
 Cost follows the spikes: a forward step touches the chosen spikes' table rows and their
 targets only, and only the neurons that received current are checked against the threshold.
