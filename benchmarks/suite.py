@@ -8,9 +8,9 @@
 - asyncsnn layered execution;
 - snnTorch layered on the same weights;
 
-for inference at batch 1 and 32 (the DVS clips: 1 and 10) and, on the fully connected network
-(and the convolutional one with ``--conv-train``), one training step at batch 32 (forward,
-cross-entropy on output spike counts, backward, Adam): ms per sample, synaptic
+for inference at batch 1 and 32 (the DVS clips: 1 and 10) and, on the fully connected and the
+convolutional network, one training step at batch 32 (forward, cross-entropy on output
+spike counts, backward, Adam; on the first backend): ms per sample, synaptic
 events per second, peak resident memory, the extra peak memory of the work, and the ratios to
 snnTorch. Each configuration runs in a fresh process (:mod:`benchmarks.worker`) with
 ``OMP_WAIT_POLICY=PASSIVE``; the figures are medians of repetitions (with ``--rounds N``,
@@ -129,14 +129,10 @@ def available_backends() -> list[str | None]:
     return ["numba", "torch"] if numba_available() else ["torch"]
 
 
-def plan(
-    quick: bool, networks: list[str], backends: list[str | None], conv_train: bool = False
-) -> list[Config]:
-    """The configurations of a run, in the order they are measured.
-
-    ``conv_train`` adds the training step of the convolutional network, which asyncsnn's
-    unlayered training takes about 10 GB and 20 s for (batch 32).
-    """
+def plan(quick: bool, networks: list[str], backends: list[str | None]) -> list[Config]:
+    """The configurations of a run, in the order they are measured. Training steps run on
+    the first backend only (the PyTorch engine's unlayered step on ``conv`` takes about 7 GB
+    and 9 s at batch 32: ``--backends torch`` measures it)."""
     first = backends[0]
     out: list[Config] = []
 
@@ -152,19 +148,17 @@ def plan(
             add(network, "asyncsnn-layered", mode, batch)
         add(network, "snntorch", mode, batch)
 
-    # training runs the PyTorch engine (the kernel does inference only): no backend to pass
     if quick:
         for batch in (1, 32):
             compare("fc", "inference", batch, ["momentum"], [first])
-        compare("fc", "train", 32, ["momentum"], [None])
+        compare("fc", "train", 32, ["momentum"], [first])
         compare("conv", "inference", 32, ["momentum"], [first], layered=False)
         compare("dvs", "inference", 1, ["momentum"], [first], layered=False)
         return out
     for network in ("fc", "conv"):
         for batch in (1, 32):
             compare(network, "inference", batch, POLICIES, backends)
-        if network == "fc" or conv_train:
-            compare(network, "train", 32, ["momentum"], [None])
+        compare(network, "train", 32, ["momentum"], [first])
     # the PyTorch engine takes about 12 s per DVS clip (60x the kernel): first backend only
     for batch in (1, 10):
         compare("dvs", "inference", batch, POLICIES, [first])
@@ -346,7 +340,7 @@ def _num(v, fmt: str) -> str:
 
 def markdown(report: dict) -> str:
     meta = report["meta"]
-    flags = (" --quick" if meta["quick"] else "") + (" --conv-train" if meta["conv_train"] else "")
+    flags = " --quick" if meta["quick"] else ""
     if meta["rounds"] > 1:
         flags += f" --rounds {meta['rounds']}"
     how = (
@@ -423,11 +417,6 @@ def main(argv: list[str] | None = None) -> int:
         "the fastest round (default 1)",
     )
     ap.add_argument(
-        "--conv-train",
-        action="store_true",
-        help="also time a training step of the convolutional network (about 10 GB of memory)",
-    )
-    ap.add_argument(
         "--backends",
         nargs="+",
         default=None,
@@ -445,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     effort = EFFORT["quick" if args.quick else "full"]
     backends = args.backends or available_backends()
-    configs = plan(args.quick, args.networks, backends, args.conv_train)
+    configs = plan(args.quick, args.networks, backends)
     meta = machine_info()
     measured: dict[Config, list[dict]] = {cfg: [] for cfg in configs}
     # rounds alternate the order, so that a slow spell of the machine hits different configs
@@ -467,7 +456,6 @@ def main(argv: list[str] | None = None) -> int:
     add_ratios(rows)
     meta.update(
         quick=args.quick,
-        conv_train=args.conv_train,
         rounds=args.rounds,
         backends=backends,
         wall_s=time.perf_counter() - start,

@@ -223,12 +223,13 @@ def _train(spec, work, net, groups):
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     batch_first = xb.transpose(0, 1)
+    backend = (spec.get("backend") or "auto") if spec["engine"] == "asyncsnn-async" else "auto"
     results: list = []
 
     def rep():
         results.clear()
         opt.zero_grad(set_to_none=True)
-        r = forward(net, batch_first, cfg, training=True, seed=step_no[0])
+        r = forward(net, batch_first, cfg, training=True, seed=step_no[0], backend=backend)
         step_no[0] += 1
         loss, _ = loss_and_scores(r, yb, cfg)
         loss.backward()

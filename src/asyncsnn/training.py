@@ -238,8 +238,10 @@ def forward(
     scheduler=None,
     group_size: int | None = None,
     hooks: Sequence = (),
+    backend: str = "auto",
 ) -> RunResult:
-    """Run a batch ``x`` of shape (batch, timesteps, *input) as the training does.
+    """Run a batch ``x`` of shape (batch, timesteps, *input) as the training does
+    (``backend``: that of :func:`asyncsnn.run`).
 
     Frames whose shape differs from the network's input but holds as many values (a flat
     ``(512,)`` input for ``(2, 16, 16)`` frames, as NIR graphs often declare) are reshaped.
@@ -261,6 +263,7 @@ def forward(
         refractory_dropout=cfg.refractory_dropout if training else 0.0,
         training=training,
         surrogate=cfg.spike_fn(),
+        backend=backend,
     )
 
 
