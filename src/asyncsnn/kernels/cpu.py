@@ -883,37 +883,14 @@ def input_current(net: Network, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def run_async_cpu(
-    net: Network,
-    x: torch.Tensor,
-    *,
-    dt: float,
-    scheduler,
-    group_size: int,
-    rng,
-    hooks,
-    training: bool = False,
-    refractory_dropout: float = 0.0,
-    max_queued_per_neuron: int = 4,
-) -> dict:
-    """Asynchronous inference of ``net`` on ``x``: the reference's result dictionary.
+def run_async_cpu(net: Network, x: torch.Tensor, **kw) -> dict:
+    """Asynchronous inference of ``net`` on ``x``: the reference's result dictionary. ``kw``
+    are :class:`Plan`'s keywords but ``buffered``.
 
     The caller has checked that the kernel applies (see ``asyncsnn.kernels``).
     """
     with torch.no_grad():
-        plan = Plan(
-            net,
-            x,
-            dt=dt,
-            scheduler=scheduler,
-            group_size=group_size,
-            rng=rng,
-            hooks=hooks,
-            training=training,
-            refractory_dropout=refractory_dropout,
-            max_queued_per_neuron=max_queued_per_neuron,
-            buffered=False,
-        )
+        plan = Plan(net, x, buffered=False, **kw)
         current = plan.input_current()
         out, _ = plan.simulate(current, plan.entry_weights().numpy(), record=False)
         return plan.result(out, out["spikes"], out["membrane"])

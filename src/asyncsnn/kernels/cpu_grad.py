@@ -280,36 +280,12 @@ class AsyncTrainFunction(torch.autograd.Function):
         return gc, torch.from_numpy(grad_w).to(plan.dtype), None, None
 
 
-def run_async_cpu_grad(
-    net,
-    x: torch.Tensor,
-    *,
-    dt: float,
-    scheduler,
-    group_size: int,
-    rng,
-    hooks,
-    training: bool,
-    refractory_dropout: float,
-    max_queued_per_neuron: int,
-    spike_fn,
-) -> dict:
+def run_async_cpu_grad(net, x: torch.Tensor, *, spike_fn, **kw) -> dict:
     """Asynchronous execution with gradients (unlayered backprop): the reference's result
     dictionary, whose ``spikes`` (and ``membrane``) carry gradients to the weights, the
-    biases and, where it requires them, the input. The caller has checked that it applies."""
-    plan = Plan(
-        net,
-        x,
-        dt=dt,
-        scheduler=scheduler,
-        group_size=group_size,
-        rng=rng,
-        hooks=hooks,
-        training=training,
-        refractory_dropout=refractory_dropout,
-        max_queued_per_neuron=max_queued_per_neuron,
-        buffered=True,
-    )
+    biases and, where it requires them, the input. ``kw`` are :class:`Plan`'s keywords but
+    ``buffered``. The caller has checked that it applies."""
+    plan = Plan(net, x, buffered=True, **kw)
     current = plan.input_current()
     ent_w = plan.entry_weights()
     spikes, membrane = AsyncTrainFunction.apply(current, ent_w, plan, surrogate_code(spike_fn))
