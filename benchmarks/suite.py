@@ -162,6 +162,7 @@ def plan(quick: bool, networks: list[str], backends: list[str | None]) -> list[C
     # the PyTorch engine takes about 12 s per DVS clip (60x the kernel): first backend only
     for batch in (1, 10):
         compare("dvs", "inference", batch, POLICIES, [first])
+    compare("dvs", "train", 10, ["momentum"], [first])  # a long sequence: 72 timesteps
     return out
 
 

@@ -405,6 +405,41 @@ def _ordered(bits):
 
 # ------------------------------------------------------------------ the simulation
 @njit(cache=True, inline="always")
+def deliver_row(
+    row, t, stamp, n_touched, ent_start, ent_dst, ent_w, refractory, into, touch, touched
+):
+    """Add the synaptic entries of one queue row to ``into`` (the membranes, or the group's
+    current), skipping neurons refractory in timestep ``t``; neurons reached for the first
+    time in forward step ``stamp`` are appended to ``touched``. Returns its new length."""
+    for e in range(ent_start[row], ent_start[row + 1]):
+        j = ent_dst[e]
+        if refractory[j] != t:  # refractory neurons ignore input
+            into[j] += ent_w[e]
+            if touch[j] != stamp:
+                touch[j] = stamp
+                touched[n_touched] = j
+                n_touched += 1
+    return n_touched
+
+
+@njit(cache=True, inline="always")
+def apply_summed(n_touched, touched, acc, v):
+    """Add a group's summed current to the membranes (and clear it); keep in ``touched``
+    only the neurons whose current is non-zero (a zero current checks nothing). Returns
+    their number."""
+    m = 0
+    for k in range(n_touched):
+        j = touched[k]
+        c = acc[j]
+        acc[j] = 0.0
+        if c != 0:
+            v[j] = v[j] + c
+            touched[m] = j
+            m += 1
+    return m
+
+
+@njit(cache=True, inline="always")
 def _grow(a, used, need):
     """``a`` itself, or a copy with room for ``need`` more entries after ``used``."""
     if used + need <= a.shape[0]:
@@ -723,28 +758,21 @@ def _simulate(
                         n_dlv += 1
                     row = q // slots
                     syn += slot_fanout[row]
-                    for e in range(ent_start[row], ent_start[row + 1]):
-                        j = ent_dst[e]
-                        if refractory[j] != t:  # refractory neurons ignore input
-                            if buffered:
-                                acc[j] += ent_w[e]
-                            else:
-                                v[j] += ent_w[e]
-                            if touch[j] != stamp:
-                                touch[j] = stamp
-                                touched[n_touched] = j
-                                n_touched += 1
-                if buffered:  # then to the membranes; a zero current checks nothing
-                    m = 0
-                    for k in range(n_touched):
-                        j = touched[k]
-                        c = acc[j]
-                        acc[j] = 0.0
-                        if c != 0:
-                            v[j] = v[j] + c
-                            touched[m] = j
-                            m += 1
-                    n_touched = m
+                    n_touched = deliver_row(
+                        row,
+                        t,
+                        stamp,
+                        n_touched,
+                        ent_start,
+                        ent_dst,
+                        ent_w,
+                        refractory,
+                        acc if buffered else v,
+                        touch,
+                        touched,
+                    )
+                if buffered:
+                    n_touched = apply_summed(n_touched, touched, acc, v)
                 net_synops[t, b] += syn
             if record_membrane:
                 for i in range(out_lo, out_hi):

@@ -43,7 +43,7 @@ import torch
 from numba import njit
 
 from ..surrogate import ArcTan, FastSigmoid
-from .cpu import Plan, _grow, map_chunks
+from .cpu import Plan, _grow, apply_summed, deliver_row, map_chunks
 
 ARCTAN, FAST_SIGMOID = 0, 1
 
@@ -144,25 +144,20 @@ def _backward(
                     stamp += 1
                     n_touched = 0
                     for d in range(t_rows[rr, 1], t_rows[rr, 1] + t_rows[rr, 2]):
-                        row = t_dlv[d] // slots
-                        for e in range(ent_start[row], ent_start[row + 1]):
-                            j = ent_dst[e]
-                            if refractory[j] != t:
-                                acc[j] += ent_w[e]
-                                if touch[j] != stamp:
-                                    touch[j] = stamp
-                                    touched[n_touched] = j
-                                    n_touched += 1
-                    m = 0
-                    for k in range(n_touched):
-                        j = touched[k]
-                        c = acc[j]
-                        acc[j] = 0.0
-                        if c != 0:
-                            v[j] = v[j] + c
-                            touched[m] = j
-                            m += 1
-                    n_touched = m
+                        n_touched = deliver_row(
+                            t_dlv[d] // slots,
+                            t,
+                            stamp,
+                            n_touched,
+                            ent_start,
+                            ent_dst,
+                            ent_w,
+                            refractory,
+                            acc,
+                            touch,
+                            touched,
+                        )
+                    n_touched = apply_summed(n_touched, touched, acc, v)
                 c_code = _grow(c_code, n_chk, n_touched)
                 c_slot = _grow(c_slot, n_chk, n_touched)
                 c_v = _grow(c_v, n_chk, n_touched)
