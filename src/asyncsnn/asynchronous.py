@@ -17,6 +17,7 @@ gathers ``F x fan-out`` weights; the remaining bookkeeping is elementwise over t
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from . import kernels
 from .dynamics import decay_factor, fire, integrate, leak, reset_to_zero
@@ -100,6 +101,7 @@ def run_async(
     training: bool,
     max_queued_per_neuron: int,
     backend: str = "auto",
+    recompute: bool = False,
 ):
     # the compiled kernel where it applies (same result); None: run the reference below
     fast = kernels.try_run(
@@ -192,13 +194,22 @@ def run_async(
     forward_steps = torch.zeros(T, B, dtype=torch.long, device=device)
     synops = torch.zeros(T, B, dtype=dtype, device=device)
     undelivered = torch.zeros(T, B, dtype=torch.long, device=device)
-    overflow = torch.zeros((), dtype=torch.long, device=device)
+    overflow = torch.zeros(T, dtype=torch.long, device=device)
     view = QueueView(None, qt["slot_layer"], slot_neuron, _rng=rng)
     slot_pos = torch.arange(slots, device=device)
     no_step = torch.zeros(B, dtype=torch.bool, device=device)
     q_value = q_potential = q_fired = None
 
-    for t in range(T):
+    # per timestep with recomputation: the stop decisions of the first pass, for the second
+    stop_log: dict[int, list] = {}
+
+    def timestep(t: int, V: torch.Tensor, x_t: torch.Tensor):
+        """One timestep from membrane ``V``: the new ``V`` and the timestep's spikes."""
+        nonlocal q_value, q_potential, q_fired
+        ctx.timestep, ctx.step = t, 0
+        replay = stop_log.get(t)  # a recomputation replays the stop decisions of the first pass
+        log = []
+        ov = torch.zeros((), dtype=torch.long, device=device)
         V = leak(V, beta)
         refractory = torch.zeros(B, width, dtype=torch.bool, device=device)
         spk_t = None if once else torch.zeros(B, width, dtype=dtype, device=device)
@@ -214,10 +225,6 @@ def run_async(
         chosen, chosen_valid = [], []
         dropped = torch.zeros(B, dtype=torch.long, device=device)
         active = None  # all samples go on until a stop rule says otherwise
-        x_t = x[t]
-        ctx.timestep, ctx.step = t, 0
-        for h in call["transform_input"]:
-            x_t = h.transform_input(ctx, x_t)
         x_flat = x_t.reshape(B, -1)
 
         # ---- input and bias delivery (not a forward step) ----------------------------------
@@ -281,12 +288,12 @@ def run_async(
                 first = free.to(torch.uint8).argmax(-1)
                 fired_n = new.view(B, -1, slots)[..., 0]
                 has_free = free.any(-1)
-                overflow = overflow + (fired_n & ~has_free).sum()
+                ov = ov + (fired_n & ~has_free).sum()
                 new = ((fired_n & has_free)[..., None] & (slot_pos == first[..., None])).view(
                     B, n_slots
                 )
             elif refractory_dropout > 0:  # one place per neuron: it may still be taken
-                overflow = overflow + (new & pending).sum()
+                ov = ov + (new & pending).sum()
                 new = new & ~pending
             pending = pending | new
             if track_value:
@@ -295,7 +302,12 @@ def run_async(
                 q_potential = torch.where(new, v_pre[:, slot_state], q_potential)
             if track_fired_at and step:
                 q_fired = q_fired.masked_fill(new, step)
-            if call["after_step"]:
+            if replay is not None:
+                active = replay[step]
+                if active is not None:
+                    dropped = dropped + (pending & ~active[:, None]).sum(1)
+                    pending = pending & active[:, None]
+            elif call["after_step"]:
                 if step:
                     steps = steps + chosen_valid[-1].any(1)
                 ctx.step, ctx.fired, ctx.steps = step, fired, steps
@@ -311,6 +323,7 @@ def run_async(
                 if active is not None:  # a stopped sample drops what it still has queued
                     dropped = dropped + (pending & ~active[:, None]).sum(1)
                     pending = pending & active[:, None]
+                log.append(active)
 
             # ---- next forward step: choose up to F queued spikes per sample ---------------
             if not bool(pending.any()):
@@ -343,7 +356,7 @@ def run_async(
             else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
                 V.scatter_add_(1, dst, cur)
                 V.masked_fill_(refractory, 0.0)
-            if call["after_step"]:
+            if call["after_step"] and replay is None:
                 ctx.took_step = valid.any(1)
 
         if chosen:
@@ -352,9 +365,25 @@ def run_async(
             syn_t = syn_t + (slot_fanout[sel_all] * valid_all).sum((0, 2))
         synops[t] = syn_t
         undelivered[t] = dropped
+        overflow[t] = ov
         if once:
             V.masked_fill_(refractory, 0.0)  # the reset of the last step's spikes
             spk_t = refractory.to(dtype)
+        if recompute and replay is None and call["after_step"]:
+            stop_log[t] = log
+        return V, spk_t
+
+    for t in range(T):
+        x_t = x[t]
+        ctx.timestep, ctx.step = t, 0
+        for h in call["transform_input"]:
+            x_t = h.transform_input(ctx, x_t)
+        if recompute:  # keep only this timestep's inputs; rerun it during the backward pass
+            V, spk_t = checkpoint(
+                timestep, t, V, x_t, use_reentrant=False, preserve_rng_state=False
+            )
+        else:
+            V, spk_t = timestep(t, V, x_t)
         spikes.append(spk_t[:, :n_pop])
         out_counts = out_counts + spk_t[:, out_slice]
         net_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
@@ -365,11 +394,11 @@ def run_async(
 
     for h in call["finish"]:
         h.finish(ctx)
-    if int(overflow):
+    if int(overflow.sum()):
         raise RuntimeError(
-            f"{int(overflow)} spike(s) found no free queue slot: with refractory dropout a neuron "
-            f"had more than max_queued_per_neuron={max_queued_per_neuron} spikes waiting; run "
-            "again with a larger max_queued_per_neuron"
+            f"{int(overflow.sum())} spike(s) found no free queue slot: with refractory dropout "
+            f"a neuron had more than max_queued_per_neuron={max_queued_per_neuron} spikes "
+            "waiting; run again with a larger max_queued_per_neuron"
         )
     return {
         "spikes": torch.stack(spikes),

@@ -87,6 +87,7 @@ def run(
     surrogate=None,
     max_queued_per_neuron: int = 4,
     backend: str = "auto",
+    recompute: bool = False,
 ) -> RunResult:
     """Run ``network`` on input ``x`` layered or asynchronously.
 
@@ -113,6 +114,13 @@ def run(
             CPU kernel where it applies (see :mod:`asyncsnn.kernels`; the same result) and the
             PyTorch engine elsewhere; ``"torch"`` always runs the PyTorch engine; ``"numba"``
             requires the kernel and raises a ``ValueError`` saying why where it cannot run.
+        recompute: with gradients through the PyTorch engine (asynchronous execution on a
+            GPU, or with a user's policy, hook or surrogate), keep only each timestep's
+            input and membranes and recompute the timestep during the backward pass: memory
+            then grows with timesteps, not with forward steps, for about one more forward
+            pass of time. Policies and ``keep_spikes`` hooks must then be pure functions of
+            what they are given (the built-in ones are); stop decisions are replayed, and
+            monitors see each step once. The compiled CPU path always works so.
 
     >>> net = Network.sequential([torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)], threshold=0.3)
     >>> x = (torch.rand(20, 5, 4) < 0.3).float()
@@ -138,6 +146,8 @@ def run(
         if not isinstance(h, Hook):
             raise TypeError(f"hooks must be asyncsnn.Hook instances, got {h!r}")
     check_backend(backend, execution)
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute must be True or False, got {recompute!r}")
     training = network.training if training is None else bool(training)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in network.parameters())
@@ -173,6 +183,7 @@ def run(
             training=training,
             max_queued_per_neuron=max_queued_per_neuron,
             backend=backend,
+            recompute=recompute and spike_fn is not None,
         )
     return RunResult(network=network, **out)
 

@@ -85,6 +85,10 @@ class TrainConfig:
     refractory_dropout: float = 0.0
     surrogate: str = "arctan"
     surrogate_alpha: float = 2.0
+    # unlayered training through the PyTorch engine (a user's policy): recompute each
+    # timestep in the backward pass, so that memory does not grow with forward steps (the
+    # compiled CPU path, which the built-in policies take, always works so)
+    recompute: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,6 +99,8 @@ class TrainConfig:
         _choice("arch", self.arch, ARCHS)
         _choice("surrogate", self.surrogate, ("arctan", "fast_sigmoid"))
         get_scheduler(self.scheduler)  # raises for an unknown name
+        if not isinstance(self.recompute, bool):
+            raise ValueError(f"recompute must be true or false, got {self.recompute!r}")
         for name in ("tau_m", "threshold", "lr", "surrogate_alpha"):
             _positive(name, getattr(self, name))
         if self.dt is not None:
@@ -264,6 +270,7 @@ def forward(
         training=training,
         surrogate=cfg.spike_fn(),
         backend=backend,
+        recompute=bool(cfg.recompute),
     )
 
 
