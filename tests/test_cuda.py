@@ -70,3 +70,18 @@ def test_cuda_gradients_match_cpu(execution):
     net.to("cpu")
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_cuda_recompute_gives_the_same_gradients():
+    """Unlayered backprop on the GPU with a timestep recomputed in the backward pass."""
+    fc, shape = _nets()[0]
+    net = fc.cuda()
+    x = (torch.rand(12, 6, *shape, device="cuda") < 0.2).float()
+    grads = []
+    for recompute in (False, True):
+        net.zero_grad(set_to_none=True)
+        r = asyncsnn.run(net, x, dt=1e-3, scheduler="momentum", seed=1, recompute=recompute)
+        (r.output_counts * torch.arange(10.0, device="cuda")).sum().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)

@@ -147,3 +147,25 @@ def test_the_tape_is_released_after_backward(exact):
     assert node.chunks and all(len(tape) == 6 for _, _, tape in node.chunks)
     r.output_counts.sum().backward()
     assert node.chunks is None
+
+
+def test_a_second_backward_pass_is_a_clear_error(exact):
+    net, x = make("fc")
+    r = asyncsnn.run(net, x, dt=DT, backend="numba")
+    loss = r.output_counts.sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="can be differentiated once"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("readout", ["spikes", "membrane"])
+def test_a_network_without_queue(readout):
+    """One layer: the output neurons have no outgoing projection, nothing is ever queued."""
+    gen = torch.Generator().manual_seed(4)
+    layer = nn.Linear(6, 3)
+    with torch.no_grad():
+        layer.weight.normal_(0.2, 0.4, generator=gen)
+    net = asyncsnn.Network.sequential([layer], tau_m=2e-3, threshold=0.3, readout=readout)
+    x = (torch.rand(5, 4, 6, generator=gen) < 0.5).float()
+    ref, fast = gradients(net, x, "torch"), gradients(net, x, "numba")
+    assert_same_run_and_close_gradients(ref, fast)

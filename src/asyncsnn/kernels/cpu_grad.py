@@ -41,6 +41,7 @@ import math
 import numpy as np
 import torch
 from numba import njit
+from torch.autograd.function import once_differentiable
 
 from ..surrogate import ArcTan, FastSigmoid
 from .cpu import Plan, _grow, apply_summed, deliver_row, map_chunks
@@ -239,7 +240,14 @@ class AsyncTrainFunction(torch.autograd.Function):
         return out["spikes"], out["membrane"]
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_spikes, grad_membrane):
+        if ctx.plan is None:
+            raise RuntimeError(
+                "the graph of a compiled asynchronous run can be differentiated once: its "
+                "tape is released by the first backward pass (retain_graph=True does not keep "
+                "it). Run again, or use backend='torch'"
+            )
         plan = ctx.plan
         st = plan.st
         current, ent_np, v_end = ctx.arrays
