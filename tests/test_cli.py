@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -109,6 +110,22 @@ def test_compare_prints_and_writes_the_table(trained, tmp_path):
     ]
     assert (tmp_path / "results.md").read_text().count("\n|") >= 5
     assert (tmp_path / "accuracy_vs_budget.png").is_file()
+
+
+def test_compare_warns_about_an_unfinished_run(trained, tmp_path):
+    run = tmp_path / "copy"
+    shutil.copytree(trained["layered"], run)
+    last = run / "checkpoints" / "last.json"
+    meta = json.loads(last.read_text())
+    assert meta["epoch"] == meta["config"]["epochs"]
+    r = CliRunner().invoke(main, ["compare", str(run), "--executions", "layered"])
+    assert r.exit_code == 0 and "warning" not in r.output
+    meta["epoch"] -= 1  # as a training still running would have it
+    last.write_text(json.dumps(meta))
+    r = CliRunner().invoke(main, ["compare", str(run), "--executions", "layered"])
+    assert r.exit_code == 0
+    epochs = meta["config"]["epochs"]
+    assert f"has trained {epochs - 1} of {epochs} epochs" in r.output
 
 
 def test_config_file_with_overrides(tmp_path):

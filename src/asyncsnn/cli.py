@@ -218,6 +218,7 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
     from .evaluation import Execution
     from .report import compare as do_compare
     from .report import text_table, write_results
+    from .training import unfinished
 
     try:
         hows = [Execution.parse(e) for e in executions.split(",") if e.strip()]
@@ -227,6 +228,9 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
             while name in named:
                 name += "'"
             named[name] = r
+            why = unfinished(r)
+            if why is not None:
+                click.echo(f"warning: {r}: {why}; its {checkpoint} checkpoint may change", err=True)
         rows = do_compare(named, hows, which=checkpoint, seed=seed, progress=True)
     except (FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None

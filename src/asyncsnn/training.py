@@ -603,6 +603,19 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainCo
     return net, cfg, facts
 
 
+def unfinished(run_dir: str | Path) -> str | None:
+    """Why a run directory's training is not finished (it is still running, or stopped before
+    its last epoch), or ``None``: its best checkpoint may still change."""
+    path = Path(run_dir) / "checkpoints" / "last.json"
+    if not path.is_file():
+        return None  # an imported model, or no training at all
+    meta = json.loads(path.read_text())
+    epoch, epochs = meta.get("epoch"), meta.get("config", {}).get("epochs")
+    if epoch is None or epochs is None or (epoch >= epochs and not meta.get("partial")):
+        return None
+    return f"it has trained {epoch} of {epochs} epochs (still training, or stopped)"
+
+
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
