@@ -169,3 +169,18 @@ def test_a_network_without_queue(readout):
     x = (torch.rand(5, 4, 6, generator=gen) < 0.5).float()
     ref, fast = gradients(net, x, "torch"), gradients(net, x, "numba")
     assert_same_run_and_close_gradients(ref, fast)
+
+
+def test_training_config_sets_the_queue_places():
+    """A network that needs more than 4 queue places per neuron under refractory dropout
+    fails with the default and trains with ``TrainConfig(max_queued_per_neuron=16)``."""
+    net, x = make("fc")
+    net.train()
+    kw = {"dataset": "digits", "timesteps": x.shape[0], "dt": DT, "refractory_dropout": 0.8}
+    with pytest.raises(RuntimeError, match="max_queued_per_neuron=4"):
+        forward(net, x.transpose(0, 1), TrainConfig(**kw), training=True, seed=0)
+    cfg = TrainConfig(**kw, max_queued_per_neuron=16)
+    r = forward(net, x.transpose(0, 1), cfg, training=True, seed=0)
+    assert r.spikes.max() > 1  # neurons fired more than once in a timestep
+    with pytest.raises(ValueError, match="max_queued_per_neuron must be an int >= 1"):
+        TrainConfig(max_queued_per_neuron=0)

@@ -83,6 +83,7 @@ class TrainConfig:
     spike_reg: float = 0.0  # weight of the mean spikes per neuron and timestep in the loss
     input_dropout: float = 0.25
     refractory_dropout: float = 0.0
+    max_queued_per_neuron: int = 4  # queue places per neuron where refractory dropout acts
     surrogate: str = "arctan"
     surrogate_alpha: float = 2.0
     # unlayered training through the PyTorch engine (a user's policy): recompute each
@@ -99,6 +100,14 @@ class TrainConfig:
         _choice("arch", self.arch, ARCHS)
         _choice("surrogate", self.surrogate, ("arctan", "fast_sigmoid"))
         get_scheduler(self.scheduler)  # raises for an unknown name
+        if (
+            isinstance(self.max_queued_per_neuron, bool)
+            or not isinstance(self.max_queued_per_neuron, int)
+            or self.max_queued_per_neuron < 1
+        ):
+            raise ValueError(
+                f"max_queued_per_neuron must be an int >= 1, got {self.max_queued_per_neuron!r}"
+            )
         if not isinstance(self.recompute, bool):
             raise ValueError(f"recompute must be true or false, got {self.recompute!r}")
         for name in ("tau_m", "threshold", "lr", "surrogate_alpha"):
@@ -267,6 +276,7 @@ def forward(
         seed=seed,
         hooks=hooks,
         refractory_dropout=cfg.refractory_dropout if training else 0.0,
+        max_queued_per_neuron=cfg.max_queued_per_neuron,
         training=training,
         surrogate=cfg.spike_fn(),
         backend=backend,
