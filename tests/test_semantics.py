@@ -109,6 +109,52 @@ def test_refractory_dropout_lets_a_neuron_fire_twice_in_training_only():
     assert forced.population_spikes("h")[0, 0].tolist() == [2.0, 1.0]
 
 
+def test_a_neuron_fires_again_while_its_spike_waits():
+    """h0 and h1 fire on the input; fifo with F = 1 delivers h0 first, which drives h1 over
+    threshold again (not refractory) while h1's first spike is still queued: h1's second
+    spike needs a second queue place. With one place per neuron that is an error, never a
+    silently merged spike."""
+    net = asyncsnn.Network(input_shape=(1,))
+    net.add_population("h", [linear([[1.0], [1.0]])], tau_m=TAU, threshold=0.5)
+    net.connect("h", "h", [linear([[0.0, 0.0], [1.0, 0.0]])])
+    net.add_population("out", [linear([[0.0, 0.0]])], source="h", tau_m=TAU, threshold=0.5)
+    x = frames([1.0])
+    kw = {"scheduler": "fifo", "group_size": 1, "refractory_dropout": 1 - 1e-6, "training": True}
+    for backend in ("torch", "auto"):
+        r = run(net, x, backend=backend, **kw)
+        assert r.population_spikes("h")[0, 0].tolist() == [1.0, 2.0]
+        assert r.forward_steps[0, 0].item() == 3  # h0, h1, h1 again
+        with pytest.raises(RuntimeError, match="1 spike\\(s\\) found no free queue slot"):
+            run(net, x, backend=backend, max_queued_per_neuron=1, **kw)
+
+
+def test_network_spike_dropout_draws_afresh_every_forward_step():
+    """input -> a -> b -> out, one neuron each: a fires on the input (step 0), b on a's spike
+    (step 1), out on b's (step 2). Each spike is kept iff its sample's uniform number for
+    (stream, timestep << 16 | step, neuron) is >= p: b's decision uses step 1's numbers, not
+    step 0's. The seed is one where the two differ."""
+    net = asyncsnn.Network.sequential(
+        [linear([[1.0]]), linear([[1.0]]), linear([[1.0]])], tau_m=TAU, threshold=0.5
+    )
+    hook = asyncsnn.NetworkSpikeDropout(0.5)
+    a, b = 0, 1  # neuron indices
+
+    def u(seed, step, neuron):
+        rng = asyncsnn.rng.SampleRNG(asyncsnn.sample_seeds(seed, 1))
+        return float(rng.uniform(hook.stream, step, 4)[0, neuron])
+
+    seed = next(
+        s for s in range(1000) if u(s, 0, a) >= 0.5 and u(s, 1, b) >= 0.5 and u(s, 0, b) < 0.5
+    )
+    for backend in ("torch", "auto"):
+        r = run(net, frames([1.0]), hooks=[hook], seed=seed, training=True, backend=backend)
+        assert r.spikes[0, 0].tolist() == [1.0, 1.0, 1.0]  # both spikes kept: out fires
+    seed = next(s for s in range(1000) if u(s, 0, a) >= 0.5 and u(s, 1, b) < 0.5)
+    for backend in ("torch", "auto"):
+        r = run(net, frames([1.0]), hooks=[hook], seed=seed, training=True, backend=backend)
+        assert r.spikes[0, 0].tolist() == [1.0, 1.0, 0.0]  # b's spike lost
+
+
 # ------------------------------------------------------------------------------ last group
 def test_an_all_inhibitory_last_group_is_applied():
     # h0 (+0.2) then h1 (-0.5) reach the non-spiking output one per forward step; the last
