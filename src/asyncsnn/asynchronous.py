@@ -75,6 +75,16 @@ def _queue_tables(net: Network, queued_input: bool, slots: int):
     return out
 
 
+def queue_overflow(count: int, max_queued_per_neuron: int) -> RuntimeError:
+    """The error of a run in which ``count`` spikes found every queue place of their neuron
+    taken (never a silently lost spike)."""
+    return RuntimeError(
+        f"{count} spike(s) found no free queue slot: with refractory dropout a neuron had more "
+        f"than max_queued_per_neuron={max_queued_per_neuron} spikes waiting; run again with a "
+        "larger max_queued_per_neuron"
+    )
+
+
 def _order_key(priority: torch.Tensor, live: torch.Tensor, tie_break: torch.Tensor):
     """int64 keys ordering by priority (descending), then by lower slot (neuron) index.
 
@@ -310,7 +320,7 @@ def run_async(
             elif call["after_step"]:
                 if step:
                     steps = steps + chosen_valid[-1].any(1)
-                ctx.step, ctx.fired, ctx.steps = step, fired, steps
+                ctx.fired, ctx.steps = fired, steps
                 ctx.took_step = no_step if step == 0 else ctx.took_step
                 ctx.output_spikes = fired[:, out_slice].to(dtype)
                 so_far = refractory.to(dtype) if once else spk_t
@@ -395,11 +405,7 @@ def run_async(
     for h in call["finish"]:
         h.finish(ctx)
     if int(overflow.sum()):
-        raise RuntimeError(
-            f"{int(overflow.sum())} spike(s) found no free queue slot: with refractory dropout "
-            f"a neuron had more than max_queued_per_neuron={max_queued_per_neuron} spikes "
-            "waiting; run again with a larger max_queued_per_neuron"
-        )
+        raise queue_overflow(int(overflow.sum()), max_queued_per_neuron)
     return {
         "spikes": torch.stack(spikes),
         "forward_steps": forward_steps,

@@ -110,10 +110,11 @@ def run(
             instance); used when gradients are enabled and something requires them. Otherwise
             the run builds no graph (the inference path).
         max_queued_per_neuron: queue slots per neuron when refractory dropout acts.
-        backend: ``"auto"`` (default) runs asynchronous inference through the compiled numba
-            CPU kernel where it applies (see :mod:`asyncsnn.kernels`; the same result) and the
-            PyTorch engine elsewhere; ``"torch"`` always runs the PyTorch engine; ``"numba"``
-            requires the kernel and raises a ``ValueError`` saying why where it cannot run.
+        backend: ``"auto"`` (default) runs asynchronous execution, with or without gradients,
+            through the compiled numba CPU kernel where it applies (see
+            :mod:`asyncsnn.kernels`; the same spikes) and the PyTorch engine elsewhere;
+            ``"torch"`` always runs the PyTorch engine; ``"numba"`` requires the kernel and
+            raises a ``ValueError`` saying why where it cannot run.
         recompute: with gradients through the PyTorch engine (asynchronous execution on a
             GPU, or with a user's policy, hook or surrogate), keep only each timestep's
             input and membranes and recompute the timestep during the backward pass: memory

@@ -280,7 +280,7 @@ def forward(
         training=training,
         surrogate=cfg.spike_fn(),
         backend=backend,
-        recompute=bool(cfg.recompute),
+        recompute=cfg.recompute,
     )
 
 

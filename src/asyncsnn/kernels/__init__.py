@@ -73,9 +73,7 @@ def unsupported_reason(
     scheduler,
     hooks,
     prioritized_input: bool,
-    refractory_dropout: float,
     spike_fn,
-    training: bool,
 ) -> str | None:
     """Why the compiled kernel cannot run this call, or ``None`` where it can."""
     if spike_fn is not None and type(spike_fn) not in _SURROGATES:
@@ -114,9 +112,7 @@ def try_run(backend: str, net, x: torch.Tensor, **kw) -> dict | None:
         scheduler=kw["scheduler"],
         hooks=kw["hooks"],
         prioritized_input=kw["prioritized_input"],
-        refractory_dropout=kw["refractory_dropout"],
         spike_fn=kw["spike_fn"],
-        training=kw["training"],
     )
     cpu = None
     if reason is None:

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from numba import njit
 
+from ..asynchronous import queue_overflow
 from ..dynamics import decay_factor
 from ..hooks import MaxForwardSteps, NetworkSpikeDropout, StepContext, StopOnOutputSpike, overrides
 from ..network import INPUT, Network
@@ -1059,12 +1060,7 @@ class Plan:
         chunks = run_chunks(_simulate, B, args)
         overflow = sum(int(tape[-1]) for _, _, tape in chunks)
         if overflow:
-            raise RuntimeError(
-                f"{overflow} spike(s) found no free queue slot: with refractory dropout a "
-                "neuron had more than max_queued_per_neuron="
-                f"{self.max_queued_per_neuron} spikes waiting; run again with a larger "
-                "max_queued_per_neuron"
-            )
+            raise queue_overflow(overflow, self.max_queued_per_neuron)
         return out, chunks
 
     def result(self, out: dict, spikes: torch.Tensor, membrane: torch.Tensor | None) -> dict:
