@@ -51,14 +51,6 @@ def assert_identical(a: asyncsnn.RunResult, b: asyncsnn.RunResult) -> None:
     assert a.records == b.records
 
 
-@pytest.fixture
-def exact():
-    """The kernel reproduces the order of PyTorch's CPU topk (libstdc++'s): skip the
-    comparisons of kernel and reference elsewhere, where ``backend="auto"`` does not use it."""
-    if not cpu.topk_order_matches():
-        pytest.skip("this PyTorch's topk(sorted=False) orders groups otherwise")
-
-
 # ------------------------------------------------------------------------ networks
 def _init(gen: torch.Generator, module: nn.Module, mean: float, std: float) -> nn.Module:
     with torch.no_grad():
@@ -85,7 +77,7 @@ def fc(gen, bias=False, readout="spikes"):
     return net, _spikes_in(gen, (14, 3, 24), counts=True)
 
 
-def wide(gen):  # 600 queue slots: a group of 8 is taken by a sorted (partial) topk
+def wide(gen):  # 600 queue slots: a heap over many queued spikes
     layers = [_lin(gen, 16, 600, mean=0.1, std=0.3), _lin(gen, 600, 8, mean=0.0, std=0.15)]
     net = asyncsnn.Network.sequential(layers, tau_m=2e-3, threshold=0.5, readout="membrane")
     return net, _spikes_in(gen, (8, 2, 16))
@@ -157,7 +149,7 @@ def make(name: str, seed: int = 0):
 @pytest.mark.parametrize("group_size", [1, 3, 8])
 @pytest.mark.parametrize("policy", list(POLICIES))
 @pytest.mark.parametrize("name", list(NETWORKS))
-def test_kernel_equals_the_reference(name, policy, group_size, exact):
+def test_kernel_equals_the_reference(name, policy, group_size):
     net, x = make(name)
     kw = {"scheduler": POLICIES[policy], "group_size": group_size, "seed": 3}
     ref = run(net, x, backend="torch", **kw)
@@ -166,23 +158,18 @@ def test_kernel_equals_the_reference(name, policy, group_size, exact):
     assert ref.spikes.sum() > 0 and ref.forward_steps.sum() > 0  # something to compare
 
 
-def test_the_cases_cover_both_orders_of_topk():
-    """torch.topk sorts a group when 64 F <= slots, else leaves nth_element's order: the
-    networks above exercise both with several spikes per group."""
-    regimes = set()
+def test_the_cases_deliver_groups_of_several_spikes():
+    """The networks above put several spikes into one group, so the order in which a group's
+    currents are summed matters to the comparisons."""
     for name in NETWORKS:
         net, x = make(name)
-        slots = len(cpu._structure(net)["slot_layer"])
-        for f in (1, 3, 8):
-            regimes.add(min(f, slots) * 64 <= slots)
         r = run(net, x, backend="numba", scheduler="fifo", group_size=8)
         queued = r.spikes[..., net.tables().has_outgoing[net.n_input :]].sum(2)
-        assert (queued > r.forward_steps).any(), name  # some groups hold several spikes
-    assert regimes == {True, False}
+        assert (queued > r.forward_steps).any(), name
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_kernel_equals_the_reference_on_random_networks(seed, exact):
+def test_kernel_equals_the_reference_on_random_networks(seed):
     gen = torch.Generator().manual_seed(100 + seed)
     g = torch.randint(0, 2**31, (1,), generator=gen).item()
     sizes = torch.randint(3, 30, (4,), generator=gen).tolist()
@@ -201,7 +188,7 @@ def test_kernel_equals_the_reference_on_random_networks(seed, exact):
         assert_identical(run(net, x, backend="torch", **kw), run(net, x, backend="numba", **kw))
 
 
-def test_real_nmnist_samples(shared_data, exact):
+def test_real_nmnist_samples(shared_data):
     from asyncsnn.data import load_dataset
 
     test = load_dataset(
@@ -237,7 +224,7 @@ def test_real_nmnist_samples(shared_data, exact):
     ids=["max0", "max2", "stop_out", "stop_out_plus1", "both"],
 )
 @pytest.mark.parametrize("policy", ["random", "momentum0", "fifo"])
-def test_stop_rules(hooks, policy, exact):
+def test_stop_rules(hooks, policy):
     net, x = make("skip")
     kw = {"scheduler": POLICIES[policy], "group_size": 2, "hooks": hooks}
     ref = run(net, x, backend="torch", **kw)
@@ -245,7 +232,7 @@ def test_stop_rules(hooks, policy, exact):
     assert_identical(ref, run(net, x, backend="numba", **kw))
 
 
-def test_dropouts_that_do_nothing_are_accepted(exact):
+def test_dropouts_that_do_nothing_are_accepted():
     net, x = make("fc")
     quiet = [asyncsnn.InputSpikeDropout(0.5), asyncsnn.NetworkSpikeDropout(0.5)]
     kw = {"hooks": quiet, "training": False, "refractory_dropout": 0.3, "scheduler": "fifo"}
@@ -280,7 +267,7 @@ DROPOUTS = {
 @pytest.mark.parametrize("policy", ["random", "momentum_noisy", "fifo", "layered"])
 @pytest.mark.parametrize("case", list(DROPOUTS))
 @pytest.mark.parametrize("name", ["fc", "recurrent", "conv"])
-def test_dropouts_that_act(name, case, policy, exact):
+def test_dropouts_that_act(name, case, policy):
     """Refractory dropout (a neuron may hold several queue places), input and network spike
     dropout act in the kernel as in the reference, on the same random streams."""
     net, x = make(name)
@@ -368,56 +355,10 @@ def test_threads_do_not_change_the_result():
     assert_identical(one, three)
 
 
-# ------------------------------------------------------------------------ topk order
-@pytest.mark.skipif(sys.platform != "linux", reason="the order is libstdc++'s")
-@pytest.mark.parametrize("sort", ["nth_element", "partial_sort"])
-def test_the_kernel_reproduces_the_order_of_torch_topk(sort):
-    """topk(sorted=False) on the CPU: libstdc++'s partial_sort when 64 k <= n, else its
-    nth_element, both on (key, index) pairs comparing keys only; ties and empty slots
-    included. The kernel reproduces both."""
-    gen = torch.Generator().manual_seed(1)
-    for trial in range(300):
-        k = int(torch.randint(1, 20, (1,), generator=gen))
-        if sort == "partial_sort":
-            n = 64 * k + int(torch.randint(0, 300, (1,), generator=gen))
-        else:
-            n = int(torch.randint(k, 64 * k, (1,), generator=gen))
-        spread = [3, 1000, 10**9][trial % 3]  # few distinct keys: many ties
-        keys = torch.randint(-spread, spread, (n,), generator=gen)
-        keys[torch.rand(n, generator=gen) < 0.6] = torch.iinfo(torch.int64).min
-        floats = keys.float().masked_fill(keys == torch.iinfo(torch.int64).min, -float("inf"))
-        kv, ki = keys.numpy().copy(), torch.arange(n).numpy()
-        if sort == "partial_sort":
-            cpu.partial_sort(kv, ki, n, k)
-        else:
-            cpu.nth_element(kv, ki, n, k - 1)
-        assert ki[:k].tolist() == keys.topk(k, sorted=False).indices.tolist()
-        assert ki[:k].tolist() == floats.topk(k, sorted=False).indices.tolist()
-    assert cpu.topk_order_matches()
-
-
-def test_the_sparse_partial_sort_equals_the_full_one():
-    """Where equal keys decide a sorted group, the kernel reproduces the partial sort over all
-    slots from the first F slots and the queued ones only."""
-    dead = np.iinfo(np.int64).min
-    gen = np.random.default_rng(3)
-    for trial in range(600):
-        k = int(gen.integers(1, 10))
-        n = int(gen.integers(k, 64 * k + 300))
-        keys = gen.integers(0, [3, 50, 2**40][trial % 3], n)
-        keys[gen.random(n) < gen.random()] = dead
-        kv, ki = keys.copy(), np.arange(n)
-        cpu.partial_sort(kv, ki, n, k)
-        sv, si = np.empty(n, np.int64), np.empty(n, np.int64)
-        sv[:k], si[:k] = keys[:k], np.arange(k)
-        slots = np.flatnonzero(keys[k:] != dead) + k
-        cpu.partial_sort_sparse(sv, si, k, keys[slots], slots, len(slots))
-        assert si[:k].tolist() == ki[:k].tolist()
-
-
-def test_the_selection_of_random_groups_detects_ties():
-    """The random policy's group (64 F <= slots) is selected among the queued spikes; where
-    equal keys decide it, the kernel takes topk's partial sort over all slots instead."""
+# ------------------------------------------------------------------------ group selection
+def test_the_selection_takes_the_largest_keys():
+    """A group is the F largest keys, each a priority above the slot's tie-break (the lower
+    slot wins a tie), whatever their order in the queue."""
     gen = np.random.default_rng(0)
     heap = np.empty(64, np.int64)
     for trial in range(400):
@@ -425,21 +366,19 @@ def test_the_selection_of_random_groups_detects_ties():
         m = int(gen.integers(1, n + 1))
         values = gen.integers(0, [4, 60, 2**24][trial % 3], n)
         slots = gen.permutation(200)[:n]
+        keys = (values << 32) | (0xFFFFFFFF - slots)
         chosen = np.empty(m, np.int64)
-        tie = cpu.select_largest(values, slots, n, m, heap, chosen)
+        assert cpu.select_largest(keys, n, m, heap, chosen) == m
         order = sorted(range(n), key=lambda i: (-values[i], slots[i]))
-        assert chosen.tolist() == [int(slots[i]) for i in order[:m]]
-        top = [int(values[i]) for i in order[: m + 1]]
-        expected = len(set(top[:m])) < m or (m < n and top[m] == top[m - 1])
-        assert tie == expected
+        assert sorted(chosen.tolist()) == sorted(int(slots[i]) for i in order[:m])
 
 
 @pytest.mark.parametrize("group_size", [1, 2, 5, 8])
 @pytest.mark.parametrize("wide", [False, True])
-def test_exactly_tied_float_priorities(wide, group_size, exact):
+def test_exactly_tied_float_priorities(wide, group_size):
     """Neurons driven by their bias alone fire with equal potentials: with a noise far below
-    their float resolution, momentum's float priorities tie, and the group is whatever topk
-    makes of the ties; the kernel reproduces it (sorted or nth_element order)."""
+    their float resolution, momentum's float priorities tie, and the group goes to the lower
+    neuron index in both engines."""
     gen = torch.Generator().manual_seed(4)
     width = 600 if wide else 60
     hidden = _lin(gen, 10, width, bias=True)
@@ -471,7 +410,7 @@ def kernel_calls(monkeypatch):
     return calls
 
 
-def test_auto_runs_the_kernel_where_it_applies(kernel_calls, exact):
+def test_auto_runs_the_kernel_where_it_applies(kernel_calls):
     net, x = make("fc")
     ref = run(net, x, backend="torch", scheduler="momentum")
     assert not kernel_calls
@@ -557,15 +496,6 @@ def test_an_unusable_numba_is_a_fallback_too(monkeypatch, kernel_calls):
     with pytest.raises(ValueError, match="numba cannot be imported"):
         run(net, x, backend="numba")
     assert not kernel_calls
-
-
-def test_auto_falls_back_where_topk_orders_otherwise(monkeypatch, kernel_calls):
-    monkeypatch.setattr(cpu, "topk_order_matches", lambda: False)
-    net, x = make("fc")
-    run(net, x)
-    assert not kernel_calls
-    run(net, x, backend="numba")  # on request it runs anyway
-    assert kernel_calls == [1]
 
 
 def test_bad_backend_arguments():

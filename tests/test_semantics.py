@@ -177,6 +177,34 @@ def test_an_all_inhibitory_last_group_is_applied():
 
 
 # ------------------------------------------------------------------------------ bias
+
+# ------------------------------------------------------------------------------ delivery order
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("scheduler", ["momentum", "fifo", "random", "layered"])
+def test_a_groups_current_is_summed_in_the_senders_order(scheduler, backend, grad):
+    """Three hidden neurons fire at the input delivery and form one group (F = 3); their
+    weights into the output are 1, 1e8 and -1e8. In the senders' order the float32 sum is
+    (1 + 1e8) - 1e8 = 0 (1e8 + 1 rounds to 1e8), so the output receives no current and is
+    not even checked; any other order would give it 1. Momentum chooses the senders in the
+    reverse order (their potentials are 1, 2 and 3): the sum keeps the senders' order."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    assert torch.tensor(1e8, dtype=torch.float32) + 1 - 1e8 == 0
+    for readout in ("membrane", "spikes"):
+        net = fan_in_fan_out([[1.0], [2.0], [3.0]], [[1.0, 1e8, -1e8]], readout=readout)
+        net.requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            r = asyncsnn.run(
+                net, frames([1.0]), dt=DT, scheduler=scheduler, group_size=3, backend=backend
+            )
+        assert r.spikes[0, 0, :3].tolist() == [1.0, 1.0, 1.0]
+        assert r.forward_steps.tolist() == [[1]]
+        if readout == "membrane":
+            assert r.membrane[0, 0, 0].item() == 0.0
+        else:
+            assert r.output_counts.tolist() == [[0.0]]
+
 @pytest.mark.parametrize("group_size", [1, 8])
 def test_bias_is_one_current_per_timestep_whatever_f(group_size):
     # three hidden spikes per timestep reach a non-spiking output with bias 0.05: the bias is

@@ -143,7 +143,7 @@ def run_async(
     slot_row, slot_neuron, slot_id = qt["slot_row"], qt["slot_neuron"], qt["slot_id"]
     slot_state = torch.where(slot_neuron >= n_in, slot_neuron - n_in, n_pop)  # input -> sink
     slot_fanout = qt["slot_fanout"].to(dtype)
-    tie_break = 0xFFFFFFFF - slot_id if scheduler.exact_ties else None
+    tie_break = 0xFFFFFFFF - slot_id  # equal priorities: the lower slot (neuron) first
     if (
         slots == 1
         and len(slot_state)
@@ -341,12 +341,10 @@ def run_async(
             step += 1
             view.pending, view.timestep, view.step = pending, t, step
             view._potential, view._fired_at = q_potential, q_fired
-            priority = scheduler.priority(view)
-            if tie_break is None:
-                order = priority.masked_fill(~pending, float("-inf"))
-            else:
-                order = _order_key(priority, pending, tie_break)
-            sel = order.topk(group, dim=1, sorted=False).indices
+            order = _order_key(scheduler.priority(view), pending, tie_break)
+            # the group in ascending slot order, which is the senders' network order: the
+            # order in which their currents are summed (docs/semantics.md, section 3)
+            sel = order.topk(group, dim=1, sorted=False).indices.sort(dim=1).values
             valid = pending.gather(1, sel)
             pending = pending.scatter(1, sel, False)  # only empty slots fill an unused place
             chosen.append(sel)
@@ -357,14 +355,15 @@ def run_async(
             if track_value:
                 cur = (cur.view(B, group, -1) * q_value.gather(1, sel)[..., None]).view(B, -1)
             dst = tab_dst.index_select(0, rows).view(B, -1)
+            # each target's current: the float32 sum over the group in the senders' order
+            # (scatter_add adds in the order of its index), then added to the membrane once
+            current = torch.zeros(B, width, dtype=dtype, device=device).scatter_add(1, dst, cur)
             if grad:
-                current = torch.zeros(B, width, dtype=dtype, device=device)
-                current = current.scatter_add(1, dst, cur)
                 current = current.masked_fill(refractory, 0.0)
                 checked = current != 0
                 V = integrate(V, current)
             else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
-                V.scatter_add_(1, dst, cur)
+                V.add_(current)
                 V.masked_fill_(refractory, 0.0)
             if call["after_step"] and replay is None:
                 ctx.took_step = valid.any(1)

@@ -81,14 +81,11 @@ class Scheduler:
         needs_potential: ``True`` if it reads ``QueueView.potential`` (it then needs
             prioritized input, since input spikes have no membrane potential).
         needs_fired_at: ``True`` if it reads ``QueueView.fired_at``.
-        exact_ties: ``True`` (default) to break equal priorities by the lower neuron index;
-            ``False`` for policies whose priorities are random anyway (a cheaper selection).
     """
 
     name: str = "custom"
     needs_potential: bool = False
     needs_fired_at: bool = False
-    exact_ties: bool = True
 
     def priority(self, q: QueueView) -> torch.Tensor:
         """(batch, slots) priorities, higher first; no NaN."""
@@ -102,7 +99,6 @@ class Random(Scheduler):
     """Uniformly at random among the queued spikes (each sample its own stream)."""
 
     name = "random"
-    exact_ties = False
 
     def priority(self, q: QueueView) -> torch.Tensor:
         return q.uniform()
@@ -123,7 +119,6 @@ class Momentum(Scheduler):
     def __post_init__(self) -> None:
         if not self.lambda_ms >= 0:
             raise ValueError(f"Momentum lambda_ms must be >= 0, got {self.lambda_ms}")
-        self.exact_ties = self.lambda_ms == 0
 
     def priority(self, q: QueueView) -> torch.Tensor:
         if self.lambda_ms == 0:

@@ -9,32 +9,20 @@ queue places), the queue, the policy, network spike dropout, group delivery thro
 per-source tables, stop rules, output spikes, synaptic operations, forward-step counts and
 the membrane of a non-spiking readout. Input spike dropout is applied to the input before.
 
-Two modes follow the reference's two paths: inference adds each delivered weight to its
-target's membrane; with gradients (``buffered``) a group's currents are summed first and only
-neurons whose current is non-zero are checked, and the kernel records the tape that
-:mod:`asyncsnn.kernels.cpu_grad` differentiates.
+A group's currents are summed first, in the order of the senders' index, and then added to
+the membranes once; only neurons whose current is non-zero are checked (docs/semantics.md,
+section 3), in inference and training alike. With gradients the kernel also records the
+tape that :mod:`asyncsnn.kernels.cpu_grad` differentiates.
 
 Cost follows the spikes: a forward step touches the chosen spikes' table rows and their
 targets only, and only the neurons that received current are checked against the threshold.
-
-Exactness. The reference takes a group with ``torch.topk(sorted=False)`` and adds its
-currents with ``scatter_add_`` in the order topk returns the chosen spikes, so the float sums
-depend on that order. PyTorch's CPU topk runs, on (key, slot) pairs compared by key only,
-libstdc++'s ``std::partial_sort`` when ``64 F <= slots`` (the group comes out sorted) and its
-``std::nth_element`` otherwise (an introselect: the group comes out in whatever order it
-leaves). The kernel reproduces both:
-
-- ``64 F <= slots``: the ``F`` largest keys are found among the queued spikes only (a heap
-  for the keys that stay fixed while queued, a selection over fresh keys for ``random``) and
-  delivered largest first. Deterministic policies have unique keys (ties go to the lower
-  slot). Where equal float keys decide a group (``random``, ``momentum`` with noise), the
-  kernel runs the same partial sort over all slots for that step, as topk does.
-- otherwise the same introselect over all slots, whose cost is then below ``64 F`` per step.
-
-:func:`topk_order_matches` checks that the installed PyTorch behaves so; ``backend="auto"``
-uses the kernel only where it does. The priorities are the reference's bit for bit: the
-``random`` keys and the momentum noise come from the same counter-based hash as
-:class:`asyncsnn.rng.SampleRNG`, and float32 arithmetic is done in the same order.
+The group is chosen from the queued spikes only: a heap of their keys for the policies whose
+priority stays fixed while a spike waits (momentum, fifo, layered), a selection over fresh
+keys for ``random``. Every key is the priority above the slot's tie-break (the lower slot
+first), as in the reference, so the chosen set is the reference's, and the priorities are
+the reference's bit for bit: the ``random`` keys and the momentum noise come from the same
+counter-based hash as :class:`asyncsnn.rng.SampleRNG`, and float32 arithmetic is done in the
+same order.
 """
 
 from __future__ import annotations
@@ -114,193 +102,6 @@ def momentum_priorities(potential, lam, bits):
     return out
 
 
-# ------------------------------------------------------------------ libstdc++'s selections
-# A faithful transcription of libstdc++'s std::nth_element (introselect) and
-# std::partial_sort (bits/stl_algo.h, bits/stl_heap.h) on (key, index) pairs held in two
-# arrays, with the comparator ``a.key > b.key`` of PyTorch's CPU topk: the first k pairs come
-# out in the very order torch.topk(sorted=False) returns.
-@njit(cache=True, inline="always")
-def _swap(kv, ki, i, j):
-    a = kv[i]
-    kv[i] = kv[j]
-    kv[j] = a
-    c = ki[i]
-    ki[i] = ki[j]
-    ki[j] = c
-
-
-@njit(cache=True)
-def _adjust_heap(kv, ki, first, hole, length, vk, vi):
-    top = hole
-    second = hole
-    while second < (length - 1) // 2:
-        second = 2 * (second + 1)
-        if kv[first + second] > kv[first + second - 1]:
-            second -= 1
-        kv[first + hole] = kv[first + second]
-        ki[first + hole] = ki[first + second]
-        hole = second
-    if (length & 1) == 0 and second == (length - 2) // 2:
-        second = 2 * (second + 1)
-        kv[first + hole] = kv[first + second - 1]
-        ki[first + hole] = ki[first + second - 1]
-        hole = second - 1
-    parent = (hole - 1) // 2
-    while hole > top and kv[first + parent] > vk:
-        kv[first + hole] = kv[first + parent]
-        ki[first + hole] = ki[first + parent]
-        hole = parent
-        parent = (hole - 1) // 2
-    kv[first + hole] = vk
-    ki[first + hole] = vi
-
-
-@njit(cache=True)
-def _make_heap(kv, ki, first, length):
-    if length >= 2:
-        parent = (length - 2) // 2
-        while True:
-            _adjust_heap(kv, ki, first, parent, length, kv[first + parent], ki[first + parent])
-            if parent == 0:
-                break
-            parent -= 1
-
-
-@njit(cache=True)
-def _heap_select(kv, ki, first, middle, last):
-    length = middle - first
-    _make_heap(kv, ki, first, length)
-    for i in range(middle, last):
-        if kv[i] > kv[first]:
-            vk = kv[i]
-            vi = ki[i]
-            kv[i] = kv[first]
-            ki[i] = ki[first]
-            _adjust_heap(kv, ki, first, 0, length, vk, vi)
-
-
-@njit(cache=True)
-def _sort_heap(kv, ki, k):
-    last = k
-    while last > 1:
-        last -= 1
-        vk = kv[last]
-        vi = ki[last]
-        kv[last] = kv[0]
-        ki[last] = ki[0]
-        _adjust_heap(kv, ki, 0, 0, last, vk, vi)
-
-
-@njit(cache=True)
-def partial_sort(kv, ki, n, k):
-    """``std::partial_sort(first, first + k, first + n, greater-key)`` on ``kv[:n]``, moving
-    ``ki`` along: ``__heap_select`` then ``__sort_heap``."""
-    if k <= 0 or n <= 0:
-        return
-    _heap_select(kv, ki, 0, k, n)
-    _sort_heap(kv, ki, k)
-
-
-@njit(cache=True)
-def partial_sort_sparse(kv, ki, k, keys, slots, n):
-    """:func:`partial_sort` of an array whose entries after the first ``k`` are all equal to
-    the lowest key, but for ``n`` of them: their keys and positions ``slots`` (increasing).
-
-    ``kv[:k]``, ``ki[:k]`` hold the first ``k`` entries. The heap selection skips an entry
-    unless it is greater than the heap's root, so the lowest keys never enter: the result is
-    the full partial sort's, in time proportional to ``n``, not to the array's length."""
-    if k <= 0:
-        return
-    _make_heap(kv, ki, 0, k)
-    for c in range(n):
-        if keys[c] > kv[0]:
-            _adjust_heap(kv, ki, 0, 0, k, keys[c], slots[c])
-    _sort_heap(kv, ki, k)
-
-
-@njit(cache=True)
-def _insertion_sort(kv, ki, first, last):
-    if first == last:
-        return
-    for i in range(first + 1, last):
-        vk = kv[i]
-        vi = ki[i]
-        if vk > kv[first]:
-            for j in range(i, first, -1):
-                kv[j] = kv[j - 1]
-                ki[j] = ki[j - 1]
-            kv[first] = vk
-            ki[first] = vi
-        else:
-            j = i
-            while vk > kv[j - 1]:
-                kv[j] = kv[j - 1]
-                ki[j] = ki[j - 1]
-                j -= 1
-            kv[j] = vk
-            ki[j] = vi
-
-
-@njit(cache=True)
-def _partition_pivot(kv, ki, first, last):
-    mid = first + (last - first) // 2
-    a, b, c = first + 1, mid, last - 1
-    # __move_median_to_first(first, a, b, c)
-    if kv[a] > kv[b]:
-        if kv[b] > kv[c]:
-            _swap(kv, ki, first, b)
-        elif kv[a] > kv[c]:
-            _swap(kv, ki, first, c)
-        else:
-            _swap(kv, ki, first, a)
-    elif kv[a] > kv[c]:
-        _swap(kv, ki, first, a)
-    elif kv[b] > kv[c]:
-        _swap(kv, ki, first, c)
-    else:
-        _swap(kv, ki, first, b)
-    # __unguarded_partition(first + 1, last, pivot = first)
-    lo, hi = first + 1, last
-    pivot = kv[first]
-    while True:
-        while kv[lo] > pivot:
-            lo += 1
-        hi -= 1
-        while pivot > kv[hi]:
-            hi -= 1
-        if not lo < hi:
-            return lo
-        _swap(kv, ki, lo, hi)
-        lo += 1
-
-
-@njit(cache=True)
-def nth_element(kv, ki, n, nth):
-    """``std::nth_element(first, first + nth, first + n, greater-key)`` on ``kv[:n]``,
-    moving ``ki`` along."""
-    first, last = 0, n
-    if n == 0 or nth >= n:
-        return
-    depth = 0
-    size = n
-    while size > 1:
-        size >>= 1
-        depth += 1
-    depth *= 2
-    while last - first > 3:
-        if depth == 0:
-            _heap_select(kv, ki, first, nth + 1, last)
-            _swap(kv, ki, first, nth)
-            return
-        depth -= 1
-        cut = _partition_pivot(kv, ki, first, last)
-        if cut <= nth:
-            first = cut
-        else:
-            last = cut
-    _insertion_sort(kv, ki, first, last)
-
-
 # ------------------------------------------------------------------ binary heaps of int64 keys
 @njit(cache=True, inline="always")
 def _max_push(heap, size, key):
@@ -366,35 +167,20 @@ def _min_push(heap, size, key):
 
 
 @njit(cache=True)
-def select_largest(values, slots, n, m, heap, chosen):
-    """The ``m`` largest of ``values[:n]`` (>= 0, below 2**32) into ``chosen``, as their
-    ``slots``, largest first, equal values by the lower slot first. Returns whether equal
-    values decide (two chosen values are equal, or the smallest chosen equals one left out),
-    that is whether the result is not the only sorted order."""
+def select_largest(keys, n, m, heap, chosen):
+    """The slots of the ``m`` largest of the distinct ``keys[:n]`` (each ``priority << 32 |
+    (2**32 - 1 - slot)``) into ``chosen``, in no particular order; returns how many."""
     size = 0
-    rest = np.int64(-1)  # the largest value left out
     for k in range(n):
-        val = values[k]
-        key = (val << 32) | (0xFFFFFFFF - slots[k])
+        key = keys[k]
         if size < m:
             size = _min_push(heap, size, key)
         elif key > heap[0]:
-            rest = max(rest, heap[0] >> 32)
             heap[0] = key
             _min_sift_down(heap, size, 0)
-        else:
-            rest = max(rest, val)
-    tie = False
-    previous = np.int64(-1)
-    while size > 0:  # pop the smallest last
-        size -= 1
-        chosen[size] = 0xFFFFFFFF - (heap[0] & 0xFFFFFFFF)
-        val = heap[0] >> 32
-        tie = tie or val in (rest, previous)
-        previous = val
-        heap[0] = heap[size]
-        _min_sift_down(heap, size, 0)
-    return tie
+    for k in range(size):
+        chosen[k] = 0xFFFFFFFF - (heap[k] & 0xFFFFFFFF)
+    return size
 
 
 @njit(cache=True, inline="always")
@@ -478,7 +264,6 @@ def _simulate(
     policy,
     lam,
     group,
-    partial,
     max_steps,
     extra_steps,
     out_lo,
@@ -487,7 +272,6 @@ def _simulate(
     p_refractory,
     drop_stream,
     drop_p,
-    buffered,
     record,
     spikes,
     forward_steps,
@@ -501,19 +285,17 @@ def _simulate(
 
     ``slots`` queue places per neuron (more than one where refractory dropout lets a neuron
     fire again before its spike was delivered); ``p_refractory`` the refractory dropout;
-    ``drop_stream``, ``drop_p`` the network spike dropouts that act. ``buffered``: add a
-    group's currents up first and then to the membranes, and check only neurons whose current
-    is non-zero (the reference's gradient path), instead of adding them to the membranes one
-    by one (its inference path). ``record``: write the tape the backward pass reads (see
-    :mod:`asyncsnn.kernels.cpu_grad`) and every timestep's final membranes into ``v_end``.
-    Returns the tape and the number of spikes that found no free queue place.
+    ``drop_stream``, ``drop_p`` the network spike dropouts that act. ``record``: write the
+    tape the backward pass reads (see :mod:`asyncsnn.kernels.cpu_grad`) and every timestep's
+    final membranes into ``v_end``. Returns the tape and the number of spikes that found no
+    free queue place.
     """
     n_t_steps = current.shape[0]
     n = current.shape[2]
     q_n = slot_layer.shape[0] * slots
     qa = max(q_n, 1)
     v = np.zeros(n, np.float32)
-    acc = np.zeros(n, np.float32)  # a group's currents (buffered)
+    acc = np.zeros(n, np.float32)  # a group's currents, summed before they are added
     refractory = np.full(n, -1, np.int64)  # the timestep in which the neuron was made so
     touch = np.full(n, -1, np.int64)  # the last forward step that delivered to it
     touched = np.empty(n, np.int64)
@@ -521,12 +303,9 @@ def _simulate(
     live = np.empty(qa, np.int64)  # the queued slots, unordered
     live_pos = np.empty(qa, np.int64)
     heap = np.empty(qa, np.int64)
-    kv = np.empty(qa, np.int64)
-    ki = np.empty(qa, np.int64)
-    cand_slot = np.empty(qa, np.int64)
-    cand_key = np.empty(qa, np.int64)
+    kv = np.empty(qa, np.int64)  # random: this step's keys of the queued spikes
+    ki = np.empty(max(group, 1), np.int64)
     chosen = np.empty(max(group, 1), np.int64)
-    ckey = np.empty(max(group, 1), np.int64)  # the chosen spikes' keys (without tie-break)
     fbuf = np.empty(1, np.float32)
     ibuf = fbuf.view(np.int32)
     record_membrane = membrane.shape[0] > 0
@@ -626,28 +405,23 @@ def _simulate(
                         n_chk += 1
                     if q < 0:
                         continue
-                    tie = 0xFFFFFFFF - q
-                    if policy == RANDOM:
-                        key = np.int64(1)
-                    elif policy == MOMENTUM_NOISE:
+                    tie = 0xFFFFFFFF - q  # equal priorities: the lower slot first
+                    key = np.int64(0)  # random: drawn afresh at every step
+                    if policy == MOMENTUM_NOISE:
                         fbuf[0] = momentum_priority(pre, lam, uniform_bits(mixed, noise_key, q))
-                        if fbuf[0] == 0:
-                            fbuf[0] = 0.0  # -0.0 and 0.0 compare equal as floats
-                        key = _ordered(ibuf[0])
+                        key = (_ordered(ibuf[0]) << 32) | tie
                     elif policy == MOMENTUM:
                         fbuf[0] = pre
                         key = (_ordered(ibuf[0]) << 32) | tie
                     elif policy == FIFO_CODE:
                         key = ((-np.int64(step)) << 32) | tie
-                    else:
+                    elif policy == LAYERED:
                         key = ((-slot_layer[row]) << 32) | tie
                     skey[q] = key
                     live[n_live] = q
                     live_pos[q] = n_live
                     n_live += 1
-                    if partial and policy != RANDOM:
-                        if policy == MOMENTUM_NOISE:
-                            key = (key << 32) | tie
+                    if policy != RANDOM:  # a key fixed while the spike waits
                         n_heap = _max_push(heap, n_heap, key)
                 if record:
                     t_rows[n_rows, 4] = n_chk - t_rows[n_rows, 3]
@@ -667,70 +441,21 @@ def _simulate(
                     n_heap = 0
                 if n_live == 0:
                     break
-                # ---- choose up to F queued spikes, in the reference's topk order ---------------
+                # ---- choose the F highest priorities, deliver them in slot order -------------
                 step += 1
-                n_chosen = 0
-                step_key = 0
                 if policy == RANDOM:
                     step_key = counter_key(_RANDOM_STREAM, (t << 16) + step)
-                # 64 F <= slots: topk sorts the group. The F largest keys are then found
-                # among the queued spikes only; where two of the keys that decide the group
-                # tie exactly (possible with float keys: random, momentum with noise), the
-                # order is the partial sort's, reproduced from the queued spikes in slot
-                # order. Otherwise topk leaves nth_element's order, over all the slots.
-                full = not partial
-                if partial and policy == RANDOM:
                     for k in range(n_live):
-                        ki[k] = uniform_bits(mixed, step_key, live[k])
-                    n_chosen = min(group, n_live)
-                    full = select_largest(ki, live, n_live, n_chosen, kv, chosen)
-                elif partial:  # the heap's order
+                        q = live[k]
+                        kv[k] = (uniform_bits(mixed, step_key, q) << 32) | (0xFFFFFFFF - q)
+                    n_chosen = select_largest(kv, n_live, group, ki, chosen)
+                else:
+                    n_chosen = 0
                     while n_chosen < group and n_heap > 0:
                         chosen[n_chosen] = 0xFFFFFFFF - (heap[0] & 0xFFFFFFFF)
-                        ckey[n_chosen] = heap[0] >> 32
                         n_chosen += 1
                         n_heap = _max_pop(heap, n_heap)
-                    if policy == MOMENTUM_NOISE:  # keys unique otherwise (index tie-break)
-                        full = n_heap > 0 and heap[0] >> 32 == ckey[n_chosen - 1]
-                        for k in range(1, n_chosen):
-                            full = full or ckey[k] == ckey[k - 1]
-                if full:
-                    n_chosen = 0
-                    if n_live == 1:
-                        chosen[0] = live[0]
-                        n_chosen = 1
-                    else:
-                        # the first F slots as they are, then (partial sort) only the queued
-                        # ones in slot order, or (nth_element) all of them
-                        for j in range(group if partial else q_n):
-                            key = skey[j]
-                            if policy == RANDOM and key != _DEAD:
-                                key = uniform_bits(mixed, step_key, j)
-                            kv[j] = key
-                            ki[j] = j
-                        if partial:
-                            n_cand = 0
-                            for k in range(n_live):
-                                if live[k] >= group:
-                                    cand_slot[n_cand] = live[k]
-                                    n_cand += 1
-                            cand_slot[:n_cand].sort()
-                            for k in range(n_cand):
-                                q = cand_slot[k]
-                                key = skey[q]
-                                if policy == RANDOM:
-                                    key = uniform_bits(mixed, step_key, q)
-                                cand_key[k] = key
-                            partial_sort_sparse(kv, ki, group, cand_key, cand_slot, n_cand)
-                        else:
-                            nth_element(kv, ki, q_n, group - 1)
-                        for k in range(group):
-                            q = ki[k]
-                            if skey[q] != _DEAD:
-                                chosen[n_chosen] = q
-                                n_chosen += 1
-                if n_chosen == 0:  # cannot happen: a queued spike's key beats an empty slot's
-                    raise AssertionError("no queued spike was chosen")
+                chosen[:n_chosen].sort()
                 for k in range(n_chosen):  # dequeue
                     q = chosen[k]
                     skey[q] = _DEAD
@@ -739,11 +464,6 @@ def _simulate(
                     last = live[n_live]
                     live[p] = last
                     live_pos[last] = p
-                if full and partial and policy != RANDOM:  # the heap lost other keys: rebuild
-                    n_heap = 0
-                    for k in range(n_live):
-                        q = live[k]
-                        n_heap = _max_push(heap, n_heap, (skey[q] << 32) | (0xFFFFFFFF - q))
                 # ---- deliver the group ---------------------------------------------------------
                 forward_steps[t, b] += 1
                 stamp += 1
@@ -768,12 +488,11 @@ def _simulate(
                         ent_dst,
                         ent_w,
                         refractory,
-                        acc if buffered else v,
+                        acc,
                         touch,
                         touched,
                     )
-                if buffered:
-                    n_touched = apply_summed(n_touched, touched, acc, v)
+                n_touched = apply_summed(n_touched, touched, acc, v)
                 net_synops[t, b] += syn
             if record_membrane:
                 for i in range(out_lo, out_hi):
@@ -914,12 +633,12 @@ def input_current(net: Network, x: torch.Tensor) -> torch.Tensor:
 
 def run_async_cpu(net: Network, x: torch.Tensor, **kw) -> dict:
     """Asynchronous inference of ``net`` on ``x``: the reference's result dictionary. ``kw``
-    are :class:`Plan`'s keywords but ``buffered``.
+    are :class:`Plan`'s keywords.
 
     The caller has checked that the kernel applies (see ``asyncsnn.kernels``).
     """
     with torch.no_grad():
-        plan = Plan(net, x, buffered=False, **kw)
+        plan = Plan(net, x, **kw)
         current = plan.input_current()
         out, _ = plan.simulate(current, plan.entry_weights().numpy(), record=False)
         return plan.result(out, out["spikes"], out["membrane"])
@@ -959,7 +678,6 @@ class Plan:
         training,
         refractory_dropout,
         max_queued_per_neuron,
-        buffered,
     ):
         self.net = net
         self.x = transformed_input(net, x, rng, hooks, training)
@@ -973,14 +691,12 @@ class Plan:
         self.max_queued_per_neuron = max_queued_per_neuron
         n_slots = len(st["slot_layer"]) * self.slots
         self.group = min(group_size, n_slots)
-        self.partial = self.group * 64 <= n_slots
         self.policy, self.lam = _policy(scheduler)
         self.max_steps, self.extra = _stop_rules(hooks)
         drops = [h for h in hooks if type(h) is NetworkSpikeDropout and training and h.p > 0]
         self.drop_stream = np.array([h.stream for h in drops], np.int64)
         self.drop_p = np.array([h.p for h in drops], np.float32)
         self.p_refractory = np.float32(refractory_dropout)
-        self.buffered = buffered
         self.beta = decay_factor(dt, net.tau_m.to(self.dtype)).detach().contiguous()
         theta = net.threshold.to(self.dtype).masked_fill(~st["spiking"], float("inf"))
         self.theta = theta.detach().contiguous()
@@ -1038,7 +754,6 @@ class Plan:
             self.policy,
             np.float32(self.lam),
             self.group,
-            self.partial,
             self.max_steps,
             self.extra,
             self.out_lo,
@@ -1047,7 +762,6 @@ class Plan:
             self.p_refractory,
             self.drop_stream,
             self.drop_p,
-            self.buffered,
             record,
             out["spikes"].numpy(),
             out["forward_steps"].numpy(),
@@ -1118,42 +832,3 @@ def map_chunks(fn, bounds: list) -> list:
         pool = _POOL
     futures = [pool.submit(fn, b0, b1) for b0, b1 in bounds]
     return [f.result() for f in futures]
-
-
-# ------------------------------------------------------------------ platform check
-_TOPK_MATCHES: bool | None = None
-
-
-def topk_order_matches() -> bool:
-    """Whether this PyTorch's CPU ``topk(sorted=False)`` returns its indices in the order the
-    kernel reproduces (libstdc++'s ``nth_element``, or sorted when ``64 k <= n``). Checked
-    once per process on arrays like the engine's keys (empty slots tie at the bottom)."""
-    global _TOPK_MATCHES
-    if _TOPK_MATCHES is None:
-        _TOPK_MATCHES = _check_topk_order()
-    return _TOPK_MATCHES
-
-
-def _check_topk_order() -> bool:
-    gen = np.random.default_rng(20240611)
-    for trial in range(60):
-        n = int(gen.integers(2, 400))
-        k = int(gen.integers(1, min(n, 24) + 1))
-        if trial % 2:  # partial sort
-            k = int(gen.integers(1, 6))
-            n = int(gen.integers(64 * k, 64 * k + 100))
-        keys = gen.integers(-(2**40), 2**40, (3, n))
-        keys[gen.random((3, n)) < gen.random()] = _DEAD
-        if trial % 3 == 0:  # few distinct values: many ties
-            keys = np.where(keys == _DEAD, _DEAD, keys % 4)
-        got = torch.from_numpy(keys).topk(k, dim=1, sorted=False).indices.numpy()
-        for row in range(3):
-            kv = keys[row].copy()
-            ki = np.arange(n, dtype=np.int64)
-            if k * 64 <= n:
-                partial_sort(kv, ki, n, k)
-            else:
-                nth_element(kv, ki, n, k - 1)
-            if not np.array_equal(got[row], ki[:k]):
-                return False
-    return True

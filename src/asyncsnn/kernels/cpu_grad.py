@@ -3,8 +3,7 @@ r"""Unlayered backprop on the CPU: the numba kernel's forward pass and a hand-wr
 The reference engine trains by recording every forward step in PyTorch's autograd graph: a
 dozen (batch, neurons) tensors per forward step, so its memory grows with the number of
 forward steps and every step pays for whole layers. Here the forward pass is the compiled
-kernel (:mod:`asyncsnn.kernels.cpu`, in the reference's gradient mode: a group's currents are
-summed first and only neurons whose current is non-zero are checked), and it writes a *tape*
+kernel (:mod:`asyncsnn.kernels.cpu`), and it writes a *tape*
 of what the gradient needs and nothing else:
 
 - per threshold check of a spiking neuron: the neuron, whether it fired and was made
@@ -286,9 +285,9 @@ class AsyncTrainFunction(torch.autograd.Function):
 def run_async_cpu_grad(net, x: torch.Tensor, *, spike_fn, **kw) -> dict:
     """Asynchronous execution with gradients (unlayered backprop): the reference's result
     dictionary, whose ``spikes`` (and ``membrane``) carry gradients to the weights, the
-    biases and, where it requires them, the input. ``kw`` are :class:`Plan`'s keywords but
-    ``buffered``. The caller has checked that it applies."""
-    plan = Plan(net, x, buffered=True, **kw)
+    biases and, where it requires them, the input. ``kw`` are :class:`Plan`'s keywords. The
+    caller has checked that it applies."""
+    plan = Plan(net, x, **kw)
     current = plan.input_current()
     ent_w = plan.entry_weights()
     spikes, membrane = AsyncTrainFunction.apply(current, ent_w, plan, surrogate_code(spike_fn))
