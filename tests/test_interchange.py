@@ -913,8 +913,7 @@ def run_norse(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["fc", "conv"])
 def test_norse_graph_runs_with_the_same_spikes(kind):
-    import norse.torch
-
+    norse_torch = pytest.importorskip("norse.torch", reason="cross-library tests need Norse")
     layers, shape = norse_layers(kind)
     graph = norse_graph(layers, shape)
     net = from_nir(graph, dt=NORSE_DT, discretization="euler")
@@ -926,7 +925,7 @@ def test_norse_graph_runs_with_the_same_spikes(kind):
     assert reference.sum() > 0
     assert torch.equal(spikes, reference)
     # Norse's own importer reads the same graph into the same dynamics
-    model, state, out = norse.torch.from_nir(graph, dt=NORSE_DT), None, []
+    model, state, out = norse_torch.from_nir(graph, dt=NORSE_DT), None, []
     with torch.no_grad():
         for t in range(x.shape[0]):
             z, state = model(x[t], state)
@@ -953,12 +952,11 @@ def test_norse_leaky_readout_has_the_same_membrane():
     "(norse issue 411): the graph's tau is dt times too small",
 )
 def test_norse_exporter_runs_with_the_same_spikes():
-    import norse.torch
-
+    norse_torch = pytest.importorskip("norse.torch", reason="cross-library tests need Norse")
     layers, shape = norse_layers("fc")
     layers = layers[:2]  # Linear -> LIF
-    graph = norse.torch.to_nir(
-        norse.torch.SequentialState(*layers), torch.zeros(1, *shape), dt=NORSE_DT
+    graph = norse_torch.to_nir(
+        norse_torch.SequentialState(*layers), torch.zeros(1, *shape), dt=NORSE_DT
     )
     net = from_nir(graph, dt=NORSE_DT, discretization="euler")
     x = events(shape, timesteps=30, batch=8)
