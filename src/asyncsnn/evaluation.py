@@ -1,4 +1,5 @@
-"""Evaluate a trained network under a chosen execution: every metric of SPEC section 4."""
+"""Evaluate a trained network under a chosen execution: every metric of ``docs/semantics.md``
+(metrics)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from .metrics import accuracy_at_budgets, aggregate, sample_metrics
 from .network import Network
 from .scheduling import Momentum, get_scheduler
 from .training import Split, TrainConfig, batch_seed, forward
-
-POLICY_LABELS = ("random", "momentum", "fifo", "layered")
 
 
 @dataclass(frozen=True)
