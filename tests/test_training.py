@@ -10,6 +10,7 @@ import torch
 import asyncsnn.training as training
 from asyncsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from asyncsnn.evaluation import Execution, evaluate
+from asyncsnn.surrogate import ArcTan, FastSigmoid
 from asyncsnn.training import Split, TrainConfig, Trainer, load_run
 
 FACTS = {
@@ -148,6 +149,9 @@ def test_membrane_readout_and_spike_regulariser(tmp_path, splits):
         ("input_dropout", 1.0, r"input_dropout must be in \[0, 1\)"),
         ("hidden", (0,), "widths must be >= 1"),
         ("tau_m", float("nan"), "tau_m must be a number > 0"),
+        ("surrogate_alpha", 0.0, "surrogate_alpha must be a number > 0"),
+        ("surrogate_slope", -25.0, "surrogate_slope must be a number > 0"),
+        ("surrogate", "sigmoid", "surrogate must be one of"),
     ],
 )
 def test_config_validation(key, value, message):
@@ -155,6 +159,25 @@ def test_config_validation(key, value, message):
         TrainConfig(**{key: value})
     with pytest.raises(ValueError, match="unknown configuration keys"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def _surrogate_gradient(fn, x: float) -> float:
+    v = torch.tensor([x], requires_grad=True)
+    fn(v).sum().backward()
+    return float(v.grad[0])
+
+
+def test_each_surrogate_has_its_own_parameter():
+    assert TrainConfig().spike_fn() == ArcTan(alpha=2.0)
+    assert TrainConfig(surrogate="fast_sigmoid").spike_fn() == FastSigmoid(slope=25.0)
+    # surrogate_alpha is arctan's; it does not reach the fast sigmoid
+    fast = TrainConfig(surrogate="fast_sigmoid", surrogate_alpha=7.0, surrogate_slope=10.0)
+    assert fast.spike_fn() == FastSigmoid(slope=10.0)
+    # dS/dV = 1 / (k |x| + 1)^2 = 1 / (10 * 0.1 + 1)^2 at x = 0.1
+    assert _surrogate_gradient(fast.spike_fn(), 0.1) == pytest.approx(0.25)
+    # arctan: (alpha / 2) / (1 + (pi alpha x / 2)^2) = 1 at x = 0, alpha = 2
+    arctan = TrainConfig(surrogate_alpha=2.0, surrogate_slope=10.0)
+    assert _surrogate_gradient(arctan.spike_fn(), 0.0) == pytest.approx(1.0)
 
 
 def test_checkpoints_are_atomic_safetensors_and_refuse_garbage(tmp_path):

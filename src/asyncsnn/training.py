@@ -53,6 +53,10 @@ class TrainConfig:
     """Everything a training needs; times in seconds.
 
     The defaults train a small model on the built-in ``digits`` set in a minute.
+
+    ``surrogate_alpha`` is the arctan surrogate's ``alpha`` (2, as in snnTorch and
+    SpikingJelly); ``surrogate_slope`` is the fast-sigmoid surrogate's slope ``k`` (25, as in
+    snnTorch): see :mod:`asyncsnn.surrogate` and ``docs/semantics.md`` (training).
     """
 
     dataset: str = "digits"
@@ -85,7 +89,8 @@ class TrainConfig:
     refractory_dropout: float = 0.0
     max_queued_per_neuron: int = 4  # queue places per neuron where refractory dropout acts
     surrogate: str = "arctan"
-    surrogate_alpha: float = 2.0
+    surrogate_alpha: float = 2.0  # arctan's alpha
+    surrogate_slope: float = 25.0  # fast_sigmoid's slope k
     # unlayered training through the PyTorch engine (a user's policy): recompute each
     # timestep in the backward pass, so that memory does not grow with forward steps (the
     # compiled CPU path, which the built-in policies take, always works so)
@@ -110,7 +115,7 @@ class TrainConfig:
             )
         if not isinstance(self.recompute, bool):
             raise ValueError(f"recompute must be true or false, got {self.recompute!r}")
-        for name in ("tau_m", "threshold", "lr", "surrogate_alpha"):
+        for name in ("tau_m", "threshold", "lr", "surrogate_alpha", "surrogate_slope"):
             _positive(name, getattr(self, name))
         if self.dt is not None:
             _positive("dt", self.dt)
@@ -146,7 +151,7 @@ class TrainConfig:
     def spike_fn(self):
         if self.surrogate == "arctan":
             return ArcTan(alpha=self.surrogate_alpha)
-        return FastSigmoid(slope=self.surrogate_alpha)
+        return FastSigmoid(slope=self.surrogate_slope)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
