@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -159,6 +160,16 @@ def test_config_validation(key, value, message):
         TrainConfig(**{key: value})
     with pytest.raises(ValueError, match="unknown configuration keys"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+
+
+def test_a_configuration_is_not_changed_after_validation():
+    cfg = TrainConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.dt = 1e-3
+    assert dataclasses.replace(cfg, dt=1e-3).dt == 1e-3 and cfg.dt is None
+    with pytest.raises(ValueError, match="lr must be a number > 0"):
+        dataclasses.replace(cfg, lr=-1.0)  # a derived configuration is validated again
+    assert TrainConfig(hidden=[8, 4]).hidden == (8, 4)
 
 
 def _surrogate_gradient(fn, x: float) -> float:

@@ -17,42 +17,30 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .rundir import atomic_write_text, dumps
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated or not an asyncsnn checkpoint."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write ``tensors`` and the JSON-serialisable ``meta`` to ``path`` atomically."""
+    """Write ``tensors`` and ``meta`` to ``path`` atomically (``meta`` as strict JSON: NaN and
+    infinities become ``null``, tensors lists)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"asyncsnn": json.dumps(meta)})
+        save_file(tensors, tmp, metadata={"asyncsnn": dumps(meta)})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".json"), dumps(meta, indent=2) + "\n")
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu"):

@@ -8,6 +8,7 @@ asyncsnn compare RUN RUN ...       side-by-side table of models under several ex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .rundir import RunDir, dumps
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -112,8 +114,8 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     settings: dict = {}
     if preset:
         settings.update(PRESETS[preset])
-    if resume and (out / "config.json").exists():
-        settings.update(json.loads((out / "config.json").read_text())["config"])
+    if resume and RunDir(out).holds_run():
+        settings.update(RunDir(out).read_record().config)
     if config_file:
         settings.update(_load_config_file(config_file))
     for key, value in options.items():
@@ -135,7 +137,7 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
         sys.exit(130)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(json.dumps(line) if quiet else f"done: {out}")
+    click.echo(dumps(line) if quiet else f"done: {out}")
 
 
 # ------------------------------------------------------------------------------ evaluate
@@ -164,9 +166,9 @@ def evaluate(
     try:
         net, cfg, _ = load_run(run, checkpoint)
         if data_dir is not None:
-            cfg.data_dir = str(data_dir)
+            cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
         if limit_test is not None:
-            cfg.limit_test = limit_test
+            cfg = dataclasses.replace(cfg, limit_test=limit_test)
         test = load_splits(cfg, progress=not as_json)[2]
         result = do_evaluate(net, test, cfg, Execution(execution, scheduler, group_size), seed=seed)
     except (FileNotFoundError, ValueError) as e:
@@ -180,9 +182,7 @@ def evaluate(
         "spikes_per_population": result["spikes_per_population"],
     }
     if as_json:
-        from .report import _clean
-
-        click.echo(json.dumps(_clean(out)))
+        click.echo(dumps(out))
         return
     click.echo(f"{run} under {result['execution']} ({len(test)} test samples)")
     for key, value in result["summary"].items():
@@ -265,8 +265,8 @@ def import_(model, dt, discretization, dataset, data_dir, timesteps, out) -> Non
     """Import a NIR model into a run directory (then `asyncsnn evaluate` works on it)."""
     import shutil
 
-    from .checkpoint import atomic_write_text
     from .interchange import from_nir
+    from .rundir import DataFacts, NIRSource, RunRecord
     from .training import TrainConfig
 
     try:
@@ -278,24 +278,21 @@ def import_(model, dt, discretization, dataset, data_dir, timesteps, out) -> Non
             timesteps=timesteps,
             loss="rate" if net.output.spiking else "membrane",
         )
+        record = RunRecord(
+            config=cfg.to_dict(),
+            data=DataFacts(
+                input_shape=net.input_shape, n_classes=net.output.size, dt=dt, timesteps=timesteps
+            ),
+            nir=NIRSource(source=str(model), discretization=discretization),
+        )
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
-    if (out / "config.json").exists():
+    run_dir = RunDir(out)
+    if run_dir.holds_run():
         raise click.ClickException(f"{out} already holds a run; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, out / "model.nir")
-    facts = {
-        "input_shape": list(net.input_shape),
-        "n_classes": net.output.size,
-        "dt": dt,
-        "timesteps": timesteps,
-    }
-    meta = {
-        "config": cfg.to_dict(),
-        "data": facts,
-        "nir": {"source": str(model), "discretization": discretization},
-    }
-    atomic_write_text(out / "config.json", json.dumps(meta, indent=2) + "\n")
+    shutil.copyfile(model, run_dir.nir_path)
+    run_dir.write_record(record)
     pops = ", ".join(f"{p.name}{list(p.shape)}" for p in net.populations)
     click.echo(f"imported {model}: input{list(net.input_shape)} -> {pops}; run directory {out}")
 

@@ -7,7 +7,6 @@ under layered, async-random and async-momentum execution on the test split.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 from .evaluation import Execution
 from .report import compare, text_table, write_results
+from .rundir import RunDir, write_json
 from .training import TrainConfig, Trainer, batch_seed, forward, load_run, load_splits
 
 #: the demo's training settings (both models)
@@ -60,14 +60,14 @@ def run_demo(
     splits = load_splits(base, progress=not quiet)
     facts = splits[3]
     say(
-        f"  {facts['train_samples']} training, {facts['val_samples']} validation, "
-        f"{facts['test_samples']} test samples; input {facts['input_shape']}, "
-        f"{facts['timesteps']} timesteps of {facts['dt'] * 1e3:g} ms"
+        f"  {facts.train_samples} training, {facts.val_samples} validation, "
+        f"{facts.test_samples} test samples; input {list(facts.input_shape)}, "
+        f"{facts.timesteps} timesteps of {facts.dt * 1e3:g} ms"
     )
     runs = {}
     for training in ("layered", "unlayered"):
         run_dir = out / training
-        if (run_dir / "config.json").exists():
+        if RunDir(run_dir).holds_run():
             shutil.rmtree(run_dir)  # a previous demo's model: train it anew
         cfg = TrainConfig(**dict(settings, training=training))
         say(f"training the {training} model ({cfg.epochs} epochs) into {run_dir}")
@@ -77,8 +77,8 @@ def run_demo(
     rows = compare(runs, EXECUTIONS, splits[2], which="best", seed=seed)
     elapsed = time.perf_counter() - started
     notes = (
-        f"Built-in digits, {facts['test_samples']} test samples; models "
-        f"{facts['input_shape']}-{'-'.join(map(str, base.hidden))}-{facts['n_classes']}, "
+        f"Built-in digits, {facts.test_samples} test samples; models "
+        f"{list(facts.input_shape)}-{'-'.join(map(str, base.hidden))}-{facts.n_classes}, "
         f"{base.epochs} epochs each; F = 8. Latencies are medians over the samples whose "
         f"prediction settles on the right answer. Demo time: {elapsed:.0f} s.\n"
     )
@@ -91,9 +91,7 @@ def run_demo(
         f"written to {out}: results.json, results.md, accuracy_vs_budget.png, "
         f"spikes_per_layer.png, raster.png ({elapsed:.0f} s)"
     )
-    (out / "demo.json").write_text(
-        json.dumps({"seconds": elapsed, "settings": TrainConfig(**settings).to_dict()}, indent=2)
-    )
+    write_json(out / "demo.json", {"seconds": elapsed, "settings": base.to_dict()})
     return rows
 
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from .checkpoint import atomic_write_text
 from .evaluation import Execution, evaluate
-from .training import Split, load_run
+from .rundir import atomic_write_text, write_json
+from .training import Split, load_run, load_splits
 
 COLUMNS = [
     ("accuracy", "accuracy", "{:.3f}"),
@@ -41,13 +38,11 @@ def compare(
     rows = []
     cache: dict = {}
     for name, run_dir in runs.items():
-        net, cfg, facts = load_run(run_dir, which)
+        net, cfg, _ = load_run(run_dir, which)
         data = split
         if data is None:
             key = (cfg.dataset, cfg.data_dir, cfg.dt, cfg.timesteps, cfg.limit_test)
             if key not in cache:
-                from .training import load_splits
-
                 cache[key] = load_splits(cfg, progress=progress)[2]
             data = cache[key]
         for how in executions:
@@ -105,7 +100,7 @@ def write_results(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(_clean(list(rows)), indent=2) + "\n")
+    write_json(out / "results.json", list(rows))
     md = f"# {title}\n\n{markdown_table(rows)}\n{notes}"
     atomic_write_text(out / "results.md", md)
     curves = {
@@ -121,15 +116,3 @@ def write_results(
     }
     if layers:
         spikes_per_layer(bars, layers, out / "spikes_per_layer.png")
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return obj

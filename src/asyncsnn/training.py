@@ -1,9 +1,9 @@
 """Training: layered (surrogate BPTT) and unlayered backprop through asynchronous execution.
 
 :class:`TrainConfig` holds every setting (validated on construction); :class:`Trainer` runs
-the training into a run directory::
+the training into a run directory (its layout: :mod:`asyncsnn.rundir`)::
 
-    RUN/config.json             the resolved configuration
+    RUN/config.json             the resolved configuration and the data facts
     RUN/metrics.jsonl           one line per epoch (train loss and accuracy, validation)
     RUN/checkpoints/last.*      model + optimizer + position, after every epoch (and on Ctrl-C)
     RUN/checkpoints/best.*      the model of the best validation accuracy
@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +29,6 @@ from torch import nn
 
 from .checkpoint import (
     CheckpointError,
-    atomic_write_text,
     load_checkpoint,
     optimizer_tensors,
     restore_optimizer,
@@ -39,6 +38,7 @@ from .execution import RunResult, run
 from .hooks import InputSpikeDropout
 from .network import Network
 from .rng import hash32
+from .rundir import DataFacts, RunDir, RunRecord, checkpoint_meta
 from .scheduling import Momentum, get_scheduler
 from .surrogate import ArcTan, FastSigmoid
 
@@ -48,11 +48,13 @@ SCHEDULES = ("constant", "cosine")
 ARCHS = ("fc", "conv")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training needs; times in seconds.
 
-    The defaults train a small model on the built-in ``digits`` set in a minute.
+    The defaults train a small model on the built-in ``digits`` set in a minute. A
+    configuration is validated on construction and never changes: derive another with
+    :func:`dataclasses.replace`, which validates it again.
 
     ``surrogate_alpha`` is the arctan surrogate's ``alpha`` (2, as in snnTorch and
     SpikingJelly); ``surrogate_slope`` is the fast-sigmoid surrogate's slope ``k`` (25, as in
@@ -98,7 +100,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.hidden = tuple(int(h) for h in self.hidden)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         _choice("training", self.training, TRAININGS)
         _choice("loss", self.loss, LOSSES)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
@@ -306,7 +308,6 @@ class Split:
 
     x: torch.Tensor
     y: torch.Tensor
-    classes: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -318,7 +319,7 @@ class Split:
             yield self.x[i], self.y[i]
 
 
-def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split, Split, dict]:
+def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split, Split, DataFacts]:
     """Train, validation and test splits of the configured data set, and its facts."""
     from .data import load_dataset
 
@@ -340,16 +341,16 @@ def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split,
     val = Split(tr.x[order[:n_val]], tr.y[order[:n_val]])
     fit = Split(tr.x[order[n_val:]], tr.y[order[n_val:]])
     classes = list(getattr(train, "classes", range(int(tr.y.max()) + 1)))
-    facts = {
-        "input_shape": list(tr.x.shape[2:]),
-        "timesteps": int(tr.x.shape[1]),
-        "n_classes": int(getattr(train, "n_classes", len(classes))),
-        "dt": float(getattr(train, "dt", cfg.dt or 0.0)),
-        "classes": [str(c) for c in classes],
-        "train_samples": len(fit),
-        "val_samples": len(val),
-        "test_samples": len(te),
-    }
+    facts = DataFacts(
+        input_shape=tuple(tr.x.shape[2:]),
+        timesteps=int(tr.x.shape[1]),
+        n_classes=int(getattr(train, "n_classes", len(classes))),
+        dt=float(getattr(train, "dt", cfg.dt or 0.0)),
+        classes=tuple(str(c) for c in classes),
+        train_samples=len(fit),
+        val_samples=len(val),
+        test_samples=len(te),
+    )
     return fit, val, te, facts
 
 
@@ -374,6 +375,9 @@ def _materialize(dataset, limit, progress, label) -> Split:
 class Trainer:
     """Trains a model per :class:`TrainConfig` into ``run_dir``.
 
+    ``splits``: the ``(fit, validation, test, facts)`` of :func:`load_splits`, to train on
+    data already in memory (``facts`` a :class:`~asyncsnn.rundir.DataFacts` or its dict).
+
     >>> cfg = TrainConfig(epochs=1)                     # doctest: +SKIP
     >>> Trainer(cfg, "runs/first").fit()                # doctest: +SKIP
     """
@@ -383,22 +387,29 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.rundir = RunDir(run_dir)
         self.quiet = quiet
         self._splits = splits
 
     # -------------------------------------------------------------- public
     def fit(self, resume: bool = False) -> dict:
-        """Train (or resume); returns the last epoch's metrics line."""
+        """Train (or resume); returns the last epoch's metrics line.
+
+        A configuration without ``dt`` takes the data set's: ``self.cfg`` becomes a copy with
+        ``dt`` resolved, the configuration written to the run directory.
+        """
+        torch.manual_seed(self.cfg.seed)
+        fit, val, test, facts = self._splits or load_splits(self.cfg, progress=not self.quiet)
+        if not isinstance(facts, DataFacts):
+            facts = DataFacts.from_dict(facts)
+        if self.cfg.dt is None:
+            self.cfg = dataclasses.replace(self.cfg, dt=facts.dt)
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        fit, val, test, facts = self._splits or load_splits(cfg, progress=not self.quiet)
-        if cfg.dt is None:
-            cfg.dt = facts["dt"]
-        net = build_network(cfg, facts["input_shape"], facts["n_classes"])
+        net = build_network(cfg, facts.input_shape, facts.n_classes)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = self._schedule(optimizer)
         epoch, start_batch, partial, best = 0, 0, None, -1.0
-        last_path = self.run_dir / "checkpoints" / "last.safetensors"
+        last_path = self.rundir.checkpoint("last")
         if resume:
             if not last_path.is_file():
                 raise CheckpointError(f"nothing to resume: no checkpoint at {last_path}")
@@ -407,12 +418,11 @@ class Trainer:
             raise FileExistsError(
                 f"{self.run_dir} already holds a training; resume it or choose another folder"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"config": cfg.to_dict(), "data": facts}
-        atomic_write_text(self.run_dir / "config.json", json.dumps(meta, indent=2) + "\n")
-        self._trim_metrics(epoch)
+        record = RunRecord(config=cfg.to_dict(), data=facts)
+        self.rundir.write_record(record)
+        self.rundir.trim_metrics(epoch)
         line = {}
-        state = {"net": net, "optimizer": optimizer, "schedule": schedule, "facts": facts}
+        state = {"net": net, "optimizer": optimizer, "schedule": schedule, "record": record}
         while epoch < cfg.epochs:
             try:
                 line = self._epoch(state, fit, val, epoch, start_batch, partial, best)
@@ -426,8 +436,7 @@ class Trainer:
                 self._save("best", state, epoch + 1, 0, None, best)
             epoch, start_batch, partial = epoch + 1, 0, None
             self._save("last", state, epoch, 0, None, best)
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
+            self.rundir.append_metrics(line)
         self._plot()
         return line
 
@@ -537,22 +546,19 @@ class Trainer:
     def _save(self, name: str, state: dict, epoch: int, batch: int, partial, best: float):
         """Checkpoint ``name``: the position is (epoch, next batch) with the running sums of
         an unfinished epoch in ``partial``."""
-        path = self.run_dir / "checkpoints" / f"{name}.safetensors"
         opt_t, opt_meta = optimizer_tensors(state["optimizer"])
-        meta = {
-            "format": "asyncsnn-checkpoint-1",
-            "config": self.cfg.to_dict(),
-            "data": state["facts"],
-            "epoch": epoch,
-            "batch": batch,
-            "partial": partial,
-            "best_val_accuracy": best,
-            "optimizer": opt_meta,
-            "schedule": state["schedule"].state_dict(),
-        }
+        meta = checkpoint_meta(
+            state["record"],
+            epoch=epoch,
+            batch=batch,
+            partial=partial,
+            best_val_accuracy=best,
+            optimizer=opt_meta,
+            schedule=state["schedule"].state_dict(),
+        )
         tensors = {f"model.{k}": v for k, v in state["net"].state_dict().items()}
         tensors.update(opt_t)
-        save_checkpoint(path, tensors, _jsonable(meta))
+        save_checkpoint(self.rundir.checkpoint(name), tensors, meta)
 
     def _restore(self, path, net, optimizer, schedule):
         tensors, meta = load_checkpoint(path)
@@ -562,22 +568,13 @@ class Trainer:
             schedule.load_state_dict(meta["schedule"])
         return meta["epoch"], meta["batch"], meta.get("partial"), meta["best_val_accuracy"]
 
-    def _trim_metrics(self, epoch: int) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln)["epoch"] <= epoch]
-        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
     def _plot(self) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        lines = self.rundir.read_metrics()
+        if not lines:
             return
         from .plots import training_curves
 
-        lines = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-        training_curves(lines, self.run_dir / "training.png")
+        training_curves(lines, self.rundir.curves_path)
 
 
 def load_model_state(net: Network, tensors: dict[str, torch.Tensor]) -> None:
@@ -589,30 +586,32 @@ def load_model_state(net: Network, tensors: dict[str, torch.Tensor]) -> None:
         )
 
 
-def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainConfig, dict]:
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainConfig, DataFacts]:
     """The trained network of a run directory, its configuration and data facts.
 
     A run made by ``asyncsnn import`` holds its network as ``model.nir`` instead of a
     checkpoint.
     """
-    run_dir = Path(run_dir)
-    if (run_dir / "model.nir").is_file():
+    run = RunDir(run_dir)
+    if run.is_imported():
         from .interchange import from_nir
 
-        meta = json.loads((run_dir / "config.json").read_text())
-        cfg = TrainConfig.from_dict(meta["config"])
-        net = from_nir(
-            run_dir / "model.nir", dt=cfg.dt, discretization=meta["nir"]["discretization"]
-        )
+        record = run.read_record()
+        cfg = TrainConfig.from_dict(record.config)
+        if record.nir is None:
+            raise ValueError(f"{run.config_path} does not say how {run.nir_path} was imported")
+        net = from_nir(run.nir_path, dt=cfg.dt, discretization=record.nir.discretization)
         net.eval()
-        return net, cfg, meta["data"]
-    path = run_dir / "checkpoints" / f"{which}.safetensors"
-    tensors, meta = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(meta["config"])
-    facts = meta.get("data") or json.loads((run_dir / "config.json").read_text())["data"]
+        return net, cfg, record.data
+    tensors, meta = load_checkpoint(run.checkpoint(which))
+    if "data" not in meta:  # a checkpoint that leaves the data facts to config.json
+        meta = {**meta, "data": run.read_record().data.to_dict()}
+    record = RunRecord.from_dict(meta)
+    cfg = TrainConfig.from_dict(record.config)
+    facts = record.data
     if cfg.dt is None:
-        cfg.dt = facts["dt"]
-    net = build_network(cfg, facts["input_shape"], facts["n_classes"])
+        cfg = dataclasses.replace(cfg, dt=facts.dt)
+    net = build_network(cfg, facts.input_shape, facts.n_classes)
     load_model_state(net, tensors)
     net.eval()
     return net, cfg, facts
@@ -621,7 +620,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainCo
 def unfinished(run_dir: str | Path) -> str | None:
     """Why a run directory's training is not finished (it is still running, or stopped before
     its last epoch), or ``None``: its best checkpoint may still change."""
-    path = Path(run_dir) / "checkpoints" / "last.json"
+    path = RunDir(run_dir).checkpoint_json("last")
     if not path.is_file():
         return None  # an imported model, or no training at all
     meta = json.loads(path.read_text())
@@ -629,15 +628,3 @@ def unfinished(run_dir: str | Path) -> str | None:
     if epoch is None or epochs is None or (epoch >= epochs and not meta.get("partial")):
         return None
     return f"it has trained {epoch} of {epochs} epochs (still training, or stopped)"
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
