@@ -42,10 +42,20 @@ def trained(tmp_path_factory):
 def test_help_explains_the_commands():
     r = CliRunner().invoke(main, ["--help"])
     assert r.exit_code == 0
-    for command in ("demo", "train", "evaluate", "compare"):
+    for command in ("demo", "train", "evaluate", "compare", "import", "export"):
         assert command in r.output
     r = CliRunner().invoke(main, ["train", "--help"])
     assert "--group-size" in r.output and "--preset" in r.output
+    assert "docs/semantics.md" in r.output
+
+
+@pytest.mark.parametrize("command", ["train", "import"])
+def test_data_set_choices_are_the_registered_data_sets(command):
+    from asyncsnn.data import available_datasets
+
+    dataset = next(p for p in main.commands[command].params if p.name == "dataset")
+    assert list(dataset.type.choices) == available_datasets()
+    assert "digits" in dataset.type.choices and "nmnist" in dataset.type.choices
 
 
 def test_train_writes_a_run_directory(trained):

@@ -4,6 +4,10 @@ asyncsnn demo                      the study's comparison on the built-in digits
 asyncsnn train --dataset D ...     train a model layered or with unlayered backprop
 asyncsnn evaluate RUN ...          evaluate a trained model under one execution
 asyncsnn compare RUN RUN ...       side-by-side table of models under several executions
+asyncsnn import MODEL.nir ...      a NIR model into a run directory (then evaluate, compare)
+asyncsnn export RUN --out F.nir    a run's model as a NIR graph
+
+Every command that writes a model writes a run directory (:mod:`asyncsnn.rundir`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .data.registry import available_datasets
 from .rundir import RunDir, dumps
+from .training import ARCHS, LOSSES, PRESETS, TRAININGS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -54,7 +60,7 @@ def _load_config_file(path: Path) -> dict:
 @main.command()
 @click.option(
     "--dataset",
-    type=click.Choice(["digits", "nmnist", "shd", "dvsgesture", "cifar10"]),
+    type=click.Choice(available_datasets()),
     help="Data set (default digits, the built-in one).",
 )
 @click.option(
@@ -64,7 +70,7 @@ def _load_config_file(path: Path) -> dict:
 )
 @click.option(
     "--training",
-    type=click.Choice(["layered", "unlayered"]),
+    type=click.Choice(TRAININGS),
     help="layered: surrogate BPTT; unlayered: backprop through asynchronous execution.",
 )
 @click.option("--scheduler", help="Policy of the asynchronous execution (unlayered training).")
@@ -74,12 +80,12 @@ def _load_config_file(path: Path) -> dict:
 @click.option("--lr", type=float, help="Learning rate (Adam).")
 @click.option("--weight-decay", type=float)
 @click.option("--hidden", help="Hidden layer widths, e.g. 128,128.")
-@click.option("--arch", type=click.Choice(["fc", "conv"]))
+@click.option("--arch", type=click.Choice(ARCHS))
 @click.option("--tau-m", type=float, help="Membrane time constant in seconds.")
 @click.option("--threshold", type=float)
 @click.option("--dt", type=float, help="Timestep (bin) length in seconds.")
 @click.option("--timesteps", type=int)
-@click.option("--loss", type=click.Choice(["rate", "membrane"]))
+@click.option("--loss", type=click.Choice(LOSSES))
 @click.option("--input-dropout", type=float)
 @click.option("--refractory-dropout", type=float)
 @click.option("--lambda-ms", type=float, help="Momentum policy's tie-breaking noise.")
@@ -95,8 +101,9 @@ def _load_config_file(path: Path) -> dict:
 @click.option("--seed", type=int)
 @click.option(
     "--preset",
-    type=click.Choice(["nmnist-study"]),
-    help="Start from published settings (SPEC: the study's N-MNIST Table 6).",
+    type=click.Choice(sorted(PRESETS)),
+    help="Start from published settings (the study's N-MNIST Table 6; docs/semantics.md, "
+    "reference settings).",
 )
 @click.option(
     "--config",
@@ -109,7 +116,7 @@ def _load_config_file(path: Path) -> dict:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def train(config_file, preset, out, resume, quiet, **options) -> None:
     """Train a model into a run directory (config, metrics, checkpoints, plots)."""
-    from .training import PRESETS, TrainConfig, Trainer
+    from .training import TrainConfig, Trainer
 
     settings: dict = {}
     if preset:
@@ -253,7 +260,7 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
 )
 @click.option(
     "--dataset",
-    type=click.Choice(["digits", "nmnist", "shd", "dvsgesture", "cifar10"]),
+    type=click.Choice(available_datasets()),
     default="digits",
     show_default=True,
     help="Data set `evaluate` will use.",
