@@ -19,14 +19,16 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from . import kernels
 from .dynamics import decay_factor, fire, integrate, leak, reset_to_zero
+from .errors import QueueOverflowError
 from .hooks import StepContext, overrides
 from .network import INPUT, Network
-from .scheduling import QueueView, Scheduler
+from .options import RunOptions
+from .result import RunResult
+from .rng import Stream, step_counter
+from .scheduling import QueueView
 
 _INT64_MIN = torch.iinfo(torch.int64).min
-_REFRACTORY_STREAM = 13
 _SINKS = 64
 
 
@@ -75,16 +77,6 @@ def _queue_tables(net: Network, queued_input: bool, slots: int):
     return out
 
 
-def queue_overflow(count: int, max_queued_per_neuron: int) -> RuntimeError:
-    """The error of a run in which ``count`` spikes found every queue place of their neuron
-    taken (never a silently lost spike)."""
-    return RuntimeError(
-        f"{count} spike(s) found no free queue slot: with refractory dropout a neuron had more "
-        f"than max_queued_per_neuron={max_queued_per_neuron} spikes waiting; run again with a "
-        "larger max_queued_per_neuron"
-    )
-
-
 def _order_key(priority: torch.Tensor, live: torch.Tensor, tie_break: torch.Tensor):
     """int64 keys ordering by priority (descending), then by lower slot (neuron) index.
 
@@ -96,48 +88,21 @@ def _order_key(priority: torch.Tensor, live: torch.Tensor, tie_break: torch.Tens
     return ((ordered << 32) | tie_break).masked_fill(~live, _INT64_MIN)
 
 
-def run_async(
-    net: Network,
-    x: torch.Tensor,
-    *,
-    dt: float,
-    scheduler: Scheduler,
-    group_size: int,
-    rng,
-    hooks: list,
-    prioritized_input: bool,
-    refractory_dropout: float,
-    spike_fn,
-    training: bool,
-    max_queued_per_neuron: int,
-    backend: str = "auto",
-    recompute: bool = False,
-):
-    # the compiled kernel where it applies (same result); None: run the reference below
-    fast = kernels.try_run(
-        backend,
-        net,
-        x,
-        dt=dt,
-        scheduler=scheduler,
-        group_size=group_size,
-        rng=rng,
-        hooks=hooks,
-        prioritized_input=prioritized_input,
-        refractory_dropout=refractory_dropout,
-        spike_fn=spike_fn,
-        training=training,
-        max_queued_per_neuron=max_queued_per_neuron,
-    )
-    if fast is not None:
-        return fast
+def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
+    """Asynchronous execution of ``net`` on ``x`` (timesteps, batch, *input) under
+    ``options``: the reference engine."""
+    dt, scheduler, group_size = options.dt, options.scheduler, options.group_size
+    rng, hooks, spike_fn = options.rng, options.hooks, options.spike_fn
+    prioritized_input, training = options.prioritized_input, options.training
+    refractory_dropout, recompute = options.refractory_dropout, options.recompute
+    max_queued_per_neuron = options.max_queued_per_neuron
     T, B = x.shape[0], x.shape[1]
     tab = net.tables()
     n_in = tab.n_input
     n_pop = tab.n_neurons - n_in
     device, dtype = x.device, x.dtype
     grad = spike_fn is not None
-    slots = max_queued_per_neuron if refractory_dropout > 0 else 1
+    slots = options.slots
     qt = _queue_tables(net, not prioritized_input, slots)
     width = n_pop + qt["n_sink"]  # state: the populations (global index - n_in), then sinks
     slot_row, slot_neuron, slot_id = qt["slot_row"], qt["slot_neuron"], qt["slot_id"]
@@ -281,7 +246,7 @@ def run_async(
                     spk_t += fired
                     V.masked_fill_(fired, 0.0)
             if refractory_dropout > 0:
-                u = rng.uniform(_REFRACTORY_STREAM, (t << 16) + step, width)
+                u = rng.uniform(Stream.REFRACTORY_DROPOUT, step_counter(t, step), width)
                 refractory = refractory | (fired & (u >= refractory_dropout))
             else:
                 refractory = refractory | fired
@@ -404,13 +369,14 @@ def run_async(
     for h in call["finish"]:
         h.finish(ctx)
     if int(overflow.sum()):
-        raise queue_overflow(int(overflow.sum()), max_queued_per_neuron)
-    return {
-        "spikes": torch.stack(spikes),
-        "forward_steps": forward_steps,
-        "synops": synops,
-        "undelivered": undelivered,
-        "output_counts": out_counts,
-        "membrane": torch.stack(membrane) if membrane else None,
-        "records": ctx.records,
-    }
+        raise QueueOverflowError(int(overflow.sum()), max_queued_per_neuron)
+    return RunResult(
+        spikes=torch.stack(spikes),
+        forward_steps=forward_steps,
+        synops=synops,
+        undelivered=undelivered,
+        output_counts=out_counts,
+        membrane=torch.stack(membrane) if membrane else None,
+        network=net,
+        records=ctx.records,
+    )

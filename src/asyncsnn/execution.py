@@ -1,73 +1,27 @@
-"""``asyncsnn.run``: one entry point for both executions, and its result."""
+"""``asyncsnn.run``: one entry point for both executions; it chooses the engine.
+
+Layered execution runs :func:`asyncsnn.layered.run_layered`; asynchronous execution runs
+the compiled kernel (:mod:`asyncsnn.kernels`) where it applies and the backend allows it,
+else the PyTorch reference engine, :func:`asyncsnn.asynchronous.run_async`. Every engine
+takes the same :class:`~asyncsnn.options.RunOptions` and returns a :class:`RunResult`.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 
+from . import kernels
 from .asynchronous import run_async
 from .hooks import Hook
-from .kernels import check_backend
 from .layered import run_layered
 from .network import Network
-from .rng import SampleRNG, sample_seeds
-from .scheduling import Scheduler, get_scheduler
-from .surrogate import get_surrogate
+from .options import resolve
+from .result import RunResult
+from .scheduling import Scheduler
 
-EXECUTIONS = ("layered", "async")
-
-
-@dataclass
-class RunResult:
-    """What a run produced. Neurons are the populations' (not the input's), in network order.
-
-    Attributes:
-        spikes: (timesteps, batch, neurons) spikes per neuron per timestep (a count: with
-            refractory dropout a neuron may fire more than once in a timestep).
-        forward_steps: (timesteps, batch) forward steps each sample took (layered: the number
-            of layers that send spikes).
-        output_counts: (batch, outputs) output spikes summed over the run.
-        membrane: (timesteps, batch, outputs) membrane of a non-spiking output, else ``None``.
-        synops: (timesteps, batch) synaptic operations: delivered spikes times their fan-out
-            (input events included).
-        undelivered: (timesteps, batch) spikes dropped from the queue when a stop rule ended a
-            sample's timestep.
-        records: what monitors recorded, by name.
-    """
-
-    spikes: torch.Tensor
-    forward_steps: torch.Tensor
-    output_counts: torch.Tensor
-    membrane: torch.Tensor | None
-    synops: torch.Tensor
-    undelivered: torch.Tensor
-    network: Network = field(repr=False)
-    records: dict = field(default_factory=dict)
-
-    def population_spikes(self, name: str) -> torch.Tensor:
-        """(timesteps, batch, *population shape) spikes of one population."""
-        pop = self.network.population(name)
-        start = pop.offset - self.network.n_input
-        s = self.spikes[..., start : start + pop.size]
-        return s.reshape(*s.shape[:2], *pop.shape)
-
-    @property
-    def spike_count(self) -> torch.Tensor:
-        """(batch,) network spikes of each sample."""
-        return self.spikes.sum((0, 2))
-
-    @property
-    def prediction(self) -> torch.Tensor:
-        """(batch,) argmax of the output counts (or of the summed membrane for a non-spiking
-        readout); ``-1`` where the maximum is tied."""
-        score = self.output_counts if self.membrane is None else self.membrane.sum(0)
-        score = score.detach()
-        best = score.max(1, keepdim=True).values
-        tied = (score == best).sum(1) > 1
-        return torch.where(tied, -1, score.argmax(1))
+__all__ = ["RunResult", "run"]
 
 
 def run(
@@ -131,62 +85,29 @@ def run(
     if not isinstance(network, Network):
         raise TypeError(f"network must be an asyncsnn.Network, got {type(network).__name__}")
     network.check_ready()
-    if execution not in EXECUTIONS:
-        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
     _check_input(network, x)
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size (F) must be an int >= 1, got {group_size!r}")
-    if not 0 <= refractory_dropout < 1:
-        raise ValueError(f"refractory_dropout must be in [0, 1), got {refractory_dropout!r}")
-    if not isinstance(max_queued_per_neuron, int) or max_queued_per_neuron < 1:
-        raise ValueError(f"max_queued_per_neuron must be an int >= 1, got {max_queued_per_neuron}")
-    hooks = list(hooks)
-    for h in hooks:
-        if not isinstance(h, Hook):
-            raise TypeError(f"hooks must be asyncsnn.Hook instances, got {h!r}")
-    check_backend(backend, execution)
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute must be True or False, got {recompute!r}")
-    training = network.training if training is None else bool(training)
-    needs_grad = torch.is_grad_enabled() and (
-        x.requires_grad or any(p.requires_grad for p in network.parameters())
+    options = resolve(
+        network,
+        x,
+        dt=dt,
+        execution=execution,
+        scheduler=scheduler,
+        group_size=group_size,
+        seed=seed,
+        hooks=hooks,
+        prioritized_input=prioritized_input,
+        refractory_dropout=refractory_dropout,
+        refractory_dropout_at_eval=refractory_dropout_at_eval,
+        training=training,
+        surrogate=surrogate,
+        max_queued_per_neuron=max_queued_per_neuron,
+        backend=backend,
+        recompute=recompute,
     )
-    spike_fn = get_surrogate(surrogate) if needs_grad else None
-    rng = SampleRNG(sample_seeds(seed, x.shape[1], x.device))
-    if execution == "layered":
-        bad = [type(h).__name__ for h in hooks if not h.layered_ok]
-        if bad:
-            raise ValueError(f"{bad} act on forward steps and need execution='async'")
-        out = run_layered(
-            network, x, dt=float(dt), rng=rng, hooks=hooks, spike_fn=spike_fn, training=training
-        )
-    else:
-        policy = get_scheduler(scheduler)
-        if policy.needs_potential and not prioritized_input:
-            raise ValueError(
-                f"the {policy.name!r} policy orders spikes by membrane potential, which input "
-                "spikes do not have: use prioritized_input=True"
-            )
-        p = refractory_dropout if (training or refractory_dropout_at_eval) else 0.0
-        out = run_async(
-            network,
-            x,
-            dt=float(dt),
-            scheduler=policy,
-            group_size=group_size,
-            rng=rng,
-            hooks=hooks,
-            prioritized_input=prioritized_input,
-            refractory_dropout=p,
-            spike_fn=spike_fn,
-            training=training,
-            max_queued_per_neuron=max_queued_per_neuron,
-            backend=backend,
-            recompute=recompute and spike_fn is not None,
-        )
-    return RunResult(network=network, **out)
+    if options.execution == "layered":
+        return run_layered(network, x, options)
+    engine = kernels.engine_for(network, x, options) or run_async
+    return engine(network, x, options)
 
 
 def _check_input(network: Network, x) -> None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .rng import Stream, step_counter
+
 
 @dataclass
 class StepContext:
@@ -124,7 +126,7 @@ class InputSpikeDropout(Hook):
     random stream)."""
 
     p: float
-    stream: int = 11
+    stream: int = Stream.INPUT_DROPOUT
 
     def __post_init__(self) -> None:
         if not 0 <= self.p < 1:
@@ -144,7 +146,7 @@ class NetworkSpikeDropout(Hook):
     neuron still fires and resets). Asynchronous execution only."""
 
     p: float
-    stream: int = 12
+    stream: int = Stream.NETWORK_DROPOUT
     layered_ok = False
 
     def __post_init__(self) -> None:
@@ -154,7 +156,7 @@ class NetworkSpikeDropout(Hook):
     def keep_spikes(self, ctx: StepContext, fired: torch.Tensor) -> torch.Tensor | None:
         if not ctx.training or self.p == 0:
             return None
-        counter = (ctx.timestep << 16) + ctx.step
+        counter = step_counter(ctx.timestep, ctx.step)
         return ctx.rng.uniform(self.stream, counter, fired.shape[1]) >= self.p
 
 

@@ -13,11 +13,14 @@ import torch
 from .dynamics import decay_factor, fire, integrate, leak, reset_to_zero
 from .hooks import StepContext, overrides
 from .network import INPUT, Network
+from .options import RunOptions
+from .result import RunResult
 
 
-def run_layered(
-    net: Network, x: torch.Tensor, *, dt: float, rng, hooks: list, spike_fn, training: bool
-):
+def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
+    """Layered execution of ``net`` on ``x`` (timesteps, batch, *input) under ``options``."""
+    dt, rng, hooks = options.dt, options.rng, options.hooks
+    spike_fn, training = options.spike_fn, options.training
     T, B = x.shape[0], x.shape[1]
     device, dtype = x.device, x.dtype
     pops = net.populations
@@ -99,12 +102,13 @@ def run_layered(
             h.end_timestep(ctx)
     for h in call["finish"]:
         h.finish(ctx)
-    return {
-        "spikes": torch.stack(spikes),
-        "forward_steps": torch.full((T, B), n_layers, dtype=torch.long, device=device),
-        "synops": torch.stack(synops),
-        "undelivered": torch.zeros(T, B, dtype=torch.long, device=device),
-        "output_counts": out_counts,
-        "membrane": torch.stack(membrane) if membrane else None,
-        "records": ctx.records,
-    }
+    return RunResult(
+        spikes=torch.stack(spikes),
+        forward_steps=torch.full((T, B), n_layers, dtype=torch.long, device=device),
+        synops=torch.stack(synops),
+        undelivered=torch.zeros(T, B, dtype=torch.long, device=device),
+        output_counts=out_counts,
+        membrane=torch.stack(membrane) if membrane else None,
+        network=net,
+        records=ctx.records,
+    )

@@ -19,14 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .execution import RunResult
+from .result import RunResult, predict
 
-
-def predict(scores: torch.Tensor) -> torch.Tensor:
-    """Argmax over the last dimension, ``-1`` where the maximum is tied."""
-    best = scores.max(-1, keepdim=True).values
-    tied = (scores == best).sum(-1) > 1
-    return torch.where(tied, -1, scores.argmax(-1))
+__all__ = ["accuracy_at_budgets", "aggregate", "decision_latency", "predict", "sample_metrics"]
 
 
 def sample_metrics(result: RunResult, labels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -9,9 +9,35 @@ result on the same machine. The hash is Chris Wellons' ``lowbias32``, with multi
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import torch
 
 _MASK32 = 0xFFFFFFFF
+
+
+class Stream(IntEnum):
+    """The named random streams of a run (docs/semantics.md, section 7). Each draws
+    ``uniform(stream, counter, size)`` with the counter below."""
+
+    #: the ``random`` policy's priorities, fresh every forward step: ``(t << 16) + step``
+    RANDOM_POLICY = 7
+    #: the ``momentum`` policy's tie-breaking noise, once per timestep: ``t``
+    MOMENTUM_NOISE = 8
+    #: input spike dropout, once per timestep: ``t``
+    INPUT_DROPOUT = 11
+    #: network spike dropout, every check of a forward step: ``(t << 16) + step``
+    NETWORK_DROPOUT = 12
+    #: refractory dropout, every check of a forward step: ``(t << 16) + step``
+    REFRACTORY_DROPOUT = 13
+
+
+def step_counter(timestep: int, step: int) -> int:
+    """The counter of forward step ``step`` of timestep ``timestep`` (step 0: the input
+    delivery)."""
+    return (timestep << 16) + step
+
+
 _GOLDEN = 0x1E3779B9
 
 

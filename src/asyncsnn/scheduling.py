@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .rng import Stream, step_counter
+
 
 @dataclass
 class QueueView:
@@ -48,7 +50,6 @@ class QueueView:
     _potential: torch.Tensor | None = None
     _fired_at: torch.Tensor | None = None
     _rng: object = None
-    _stream: int = 7
 
     @property
     def potential(self) -> torch.Tensor:
@@ -64,13 +65,15 @@ class QueueView:
 
     def uniform(self) -> torch.Tensor:
         """(batch, slots) uniform numbers from each sample's own stream, fresh every step."""
-        counter = (self.timestep << 16) + self.step
-        return self._rng.uniform(self._stream, counter, self.pending.shape[1])
+        counter = step_counter(self.timestep, self.step)
+        return self._rng.uniform(Stream.RANDOM_POLICY, counter, self.pending.shape[1])
 
     def noise(self) -> torch.Tensor:
         """(batch, slots) uniform numbers drawn once per timestep: a fixed random tie-break
         for each queued spike (cheaper than :meth:`uniform`)."""
-        return self._rng.uniform(self._stream + 1, self.timestep, self.pending.shape[1], block=1)
+        return self._rng.uniform(
+            Stream.MOMENTUM_NOISE, self.timestep, self.pending.shape[1], block=1
+        )
 
 
 class Scheduler:

@@ -2,9 +2,10 @@
 
 ``run(..., backend="auto")`` (the default) runs asynchronous execution through the numba CPU
 kernel of :mod:`asyncsnn.kernels.cpu` where it applies, and through the plain PyTorch engine
-(:func:`asyncsnn.asynchronous.run_async`, the reference) everywhere else. ``backend="torch"``
-always runs the reference; ``backend="numba"`` insists on the kernel and raises a
-``ValueError`` naming the reason where it cannot run.
+(:func:`asyncsnn.asynchronous.run_async`, the reference) everywhere else: :func:`engine_for`
+tells :func:`asyncsnn.run` which. The kernels never import the reference engine, nor it
+them. ``backend="torch"`` always runs the reference; ``backend="numba"`` insists on the
+kernel and raises a ``ValueError`` naming the reason where it cannot run.
 
 - Inference (no gradient required) gives the reference's result bit for bit.
 - With gradients (unlayered backprop) the forward pass gives the spikes of the reference's
@@ -25,14 +26,14 @@ This module imports neither numba nor the kernel: they load on the first run tha
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 import torch
 
 from ..hooks import InputSpikeDropout, MaxForwardSteps, NetworkSpikeDropout, StopOnOutputSpike
+from ..options import RunOptions
 from ..scheduling import FIFO, Layered, Momentum, Random
 from ..surrogate import ArcTan, FastSigmoid
-
-BACKENDS = ("auto", "torch", "numba")
 
 _POLICIES = (Random, Momentum, FIFO, Layered)
 _STOP_RULES = (MaxForwardSteps, StopOnOutputSpike)
@@ -56,26 +57,9 @@ def _load_cpu():
     return cpu, None
 
 
-def check_backend(backend: str, execution: str = "async") -> None:
-    """Validate a ``backend`` argument of ``asyncsnn.run``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "numba" and execution != "async":
-        raise ValueError(
-            f"backend='numba' runs asynchronous execution only, not execution={execution!r}; "
-            "use backend='auto' or 'torch'"
-        )
-
-
-def unsupported_reason(
-    x: torch.Tensor,
-    *,
-    scheduler,
-    hooks,
-    prioritized_input: bool,
-    spike_fn,
-) -> str | None:
+def unsupported_reason(x: torch.Tensor, options: RunOptions) -> str | None:
     """Why the compiled kernel cannot run this call, or ``None`` where it can."""
+    spike_fn = options.spike_fn
     if spike_fn is not None and type(spike_fn) not in _SURROGATES:
         return (
             f"gradients are required with the surrogate {type(spike_fn).__name__}; the kernel "
@@ -85,54 +69,35 @@ def unsupported_reason(
         return f"the tensors are on {x.device}, the kernel runs on the CPU"
     if x.dtype != torch.float32:
         return f"the tensors are {x.dtype}, the kernel runs float32 only"
-    if not prioritized_input:
+    if not options.prioritized_input:
         return "the input is queued (prioritized_input=False)"
-    if type(scheduler) not in _POLICIES:
+    if type(options.scheduler) not in _POLICIES:
         return (
-            f"the policy {type(scheduler).__name__} is user-defined; the kernel knows "
+            f"the policy {type(options.scheduler).__name__} is user-defined; the kernel knows "
             "random, momentum, fifo and layered"
         )
-    for h in hooks:
+    for h in options.hooks:
         if type(h) not in _STOP_RULES + _DROPOUTS:
             return f"the hook {type(h).__name__} is not supported by the kernel"
     return None
 
 
-def try_run(backend: str, net, x: torch.Tensor, **kw) -> dict | None:
-    """The result of the compiled kernel, or ``None`` where the reference must run.
-
-    ``kw`` are ``run_async``'s keyword arguments. ``backend="numba"`` raises a ``ValueError``
-    instead of returning ``None``.
-    """
-    check_backend(backend)
-    if backend == "torch":
+def engine_for(net, x: torch.Tensor, options: RunOptions) -> Callable | None:
+    """The compiled engine ``(net, x, options) -> RunResult`` for this asynchronous run, or
+    ``None`` where the reference must run. ``backend="numba"`` raises a ``ValueError`` saying
+    why instead of returning ``None``."""
+    if options.backend == "torch":
         return None
-    reason = unsupported_reason(
-        x,
-        scheduler=kw["scheduler"],
-        hooks=kw["hooks"],
-        prioritized_input=kw["prioritized_input"],
-        spike_fn=kw["spike_fn"],
-    )
+    reason = unsupported_reason(x, options)
     cpu = None
     if reason is None:
         cpu, reason = _load_cpu()
     if reason is not None:
-        if backend == "numba":
+        if options.backend == "numba":
             raise ValueError(f"backend='numba' cannot run this call: {reason}")
         return None
-    common = dict(
-        dt=kw["dt"],
-        scheduler=kw["scheduler"],
-        group_size=kw["group_size"],
-        rng=kw["rng"],
-        hooks=kw["hooks"],
-        training=kw["training"],
-        refractory_dropout=kw["refractory_dropout"],
-        max_queued_per_neuron=kw["max_queued_per_neuron"],
-    )
-    if kw["spike_fn"] is None:
-        return cpu.run_async_cpu(net, x, **common)
+    if options.spike_fn is None:
+        return cpu.run_async_cpu
     from .cpu_grad import run_async_cpu_grad
 
-    return run_async_cpu_grad(net, x, spike_fn=kw["spike_fn"], **common)
+    return run_async_cpu_grad

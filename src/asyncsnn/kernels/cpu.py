@@ -34,19 +34,23 @@ import numpy as np
 import torch
 from numba import njit
 
-from ..asynchronous import queue_overflow
 from ..dynamics import decay_factor
+from ..errors import QueueOverflowError
 from ..hooks import MaxForwardSteps, NetworkSpikeDropout, StepContext, StopOnOutputSpike, overrides
 from ..network import INPUT, Network
+from ..options import RunOptions
+from ..result import RunResult
+from ..rng import Stream
 from ..scheduling import FIFO, Layered, Momentum, Random
 
 # policy codes
 RANDOM, MOMENTUM_NOISE, MOMENTUM, FIFO_CODE, LAYERED = 0, 1, 2, 3, 4
 
 _DEAD = np.iinfo(np.int64).min  # key of an empty slot: below every live key
-_RANDOM_STREAM = 7  # QueueView.uniform
-_NOISE_STREAM = 8  # QueueView.noise
-_REFRACTORY_STREAM = 13  # asynchronous._REFRACTORY_STREAM
+# the named streams as plain ints for numba; counters are rng.step_counter's (t << 16) + step
+_RANDOM_STREAM = int(Stream.RANDOM_POLICY)
+_NOISE_STREAM = int(Stream.MOMENTUM_NOISE)
+_REFRACTORY_STREAM = int(Stream.REFRACTORY_DROPOUT)
 _UNIT = np.float32(1.0 / (1 << 24))
 
 
@@ -631,14 +635,13 @@ def input_current(net: Network, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def run_async_cpu(net: Network, x: torch.Tensor, **kw) -> dict:
-    """Asynchronous inference of ``net`` on ``x``: the reference's result dictionary. ``kw``
-    are :class:`Plan`'s keywords.
+def run_async_cpu(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
+    """Asynchronous inference of ``net`` on ``x``: the reference engine's result.
 
     The caller has checked that the kernel applies (see ``asyncsnn.kernels``).
     """
     with torch.no_grad():
-        plan = Plan(net, x, **kw)
+        plan = Plan(net, x, options)
         current = plan.input_current()
         out, _ = plan.simulate(current, plan.entry_weights().numpy(), record=False)
         return plan.result(out, out["spikes"], out["membrane"])
@@ -665,46 +668,34 @@ class Plan:
     """Everything one run of the kernel needs, prepared from the network and the call; shared
     by inference (:func:`run_async_cpu`) and training (:mod:`asyncsnn.kernels.cpu_grad`)."""
 
-    def __init__(
-        self,
-        net: Network,
-        x: torch.Tensor,
-        *,
-        dt,
-        scheduler,
-        group_size,
-        rng,
-        hooks,
-        training,
-        refractory_dropout,
-        max_queued_per_neuron,
-    ):
+    def __init__(self, net: Network, x: torch.Tensor, options: RunOptions):
+        o = options
         self.net = net
-        self.x = transformed_input(net, x, rng, hooks, training)
+        self.x = transformed_input(net, x, o.rng, o.hooks, o.training)
         self.T, self.B = x.shape[0], x.shape[1]
         tab = net.tables()
         self.n_in = tab.n_input
         self.n_pop = tab.n_neurons - self.n_in
         self.dtype = x.dtype
         self.st = st = _structure(net)
-        self.slots = max_queued_per_neuron if refractory_dropout > 0 else 1
-        self.max_queued_per_neuron = max_queued_per_neuron
+        self.slots = o.slots
+        self.max_queued_per_neuron = o.max_queued_per_neuron
         n_slots = len(st["slot_layer"]) * self.slots
-        self.group = min(group_size, n_slots)
-        self.policy, self.lam = _policy(scheduler)
-        self.max_steps, self.extra = _stop_rules(hooks)
-        drops = [h for h in hooks if type(h) is NetworkSpikeDropout and training and h.p > 0]
+        self.group = min(o.group_size, n_slots)
+        self.policy, self.lam = _policy(o.scheduler)
+        self.max_steps, self.extra = _stop_rules(o.hooks)
+        drops = [h for h in o.hooks if type(h) is NetworkSpikeDropout and o.training and h.p > 0]
         self.drop_stream = np.array([h.stream for h in drops], np.int64)
         self.drop_p = np.array([h.p for h in drops], np.float32)
-        self.p_refractory = np.float32(refractory_dropout)
-        self.beta = decay_factor(dt, net.tau_m.to(self.dtype)).detach().contiguous()
+        self.p_refractory = np.float32(o.refractory_dropout)
+        self.beta = decay_factor(o.dt, net.tau_m.to(self.dtype)).detach().contiguous()
         theta = net.threshold.to(self.dtype).masked_fill(~st["spiking"], float("inf"))
         self.theta = theta.detach().contiguous()
         out = net.output
         self.out_lo = out.offset - self.n_in
         self.out_hi = self.out_lo + out.size
         self.readout = not out.spiking
-        self.seeds = rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
+        self.seeds = o.rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
 
     def entry_weights(self) -> torch.Tensor:
         """Per synaptic entry of the populations' projections: weight x coefficient (carries
@@ -774,27 +765,26 @@ class Plan:
         chunks = run_chunks(_simulate, B, args)
         overflow = sum(int(tape[-1]) for _, _, tape in chunks)
         if overflow:
-            raise queue_overflow(overflow, self.max_queued_per_neuron)
+            raise QueueOverflowError(overflow, self.max_queued_per_neuron)
         return out, chunks
 
-    def result(self, out: dict, spikes: torch.Tensor, membrane: torch.Tensor | None) -> dict:
-        """The reference's result dictionary, around ``spikes`` and ``membrane`` (which may
-        carry gradients)."""
+    def result(self, out: dict, spikes: torch.Tensor, membrane: torch.Tensor | None) -> RunResult:
+        """The run's result around ``spikes`` and ``membrane`` (which may carry gradients)."""
         if self.st["in_synops_exact"]:
             input_synops = out["in_synops"].to(self.dtype)
         else:  # as the reference computes them
             fanout = self.net.tables().fanout[: self.n_in].to(self.dtype)
             xin = self.x.detach().reshape(self.T, self.B, -1)
             input_synops = (xin != 0).to(self.dtype) @ fanout
-        return {
-            "spikes": spikes,
-            "forward_steps": out["forward_steps"],
-            "synops": input_synops + out["net_synops"].to(self.dtype),
-            "undelivered": out["undelivered"],
-            "output_counts": spikes[:, :, self.out_lo : self.out_hi].sum(0),
-            "membrane": membrane if self.readout else None,
-            "records": {},
-        }
+        return RunResult(
+            spikes=spikes,
+            forward_steps=out["forward_steps"],
+            synops=input_synops + out["net_synops"].to(self.dtype),
+            undelivered=out["undelivered"],
+            output_counts=spikes[:, :, self.out_lo : self.out_hi].sum(0),
+            membrane=membrane if self.readout else None,
+            network=self.net,
+        )
 
 
 _POOL: ThreadPoolExecutor | None = None

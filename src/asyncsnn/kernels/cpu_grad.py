@@ -42,6 +42,8 @@ import torch
 from numba import njit
 from torch.autograd.function import once_differentiable
 
+from ..options import RunOptions
+from ..result import RunResult
 from ..surrogate import ArcTan, FastSigmoid
 from .cpu import Plan, _grow, apply_summed, deliver_row, map_chunks
 
@@ -223,24 +225,29 @@ def _backward(
     return grad_w
 
 
+#: the outputs of :class:`AsyncTrainFunction`, in order; only the first two carry gradients
+OUTPUTS = ("spikes", "membrane", "forward_steps", "in_synops", "net_synops", "undelivered")
+
+
 class AsyncTrainFunction(torch.autograd.Function):
-    """``(current, entry weights) -> (spikes, membrane)`` through the kernel, with the
-    backward pass above. ``plan`` is a :class:`asyncsnn.kernels.cpu.Plan`; the run's other
-    outputs are stored on it (``plan.outputs``)."""
+    """``(current, entry weights) -> OUTPUTS`` through the kernel, with the backward pass
+    above; ``plan`` is a :class:`asyncsnn.kernels.cpu.Plan`. The counts are outputs too
+    (not differentiable), so that nothing leaves the function on the side."""
 
     @staticmethod
     def forward(ctx, current, ent_w, plan, surrogate):
         ent_np = ent_w.detach().contiguous().numpy()
         current = current.detach().contiguous()
         out, chunks = plan.simulate(current, ent_np, record=True)
-        plan.outputs = out
         ctx.plan, ctx.chunks, ctx.surrogate = plan, chunks, surrogate
-        ctx.arrays = (current.numpy(), ent_np, out.pop("v_end").numpy())
-        return out["spikes"], out["membrane"]
+        ctx.arrays = (current.numpy(), ent_np, out["v_end"].numpy())
+        counts = [out[k] for k in OUTPUTS[2:]]
+        ctx.mark_non_differentiable(*counts)
+        return (out["spikes"], out["membrane"], *counts)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_spikes, grad_membrane):
+    def backward(ctx, grad_spikes, grad_membrane, *_):
         if ctx.plan is None:
             raise RuntimeError(
                 "the graph of a compiled asynchronous run can be differentiated once: its "
@@ -282,15 +289,15 @@ class AsyncTrainFunction(torch.autograd.Function):
         return gc, torch.from_numpy(grad_w).to(plan.dtype), None, None
 
 
-def run_async_cpu_grad(net, x: torch.Tensor, *, spike_fn, **kw) -> dict:
-    """Asynchronous execution with gradients (unlayered backprop): the reference's result
-    dictionary, whose ``spikes`` (and ``membrane``) carry gradients to the weights, the
-    biases and, where it requires them, the input. ``kw`` are :class:`Plan`'s keywords. The
-    caller has checked that it applies."""
-    plan = Plan(net, x, **kw)
+def run_async_cpu_grad(net, x: torch.Tensor, options: RunOptions) -> RunResult:
+    """Asynchronous execution with gradients (unlayered backprop): the run's result, whose
+    ``spikes`` (and ``membrane``) carry gradients to the weights, the biases and, where it
+    requires them, the input. The caller has checked that it applies."""
+    plan = Plan(net, x, options)
     current = plan.input_current()
     ent_w = plan.entry_weights()
-    spikes, membrane = AsyncTrainFunction.apply(current, ent_w, plan, surrogate_code(spike_fn))
-    result = plan.result(plan.outputs, spikes, membrane)
-    plan.x = plan.outputs = None  # not kept alive by the graph
+    surrogate = surrogate_code(options.spike_fn)
+    out = dict(zip(OUTPUTS, AsyncTrainFunction.apply(current, ent_w, plan, surrogate), strict=True))
+    result = plan.result(out, out["spikes"], out["membrane"])
+    plan.x = None  # not kept alive by the graph
     return result

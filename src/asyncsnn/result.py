@@ -1,0 +1,63 @@
+"""What a run produced: :class:`RunResult`, the one result type of every engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .network import Network
+
+
+def predict(scores: torch.Tensor) -> torch.Tensor:
+    """Argmax over the last dimension, ``-1`` where the maximum is tied (a tie is wrong)."""
+    best = scores.max(-1, keepdim=True).values
+    tied = (scores == best).sum(-1) > 1
+    return torch.where(tied, -1, scores.argmax(-1))
+
+
+@dataclass
+class RunResult:
+    """What a run produced. Neurons are the populations' (not the input's), in network order.
+
+    Attributes:
+        spikes: (timesteps, batch, neurons) spikes per neuron per timestep (a count: with
+            refractory dropout a neuron may fire more than once in a timestep).
+        forward_steps: (timesteps, batch) forward steps each sample took (layered: the number
+            of layers that send spikes).
+        output_counts: (batch, outputs) output spikes summed over the run.
+        membrane: (timesteps, batch, outputs) membrane of a non-spiking output, else ``None``.
+        synops: (timesteps, batch) synaptic operations: delivered spikes times their fan-out
+            (input events included).
+        undelivered: (timesteps, batch) spikes dropped from the queue when a stop rule ended a
+            sample's timestep.
+        records: what monitors recorded, by name.
+    """
+
+    spikes: torch.Tensor
+    forward_steps: torch.Tensor
+    output_counts: torch.Tensor
+    membrane: torch.Tensor | None
+    synops: torch.Tensor
+    undelivered: torch.Tensor
+    network: Network = field(repr=False)
+    records: dict = field(default_factory=dict)
+
+    def population_spikes(self, name: str) -> torch.Tensor:
+        """(timesteps, batch, *population shape) spikes of one population."""
+        pop = self.network.population(name)
+        start = pop.offset - self.network.n_input
+        s = self.spikes[..., start : start + pop.size]
+        return s.reshape(*s.shape[:2], *pop.shape)
+
+    @property
+    def spike_count(self) -> torch.Tensor:
+        """(batch,) network spikes of each sample."""
+        return self.spikes.sum((0, 2))
+
+    @property
+    def prediction(self) -> torch.Tensor:
+        """(batch,) argmax of the output counts (or of the summed membrane for a non-spiking
+        readout); ``-1`` where the maximum is tied."""
+        score = self.output_counts if self.membrane is None else self.membrane.sum(0)
+        return predict(score.detach())
