@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .dynamics import decay_factor, fire, integrate, leak, reset_to_zero
+from .dynamics import decay_factor
 from .errors import QueueOverflowError
 from .hooks import StepContext, overrides
 from .network import INPUT, Network
@@ -96,6 +96,7 @@ def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
     prioritized_input, training = options.prioritized_input, options.training
     refractory_dropout, recompute = options.refractory_dropout, options.recompute
     max_queued_per_neuron = options.max_queued_per_neuron
+    neuron = net.neuron_model()
     T, B = x.shape[0], x.shape[1]
     tab = net.tables()
     n_in = tab.n_input
@@ -185,7 +186,7 @@ def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
         replay = stop_log.get(t)  # a recomputation replays the stop decisions of the first pass
         log = []
         ov = torch.zeros((), dtype=torch.long, device=device)
-        V = leak(V, beta)
+        V = neuron.leak(V, beta)
         refractory = torch.zeros(B, width, dtype=torch.bool, device=device)
         spk_t = None if once else torch.zeros(B, width, dtype=dtype, device=device)
         pending = torch.zeros(B, n_slots, dtype=torch.bool, device=device)
@@ -227,24 +228,24 @@ def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
             ev = x_flat[:, slot_neuron.clamp(max=n_in - 1)]
             pending = (ev != 0) & in_slots
             q_value = torch.where(pending, ev, q_value)
-        V = V + current
+        V = neuron.integrate(V, current)
         checked = current != 0
         step = 0
 
         while True:
             # ---- threshold, reset, refractoriness ------------------------------------------
             if grad:
-                z = fire(V, theta, checked, spike_fn)
+                z = neuron.fire(V, theta, checked, spike_fn)
                 fired = z.detach() > 0
                 spk_t = spk_t + z
                 v_pre = V.detach() if track_potential else None
-                V = reset_to_zero(V, fired)
-            else:  # V <= theta holds for every neuron that received nothing (see dynamics)
-                fired = V > theta
-                v_pre = V.clone() if track_potential else None
+                V = neuron.reset(V, fired)
+            else:  # V <= theta holds for every neuron that received nothing
+                fired = neuron.crossed(V, theta)
+                v_pre = V if track_potential else None
                 if not once:
                     spk_t += fired
-                    V.masked_fill_(fired, 0.0)
+                    V = neuron.reset(V, fired)
             if refractory_dropout > 0:
                 u = rng.uniform(Stream.REFRACTORY_DROPOUT, step_counter(t, step), width)
                 refractory = refractory | (fired & (u >= refractory_dropout))
@@ -326,10 +327,9 @@ def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
             if grad:
                 current = current.masked_fill(refractory, 0.0)
                 checked = current != 0
-                V = integrate(V, current)
+                V = neuron.integrate(V, current)
             else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
-                V.add_(current)
-                V.masked_fill_(refractory, 0.0)
+                V = neuron.reset(neuron.integrate(V, current), refractory)
             if call["after_step"] and replay is None:
                 ctx.took_step = valid.any(1)
 
@@ -341,7 +341,7 @@ def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
         undelivered[t] = dropped
         overflow[t] = ov
         if once:
-            V.masked_fill_(refractory, 0.0)  # the reset of the last step's spikes
+            V = neuron.reset(V, refractory)  # the reset of the last step's spikes
             spk_t = refractory.to(dtype)
         if recompute and replay is None and call["after_step"]:
             stop_log[t] = log

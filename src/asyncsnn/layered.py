@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .dynamics import decay_factor, fire, integrate, leak, reset_to_zero
+from .dynamics import decay_factor
 from .hooks import StepContext, overrides
 from .network import INPUT, Network
 from .options import RunOptions
@@ -21,6 +21,7 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
     """Layered execution of ``net`` on ``x`` (timesteps, batch, *input) under ``options``."""
     dt, rng, hooks = options.dt, options.rng, options.hooks
     spike_fn, training = options.spike_fn, options.training
+    neuron = net.neuron_model()
     T, B = x.shape[0], x.shape[1]
     device, dtype = x.device, x.dtype
     pops = net.populations
@@ -75,10 +76,10 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
                 current = c if current is None else current + c
             if has_bias[i]:
                 current = current + bias[i]
-            v = integrate(leak(V[i], beta[i]), current)
+            v = neuron.integrate(neuron.leak(V[i], beta[i]), current)
             if p.spiking:
-                z = fire(v, theta[i], None, spike_fn)
-                v = reset_to_zero(v, z.detach() > 0)
+                z = neuron.fire(v, theta[i], None, spike_fn)
+                v = neuron.reset(v, z.detach() > 0)
                 syn = syn + z.detach() @ pop_fanout[i]
             else:
                 z = torch.zeros_like(v)

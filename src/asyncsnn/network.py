@@ -23,6 +23,7 @@ from .connectivity import (
     apply_chain,
     chain_footprint,
 )
+from .dynamics import LIF, NeuronModel
 
 INPUT = "input"
 
@@ -40,6 +41,8 @@ class Population:
     offset: int
     layer: int
     spiking: bool = True
+    #: the neuron model of its neurons (docs/semantics.md, section 2)
+    neuron: NeuronModel = LIF
 
     @property
     def size(self) -> int:
@@ -93,7 +96,7 @@ class Tables:
     """Index tables of the whole network, built once per structure (see ``Network.tables``)."""
 
     n_input: int
-    n_neurons: int  # input + all populations; the sink neuron is ``n_neurons``
+    n_neurons: int  # input + all populations
     entries_src: torch.Tensor  # global source neuron of each entry
     entries_dst: torch.Tensor  # global target neuron
     entries_widx: torch.Tensor  # index into ``Network.weight_vector()``
@@ -273,6 +276,14 @@ class Network(nn.Module):
                 return p
         names = [p.name for p in self.populations]
         raise KeyError(f"no population named {name!r}; the network has {names}")
+
+    def neuron_model(self) -> NeuronModel:
+        """The neuron model of all populations (the engines run one model per network)."""
+        models = {p.neuron for p in self.populations}
+        if len(models) != 1:
+            names = sorted(m.name for m in models)
+            raise ValueError(f"the populations mix the neuron models {names}: use one model")
+        return models.pop()
 
     def layer_of(self, name: str) -> int:
         return 0 if name == INPUT else self.population(name).layer

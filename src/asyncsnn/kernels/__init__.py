@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..dynamics import LIF
 from ..hooks import InputSpikeDropout, MaxForwardSteps, NetworkSpikeDropout, StopOnOutputSpike
 from ..options import RunOptions
 from ..scheduling import FIFO, Layered, Momentum, Random
@@ -57,8 +58,11 @@ def _load_cpu():
     return cpu, None
 
 
-def unsupported_reason(x: torch.Tensor, options: RunOptions) -> str | None:
+def unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str | None:
     """Why the compiled kernel cannot run this call, or ``None`` where it can."""
+    neuron = net.neuron_model()
+    if neuron is not LIF:  # the populations' declaration, never a silent plain LIF
+        return f"the neuron model {neuron.name!r} is not one the kernel knows (lif)"
     spike_fn = options.spike_fn
     if spike_fn is not None and type(spike_fn) not in _SURROGATES:
         return (
@@ -88,7 +92,7 @@ def engine_for(net, x: torch.Tensor, options: RunOptions) -> Callable | None:
     why instead of returning ``None``."""
     if options.backend == "torch":
         return None
-    reason = unsupported_reason(x, options)
+    reason = unsupported_reason(net, x, options)
     cpu = None
     if reason is None:
         cpu, reason = _load_cpu()

@@ -42,6 +42,7 @@ from ..options import RunOptions
 from ..result import RunResult
 from ..rng import Stream
 from ..scheduling import FIFO, Layered, Momentum, Random
+from . import lif
 
 # policy codes
 RANDOM, MOMENTUM_NOISE, MOMENTUM, FIFO_CODE, LAYERED = 0, 1, 2, 3, 4
@@ -224,7 +225,7 @@ def apply_summed(n_touched, touched, acc, v):
         c = acc[j]
         acc[j] = 0.0
         if c != 0:
-            v[j] = v[j] + c
+            v[j] = lif.integrate(v[j], c)
             touched[m] = j
             m += 1
     return m
@@ -345,9 +346,8 @@ def _simulate(
             cur = current[t, b]
             n_touched = 0
             for i in range(n):
-                x = v[i] * beta[i]
                 c = cur[i]
-                v[i] = x + c
+                v[i] = lif.integrate(lif.leak(v[i], beta[i]), c)
                 if c != 0:
                     touched[n_touched] = i
                     n_touched += 1
@@ -374,7 +374,7 @@ def _simulate(
                 for k in range(n_touched):
                     i = touched[k]
                     pre = v[i]
-                    if not pre > theta[i]:
+                    if not lif.crossed(pre, theta[i]):
                         continue
                     made = True
                     if p_refractory > 0:
@@ -382,7 +382,7 @@ def _simulate(
                         made = u >= p_refractory
                     if made:
                         refractory[i] = t
-                    v[i] = 0.0
+                    v[i] = lif.reset(pre)
                     spikes[t, b, i] += 1.0
                     if out_lo <= i < out_hi:
                         out_fired = True

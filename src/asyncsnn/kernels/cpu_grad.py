@@ -45,6 +45,7 @@ from torch.autograd.function import once_differentiable
 from ..options import RunOptions
 from ..result import RunResult
 from ..surrogate import ArcTan, FastSigmoid
+from . import lif
 from .cpu import Plan, _grow, apply_summed, deliver_row, map_chunks
 
 ARCTAN, FAST_SIGMOID = 0, 1
@@ -134,9 +135,9 @@ def _backward(
             cur = current[t, b]
             n_touched = 0
             for i in range(n):
-                x = (v_end[t - 1, b, i] if t > 0 else np.float32(0.0)) * beta[i]
                 c = cur[i]
-                v[i] = x + c
+                start = v_end[t - 1, b, i] if t > 0 else np.float32(0.0)
+                v[i] = lif.integrate(lif.leak(start, beta[i]), c)
                 if c != 0:
                     touched[n_touched] = i
                     n_touched += 1
@@ -169,13 +170,13 @@ def _backward(
                 for k in range(n_touched):
                     i = touched[k]
                     pre = v[i]
-                    if pre > theta[i]:
+                    if lif.crossed(pre, theta[i]):
                         if f >= f_end or t_code[f] >> 2 != i:
                             raise AssertionError("the replay does not match the recorded spikes")
                         c_code[n_chk] = t_code[f]
                         c_slot[n_chk] = t_slot[f]
                         f += 1
-                        v[i] = 0.0
+                        v[i] = lif.reset(pre)
                         if c_code[n_chk] & 2:
                             refractory[i] = t
                     elif theta[i] != np.inf:
@@ -202,9 +203,7 @@ def _backward(
                         if q >= 0:
                             dz += dz_slot[q]
                             dz_slot[q] = 0.0
-                        lam[i] = g * dz
-                    else:
-                        lam[i] += g * dz
+                    lam[i] = lif.adjoint_check(lam[i], code & 1, g, dz)
                     if code & 2:
                         refractory[i] = -1  # not refractory before this check
                 for d in range(t_rows[rr, 1], t_rows[rr, 1] + t_rows[rr, 2]):
@@ -221,7 +220,7 @@ def _backward(
             gc = grad_current[t, b]
             for i in range(n):
                 gc[i] = lam[i]
-                lam[i] *= beta[i]
+                lam[i] = lif.adjoint_leak(lam[i], beta[i])
     return grad_w
 
 
