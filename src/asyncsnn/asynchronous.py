@@ -1,13 +1,16 @@
-"""Asynchronous execution: the forward-step loop.
+"""Asynchronous execution, the reference engine: the forward-step loop.
 
-One timestep (SPEC section 2):
+One timestep (docs/semantics.md, section 3), each phase a method of :class:`_Engine`:
 
-1. leak ``V <- beta V``; clear refractory flags;
-2. deliver the input (all at once when ``prioritized_input``, else queue it) and the biases;
-3. repeat forward steps while a sample has queued spikes: the scheduler picks up to ``F``
-   queued spikes per sample, their weight footprints are gathered and added to the targets,
-   receiving neurons integrate and may fire, new spikes join the queue. Spikes of neurons
-   without outgoing projections are recorded and never queued.
+1. :meth:`~_Engine.start_timestep`: leak ``V <- beta V``; clear refractory flags;
+2. :meth:`~_Engine.deliver_input`: the input (all at once when ``prioritized_input``, else
+   queued) and the biases;
+3. forward steps while a sample has queued spikes: :meth:`~_Engine.check_thresholds` (fire,
+   reset, refractoriness), :meth:`~_Engine.enqueue` (new spikes join the queue; neurons
+   without outgoing projections are recorded and never queued), :meth:`~_Engine.stop_rules`,
+   :meth:`~_Engine.choose_group` (up to ``F`` queued spikes per sample, by the policy) and
+   :meth:`~_Engine.deliver_group` (their currents, summed in the senders' order, added to
+   their targets once).
 
 Everything is vectorised over the batch; each sample has its own queue, stop decisions and
 random stream, so a sample's result does not depend on the rest of its batch. A forward step
@@ -15,6 +18,8 @@ gathers ``F x fan-out`` weights; the remaining bookkeeping is elementwise over t
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -88,295 +93,361 @@ def _order_key(priority: torch.Tensor, live: torch.Tensor, tie_break: torch.Tens
     return ((ordered << 32) | tie_break).masked_fill(~live, _INT64_MIN)
 
 
-def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
-    """Asynchronous execution of ``net`` on ``x`` (timesteps, batch, *input) under
-    ``options``: the reference engine."""
-    dt, scheduler, group_size = options.dt, options.scheduler, options.group_size
-    rng, hooks, spike_fn = options.rng, options.hooks, options.spike_fn
-    prioritized_input, training = options.prioritized_input, options.training
-    refractory_dropout, recompute = options.refractory_dropout, options.recompute
-    max_queued_per_neuron = options.max_queued_per_neuron
-    neuron = net.neuron_model()
-    T, B = x.shape[0], x.shape[1]
-    tab = net.tables()
-    n_in = tab.n_input
-    n_pop = tab.n_neurons - n_in
-    device, dtype = x.device, x.dtype
-    grad = spike_fn is not None
-    slots = options.slots
-    qt = _queue_tables(net, not prioritized_input, slots)
-    width = n_pop + qt["n_sink"]  # state: the populations (global index - n_in), then sinks
-    slot_row, slot_neuron, slot_id = qt["slot_row"], qt["slot_neuron"], qt["slot_id"]
-    slot_state = torch.where(slot_neuron >= n_in, slot_neuron - n_in, n_pop)  # input -> sink
-    slot_fanout = qt["slot_fanout"].to(dtype)
-    tie_break = 0xFFFFFFFF - slot_id  # equal priorities: the lower slot (neuron) first
-    if (
-        slots == 1
-        and len(slot_state)
-        and torch.equal(
-            slot_state,
-            torch.arange(int(slot_state[0]), int(slot_state[0]) + len(slot_state), device=device),
+@dataclass
+class _Timestep:
+    """The state of one timestep of the whole batch (each row a sample)."""
+
+    t: int
+    V: torch.Tensor  # (batch, width) membranes: populations (global index - n_in), sinks
+    refractory: torch.Tensor  # (batch, width) bool
+    spikes: torch.Tensor | None  # (batch, width) spike counts (None: the refractory flags)
+    pending: torch.Tensor  # (batch, slots) bool: a spike waits in the slot
+    value: torch.Tensor | None  # (batch, slots) the queued spike's value (input counts, z)
+    potential: torch.Tensor | None  # (batch, slots) membrane before the spike (momentum)
+    fired_at: torch.Tensor | None  # (batch, slots) forward step of the spike (fifo)
+    checked: torch.Tensor | None = None  # (batch, width) neurons that received current
+    step: int = 0
+    steps: torch.Tensor | None = None  # (batch,) forward steps taken, for the hooks
+    took_step: torch.Tensor | None = None  # (batch,) the last step delivered a group
+    synops: torch.Tensor | None = None  # (batch,)
+    dropped: torch.Tensor | None = None  # (batch,) spikes a stop rule dropped
+    overflow: torch.Tensor | None = None  # spikes that found no free queue place
+    chosen: list = field(default_factory=list)  # per step: the chosen slots (batch, F)
+    chosen_valid: list = field(default_factory=list)  # per step: which of them were queued
+    stops: list = field(default_factory=list)  # per step: the samples still active, or None
+
+
+class _Engine:
+    """One run of the reference engine: the constants of the network and the options
+    (``__init__``), the phases of a timestep (its methods) and the run itself (``run``)."""
+
+    def __init__(self, net: Network, x: torch.Tensor, options: RunOptions) -> None:
+        self.net, self.x, self.o = net, x, options
+        self.neuron = net.neuron_model()
+        self.B = x.shape[1]
+        tab = net.tables()
+        n_in = self.n_in = tab.n_input
+        n_pop = self.n_pop = tab.n_neurons - n_in
+        device, dtype = self.device, self.dtype = x.device, x.dtype
+        self.grad = options.spike_fn is not None
+        slots = self.slots = options.slots
+        qt = _queue_tables(net, not options.prioritized_input, slots)
+        width = self.width = n_pop + qt["n_sink"]
+        self.slot_row, self.slot_neuron, self.slot_id = (
+            qt["slot_row"],
+            qt["slot_neuron"],
+            qt["slot_id"],
         )
-    ):  # the usual case: the queued neurons are one contiguous range, so no gather is needed
-        slot_state = slice(int(slot_state[0]), int(slot_state[0]) + len(slot_row))
-    n_slots = len(slot_row)
-    group = min(group_size, n_slots)
-    track_value = grad or not prioritized_input
-    track_potential = scheduler.needs_potential
-    track_fired_at = scheduler.needs_fired_at
-
-    # per-neuron constants; non-spiking neurons and the sink get an infinite threshold
-    spiking = torch.zeros(width, dtype=torch.bool, device=device)
-    for pop in net.populations:
-        if pop.spiking:
-            spiking[pop.offset - n_in : pop.offset - n_in + pop.size] = True
-    one = torch.ones(width - n_pop, dtype=dtype, device=device)
-    beta = decay_factor(dt, torch.cat([net.tau_m.to(dtype), one]))
-    theta = torch.cat([net.threshold.to(dtype), one]).masked_fill(~spiking, float("inf"))
-    bias = torch.cat([net.bias_vector()[n_in:].to(dtype), 0 * one])
-    has_bias = bool((bias != 0).any())
-    w_all = net.weight_vector().to(dtype)
-    pad_entry = torch.tensor([w_all.numel() - 1], device=device)  # the trailing 0 weight
-    widx = torch.cat([tab.entries_widx, pad_entry])[qt["entry_index"]]
-    coef = torch.cat([tab.entries_coef.to(dtype), one[:1] * 0])[qt["entry_index"]]
-    # one extra all-padding row: an unused place in a group points there
-    tab_w = torch.cat([w_all[widx] * coef, torch.zeros_like(coef[:1])])  # differentiable
-    tab_dst = qt["dst"] - n_in
-    null_row = tab_dst.shape[0] - 1
-    in_fanout = tab.fanout[:n_in].to(dtype)
-    # without refractory dropout a neuron fires at most once per timestep: its refractory flag
-    # is its spike record, and resetting it can wait for the masking after each delivery
-    once = refractory_dropout == 0 and not grad
-    input_projs = [p for p in net.projections if p.source == INPUT] if prioritized_input else []
-    out = net.output
-    out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
-
-    ctx = StepContext(net, B, rng, training)
-    call = {
-        m: [h for h in hooks if overrides(h, m)]
-        for m in ("start", "transform_input", "keep_spikes", "after_step", "end_timestep", "finish")
-    }
-    for h in call["start"]:
-        h.start(ctx)
-
-    input_synops = None  # input events x fan-out, for all timesteps at once when possible
-    if prioritized_input and not call["transform_input"]:
-        input_synops = (x.reshape(T, B, -1) != 0).to(dtype) @ in_fanout
-
-    V = torch.zeros(B, width, dtype=dtype, device=device)
-    out_counts = torch.zeros(B, out.size, dtype=dtype, device=device)
-    net_spikes = torch.zeros(B, dtype=dtype, device=device)
-    spikes, membrane = [], []
-    forward_steps = torch.zeros(T, B, dtype=torch.long, device=device)
-    synops = torch.zeros(T, B, dtype=dtype, device=device)
-    undelivered = torch.zeros(T, B, dtype=torch.long, device=device)
-    overflow = torch.zeros(T, dtype=torch.long, device=device)
-    view = QueueView(None, qt["slot_layer"], slot_neuron, _rng=rng)
-    slot_pos = torch.arange(slots, device=device)
-    no_step = torch.zeros(B, dtype=torch.bool, device=device)
-    q_value = q_potential = q_fired = None
-
-    # per timestep with recomputation: the stop decisions of the first pass, for the second
-    stop_log: dict[int, list] = {}
-
-    def timestep(t: int, V: torch.Tensor, x_t: torch.Tensor):
-        """One timestep from membrane ``V``: the new ``V`` and the timestep's spikes."""
-        nonlocal q_value, q_potential, q_fired
-        ctx.timestep, ctx.step = t, 0
-        replay = stop_log.get(t)  # a recomputation replays the stop decisions of the first pass
-        log = []
-        ov = torch.zeros((), dtype=torch.long, device=device)
-        V = neuron.leak(V, beta)
-        refractory = torch.zeros(B, width, dtype=torch.bool, device=device)
-        spk_t = None if once else torch.zeros(B, width, dtype=dtype, device=device)
-        pending = torch.zeros(B, n_slots, dtype=torch.bool, device=device)
-        if track_value:
-            q_value = torch.zeros(B, n_slots, dtype=dtype, device=device)
-        if track_potential:
-            q_potential = torch.zeros(B, n_slots, dtype=dtype, device=device)
-        if track_fired_at:
-            q_fired = torch.zeros(B, n_slots, dtype=torch.long, device=device)
-        steps = torch.zeros(B, dtype=torch.long, device=device)
-        syn_t = torch.zeros(B, dtype=dtype, device=device)
-        chosen, chosen_valid = [], []
-        dropped = torch.zeros(B, dtype=torch.long, device=device)
-        active = None  # all samples go on until a stop rule says otherwise
-        x_flat = x_t.reshape(B, -1)
-
-        # ---- input and bias delivery (not a forward step) ----------------------------------
-        parts = []
+        slot_state = torch.where(self.slot_neuron >= n_in, self.slot_neuron - n_in, n_pop)
+        first = int(slot_state[0]) if len(slot_state) else 0
+        if (
+            slots == 1
+            and len(slot_state)
+            and torch.equal(slot_state, torch.arange(first, first + len(slot_state), device=device))
+        ):  # the usual case: the queued neurons are one contiguous range, no gather needed
+            slot_state = slice(first, first + len(slot_state))
+        self.slot_state = slot_state  # the state column of each slot's neuron (input -> sink)
+        self.slot_fanout = qt["slot_fanout"].to(dtype)
+        self.tie_break = 0xFFFFFFFF - self.slot_id  # equal priorities: the lower slot first
+        self.n_slots = len(self.slot_row)
+        self.group = min(options.group_size, self.n_slots)
+        self.track_value = self.grad or not options.prioritized_input
+        # per-neuron constants; non-spiking neurons and the sinks never cross their threshold
+        spiking = torch.zeros(width, dtype=torch.bool, device=device)
         for pop in net.populations:
+            if pop.spiking:
+                spiking[pop.offset - n_in : pop.offset - n_in + pop.size] = True
+        one = torch.ones(width - n_pop, dtype=dtype, device=device)
+        self.beta = decay_factor(options.dt, torch.cat([net.tau_m.to(dtype), one]))
+        theta = torch.cat([net.threshold.to(dtype), one])
+        self.theta = theta.masked_fill(~spiking, float("inf"))
+        self.bias = torch.cat([net.bias_vector()[n_in:].to(dtype), 0 * one])
+        self.has_bias = bool((self.bias != 0).any())
+        w_all = net.weight_vector().to(dtype)
+        pad_entry = torch.tensor([w_all.numel() - 1], device=device)  # the trailing 0 weight
+        widx = torch.cat([tab.entries_widx, pad_entry])[qt["entry_index"]]
+        coef = torch.cat([tab.entries_coef.to(dtype), one[:1] * 0])[qt["entry_index"]]
+        # one extra all-padding row: an unused place in a group points there
+        self.tab_w = torch.cat([w_all[widx] * coef, torch.zeros_like(coef[:1])])  # differentiable
+        self.tab_dst = qt["dst"] - n_in
+        self.null_row = self.tab_dst.shape[0] - 1
+        self.in_fanout = tab.fanout[:n_in].to(dtype)
+        # without refractory dropout a neuron fires at most once per timestep: its refractory
+        # flag is its spike record, and its reset can wait for the masking after a delivery
+        self.once = options.refractory_dropout == 0 and not self.grad
+        self.input_projs = (
+            [p for p in net.projections if p.source == INPUT] if options.prioritized_input else []
+        )
+        out = net.output
+        self.out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
+        self.ctx = StepContext(net, self.B, options.rng, options.training)
+        self.hooks = {
+            m: [h for h in options.hooks if overrides(h, m)]
+            for m in ("start", "transform_input", "keep_spikes", "after_step", "end_timestep")
+            + ("finish",)
+        }
+        self.view = QueueView(None, qt["slot_layer"], self.slot_neuron, _rng=options.rng)
+        self.slot_pos = torch.arange(slots, device=device)
+        self.no_step = torch.zeros(self.B, dtype=torch.bool, device=device)
+        self.input_synops = None  # input events x fan-out, all timesteps at once if possible
+        if options.prioritized_input and not self.hooks["transform_input"]:
+            flat = (x.reshape(x.shape[0], self.B, -1) != 0).to(dtype)
+            self.input_synops = flat @ self.in_fanout
+        # the running totals the hooks read, and the stop decisions of each timestep's first
+        # pass, which a recomputation replays
+        self.out_counts = torch.zeros(self.B, out.size, dtype=dtype, device=device)
+        self.net_spikes = torch.zeros(self.B, dtype=dtype, device=device)
+        self.stop_log: dict[int, list] = {}
+
+    def zeros(self, *shape, dtype=None) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=dtype or self.dtype, device=self.device)
+
+    # ------------------------------------------------------------------ the phases
+    def start_timestep(self, t: int, V: torch.Tensor) -> _Timestep:
+        """Leak, clear the refractory flags, empty the queue."""
+        B, W, Q = self.B, self.width, self.n_slots
+        sched = self.o.scheduler
+        return _Timestep(
+            t=t,
+            V=self.neuron.leak(V, self.beta),
+            refractory=self.zeros(B, W, dtype=torch.bool),
+            spikes=None if self.once else self.zeros(B, W),
+            pending=self.zeros(B, Q, dtype=torch.bool),
+            value=self.zeros(B, Q) if self.track_value else None,
+            potential=self.zeros(B, Q) if sched.needs_potential else None,
+            fired_at=self.zeros(B, Q, dtype=torch.long) if sched.needs_fired_at else None,
+            steps=self.zeros(B, dtype=torch.long),
+            synops=self.zeros(B),
+            dropped=self.zeros(B, dtype=torch.long),
+            overflow=self.zeros((), dtype=torch.long),
+        )
+
+    def deliver_input(self, s: _Timestep, x_t: torch.Tensor) -> None:
+        """The input and the biases: one current, added at once (not a forward step); with
+        queued input, the input events join the queue instead (layer 0, the oldest)."""
+        B = self.B
+        parts = []
+        for pop in self.net.populations:
             cur = None
-            for p in input_projs:
+            for p in self.input_projs:
                 if p.target == pop.name:
                     c = p.apply(x_t)
                     cur = c if cur is None else cur + c
-            parts.append(
-                cur if cur is not None else torch.zeros(B, pop.size, dtype=dtype, device=device)
-            )
-        parts.append(torch.zeros(B, width - n_pop, dtype=dtype, device=device))
+            parts.append(cur if cur is not None else self.zeros(B, pop.size))
+        parts.append(self.zeros(B, self.width - self.n_pop))
         current = torch.cat(parts, 1)
-        if has_bias:
-            current = current + bias
-        if prioritized_input:
-            if input_synops is None:
-                syn_t = syn_t + (x_flat != 0).to(dtype) @ in_fanout
+        if self.has_bias:
+            current = current + self.bias
+        x_flat = x_t.reshape(B, -1)
+        if self.o.prioritized_input:
+            if self.input_synops is None:
+                s.synops = s.synops + (x_flat != 0).to(self.dtype) @ self.in_fanout
             else:
-                syn_t = syn_t + input_synops[t]
-        else:  # input events queue like any other spike: layer 0, the oldest
-            in_slots = (slot_neuron < n_in) & (slot_id % slots == 0)
-            ev = x_flat[:, slot_neuron.clamp(max=n_in - 1)]
-            pending = (ev != 0) & in_slots
-            q_value = torch.where(pending, ev, q_value)
-        V = neuron.integrate(V, current)
-        checked = current != 0
-        step = 0
-
-        while True:
-            # ---- threshold, reset, refractoriness ------------------------------------------
-            if grad:
-                z = neuron.fire(V, theta, checked, spike_fn)
-                fired = z.detach() > 0
-                spk_t = spk_t + z
-                v_pre = V.detach() if track_potential else None
-                V = neuron.reset(V, fired)
-            else:  # V <= theta holds for every neuron that received nothing
-                fired = neuron.crossed(V, theta)
-                v_pre = V if track_potential else None
-                if not once:
-                    spk_t += fired
-                    V = neuron.reset(V, fired)
-            if refractory_dropout > 0:
-                u = rng.uniform(Stream.REFRACTORY_DROPOUT, step_counter(t, step), width)
-                refractory = refractory | (fired & (u >= refractory_dropout))
-            else:
-                refractory = refractory | fired
-            keep = fired
-            ctx.step = step
-            for h in call["keep_spikes"]:
-                m = h.keep_spikes(ctx, fired)
-                if m is not None:
-                    keep = keep & m
-            # ---- queue the new spikes -------------------------------------------------------
-            new = keep[:, slot_state]
-            if slots > 1:
-                free = ~pending.view(B, -1, slots)
-                first = free.to(torch.uint8).argmax(-1)
-                fired_n = new.view(B, -1, slots)[..., 0]
-                has_free = free.any(-1)
-                ov = ov + (fired_n & ~has_free).sum()
-                new = ((fired_n & has_free)[..., None] & (slot_pos == first[..., None])).view(
-                    B, n_slots
-                )
-            elif refractory_dropout > 0:  # one place per neuron: it may still be taken
-                ov = ov + (new & pending).sum()
-                new = new & ~pending
-            pending = pending | new
-            if track_value:
-                q_value = torch.where(new, z[:, slot_state] if grad else 1.0, q_value)
-            if track_potential:
-                q_potential = torch.where(new, v_pre[:, slot_state], q_potential)
-            if track_fired_at and step:
-                q_fired = q_fired.masked_fill(new, step)
-            if replay is not None:
-                active = replay[step]
-                if active is not None:
-                    dropped = dropped + (pending & ~active[:, None]).sum(1)
-                    pending = pending & active[:, None]
-            elif call["after_step"]:
-                if step:
-                    steps = steps + chosen_valid[-1].any(1)
-                ctx.fired, ctx.steps = fired, steps
-                ctx.took_step = no_step if step == 0 else ctx.took_step
-                ctx.output_spikes = fired[:, out_slice].to(dtype)
-                so_far = refractory.to(dtype) if once else spk_t
-                ctx.output_counts = out_counts + so_far[:, out_slice]
-                ctx.network_spikes = net_spikes + so_far[:, :n_pop].detach().sum(1)
-                for h in call["after_step"]:
-                    stop = h.after_step(ctx)
-                    if stop is not None:
-                        active = ~stop if active is None else active & ~stop
-                if active is not None:  # a stopped sample drops what it still has queued
-                    dropped = dropped + (pending & ~active[:, None]).sum(1)
-                    pending = pending & active[:, None]
-                log.append(active)
-
-            # ---- next forward step: choose up to F queued spikes per sample ---------------
-            if not bool(pending.any()):
-                break
-            step += 1
-            view.pending, view.timestep, view.step = pending, t, step
-            view._potential, view._fired_at = q_potential, q_fired
-            order = _order_key(scheduler.priority(view), pending, tie_break)
-            # the group in ascending slot order, which is the senders' network order: the
-            # order in which their currents are summed (docs/semantics.md, section 3)
-            sel = order.topk(group, dim=1, sorted=False).indices.sort(dim=1).values
-            valid = pending.gather(1, sel)
-            pending = pending.scatter(1, sel, False)  # only empty slots fill an unused place
-            chosen.append(sel)
-            chosen_valid.append(valid)
-            # ---- deliver: gather the chosen spikes' footprints, add to their targets -------
-            rows = torch.where(valid, sel if slots == 1 else slot_row[sel], null_row).view(-1)
-            cur = tab_w.index_select(0, rows).view(B, -1)
-            if track_value:
-                cur = (cur.view(B, group, -1) * q_value.gather(1, sel)[..., None]).view(B, -1)
-            dst = tab_dst.index_select(0, rows).view(B, -1)
-            # each target's current: the float32 sum over the group in the senders' order
-            # (scatter_add adds in the order of its index), then added to the membrane once
-            current = torch.zeros(B, width, dtype=dtype, device=device).scatter_add(1, dst, cur)
-            if grad:
-                current = current.masked_fill(refractory, 0.0)
-                checked = current != 0
-                V = neuron.integrate(V, current)
-            else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
-                V = neuron.reset(neuron.integrate(V, current), refractory)
-            if call["after_step"] and replay is None:
-                ctx.took_step = valid.any(1)
-
-        if chosen:
-            sel_all, valid_all = torch.stack(chosen), torch.stack(chosen_valid)
-            forward_steps[t] = valid_all.any(2).sum(0)
-            syn_t = syn_t + (slot_fanout[sel_all] * valid_all).sum((0, 2))
-        synops[t] = syn_t
-        undelivered[t] = dropped
-        overflow[t] = ov
-        if once:
-            V = neuron.reset(V, refractory)  # the reset of the last step's spikes
-            spk_t = refractory.to(dtype)
-        if recompute and replay is None and call["after_step"]:
-            stop_log[t] = log
-        return V, spk_t
-
-    for t in range(T):
-        x_t = x[t]
-        ctx.timestep, ctx.step = t, 0
-        for h in call["transform_input"]:
-            x_t = h.transform_input(ctx, x_t)
-        if recompute:  # keep only this timestep's inputs; rerun it during the backward pass
-            V, spk_t = checkpoint(
-                timestep, t, V, x_t, use_reentrant=False, preserve_rng_state=False
-            )
+                s.synops = s.synops + self.input_synops[s.t]
         else:
-            V, spk_t = timestep(t, V, x_t)
-        spikes.append(spk_t[:, :n_pop])
-        out_counts = out_counts + spk_t[:, out_slice]
-        net_spikes = net_spikes + spk_t[:, :n_pop].detach().sum(1)
-        if not out.spiking:
-            membrane.append(V[:, out_slice])
-        for h in call["end_timestep"]:
-            h.end_timestep(ctx)
+            in_slots = (self.slot_neuron < self.n_in) & (self.slot_id % self.slots == 0)
+            ev = x_flat[:, self.slot_neuron.clamp(max=self.n_in - 1)]
+            s.pending = (ev != 0) & in_slots
+            s.value = torch.where(s.pending, ev, s.value)
+        s.V = self.neuron.integrate(s.V, current)
+        s.checked = current != 0
 
-    for h in call["finish"]:
-        h.finish(ctx)
-    if int(overflow.sum()):
-        raise QueueOverflowError(int(overflow.sum()), max_queued_per_neuron)
-    return RunResult(
-        spikes=torch.stack(spikes),
-        forward_steps=forward_steps,
-        synops=synops,
-        undelivered=undelivered,
-        output_counts=out_counts,
-        membrane=torch.stack(membrane) if membrane else None,
-        network=net,
-        records=ctx.records,
-    )
+    def check_thresholds(self, s: _Timestep):
+        """Spikes of the neurons that received current, their reset and refractoriness.
+        Returns ``(fired, z, v_pre)``: the mask, the spikes (with surrogate gradients) and
+        the membranes before the reset."""
+        neuron, o = self.neuron, self.o
+        track_potential = o.scheduler.needs_potential
+        z = None
+        if self.grad:
+            z = neuron.fire(s.V, self.theta, s.checked, o.spike_fn)
+            fired = z.detach() > 0
+            s.spikes = s.spikes + z
+            v_pre = s.V.detach() if track_potential else None
+            s.V = neuron.reset(s.V, fired)
+        else:  # V <= theta holds for every neuron that received nothing
+            fired = neuron.crossed(s.V, self.theta)
+            v_pre = s.V if track_potential else None
+            if not self.once:
+                s.spikes += fired
+                s.V = neuron.reset(s.V, fired)
+        if o.refractory_dropout > 0:
+            u = o.rng.uniform(Stream.REFRACTORY_DROPOUT, step_counter(s.t, s.step), self.width)
+            s.refractory = s.refractory | (fired & (u >= o.refractory_dropout))
+        else:
+            s.refractory = s.refractory | fired
+        return fired, z, v_pre
+
+    def enqueue(self, s: _Timestep, fired, z, v_pre) -> None:
+        """The new spikes that the hooks keep take a free queue place of their neuron."""
+        keep = fired
+        self.ctx.step = s.step
+        for h in self.hooks["keep_spikes"]:
+            m = h.keep_spikes(self.ctx, fired)
+            if m is not None:
+                keep = keep & m
+        B, slots = self.B, self.slots
+        new = keep[:, self.slot_state]
+        if slots > 1:
+            free = ~s.pending.view(B, -1, slots)
+            first = free.to(torch.uint8).argmax(-1)
+            fired_n = new.view(B, -1, slots)[..., 0]
+            has_free = free.any(-1)
+            s.overflow = s.overflow + (fired_n & ~has_free).sum()
+            place = self.slot_pos == first[..., None]
+            new = ((fired_n & has_free)[..., None] & place).view(B, self.n_slots)
+        elif self.o.refractory_dropout > 0:  # one place per neuron: it may still be taken
+            s.overflow = s.overflow + (new & s.pending).sum()
+            new = new & ~s.pending
+        s.pending = s.pending | new
+        if self.track_value:
+            s.value = torch.where(new, z[:, self.slot_state] if self.grad else 1.0, s.value)
+        if s.potential is not None:
+            s.potential = torch.where(new, v_pre[:, self.slot_state], s.potential)
+        if s.fired_at is not None and s.step:
+            s.fired_at = s.fired_at.masked_fill(new, s.step)
+
+    def stop_rules(self, s: _Timestep, fired, replay: list | None) -> None:
+        """The hooks' stop decisions (or, in a recomputation, the first pass's): a stopped
+        sample drops what it still has queued."""
+        if replay is not None:
+            active = replay[s.step]
+        elif self.hooks["after_step"]:
+            active = self._after_step(s, fired)
+            s.stops.append(active)
+        else:
+            return
+        if active is not None:
+            s.dropped = s.dropped + (s.pending & ~active[:, None]).sum(1)
+            s.pending = s.pending & active[:, None]
+
+    def _after_step(self, s: _Timestep, fired):
+        ctx = self.ctx
+        if s.step:
+            s.steps = s.steps + s.chosen_valid[-1].any(1)
+        ctx.fired, ctx.steps = fired, s.steps
+        ctx.took_step = self.no_step if s.step == 0 else s.took_step
+        ctx.output_spikes = fired[:, self.out_slice].to(self.dtype)
+        so_far = s.refractory.to(self.dtype) if self.once else s.spikes
+        ctx.output_counts = self.out_counts + so_far[:, self.out_slice]
+        ctx.network_spikes = self.net_spikes + so_far[:, : self.n_pop].detach().sum(1)
+        active = None
+        for h in self.hooks["after_step"]:
+            stop = h.after_step(ctx)
+            if stop is not None:
+                active = ~stop if active is None else active & ~stop
+        return active
+
+    def choose_group(self, s: _Timestep):
+        """Up to ``F`` queued spikes per sample, the policy's highest priorities (ties to the
+        lower slot), in ascending slot order: the senders' order in which their currents are
+        summed (docs/semantics.md, section 3.4). Returns the slots and which were queued."""
+        view = self.view
+        view.pending, view.timestep, view.step = s.pending, s.t, s.step
+        view._potential, view._fired_at = s.potential, s.fired_at
+        order = _order_key(self.o.scheduler.priority(view), s.pending, self.tie_break)
+        sel = order.topk(self.group, dim=1, sorted=False).indices.sort(dim=1).values
+        valid = s.pending.gather(1, sel)
+        s.pending = s.pending.scatter(1, sel, False)  # only empty slots fill an unused place
+        s.chosen.append(sel)
+        s.chosen_valid.append(valid)
+        return sel, valid
+
+    def deliver_group(self, s: _Timestep, sel, valid) -> None:
+        """Each target's current is the float32 sum of the group's weights into it in the
+        senders' order (``scatter_add`` adds in the order of its index), added to the
+        membrane once; refractory neurons receive nothing."""
+        B = self.B
+        rows = torch.where(valid, sel if self.slots == 1 else self.slot_row[sel], self.null_row)
+        rows = rows.view(-1)
+        cur = self.tab_w.index_select(0, rows).view(B, -1)
+        if self.track_value:
+            value = s.value.gather(1, sel)[..., None]
+            cur = (cur.view(B, self.group, -1) * value).view(B, -1)
+        dst = self.tab_dst.index_select(0, rows).view(B, -1)
+        current = self.zeros(B, self.width).scatter_add(1, dst, cur)
+        if self.grad:
+            current = current.masked_fill(s.refractory, 0.0)
+            s.checked = current != 0
+            s.V = self.neuron.integrate(s.V, current)
+        else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
+            s.V = self.neuron.reset(self.neuron.integrate(s.V, current), s.refractory)
+        s.took_step = valid.any(1)
+
+    # ------------------------------------------------------------------ timestep and run
+    def timestep(self, t: int, V: torch.Tensor, x_t: torch.Tensor):
+        """One timestep from membrane ``V``: the new membranes, the timestep's spikes and its
+        counts (forward steps, synaptic operations, dropped spikes, overflow)."""
+        self.ctx.timestep, self.ctx.step = t, 0
+        replay = self.stop_log.get(t)
+        s = self.start_timestep(t, V)
+        self.deliver_input(s, x_t)
+        while True:
+            fired, z, v_pre = self.check_thresholds(s)
+            self.enqueue(s, fired, z, v_pre)
+            self.stop_rules(s, fired, replay)
+            if not bool(s.pending.any()):
+                break
+            s.step += 1
+            self.deliver_group(s, *self.choose_group(s))
+        if self.o.recompute and replay is None and self.hooks["after_step"]:
+            self.stop_log[t] = s.stops
+        return self.end_timestep(s)
+
+    def end_timestep(self, s: _Timestep):
+        steps = self.zeros(self.B, dtype=torch.long)
+        if s.chosen:
+            sel_all, valid_all = torch.stack(s.chosen), torch.stack(s.chosen_valid)
+            steps = valid_all.any(2).sum(0)
+            s.synops = s.synops + (self.slot_fanout[sel_all] * valid_all).sum((0, 2))
+        if self.once:
+            s.V = self.neuron.reset(s.V, s.refractory)  # the reset of the last step's spikes
+            s.spikes = s.refractory.to(self.dtype)
+        return s.V, s.spikes, (steps, s.synops, s.dropped, s.overflow)
+
+    def run(self) -> RunResult:
+        x, ctx, T = self.x, self.ctx, self.x.shape[0]
+        for h in self.hooks["start"]:
+            h.start(ctx)
+        V = self.zeros(self.B, self.width)
+        spikes, membrane, counts = [], [], []
+        for t in range(T):
+            x_t = x[t]
+            ctx.timestep, ctx.step = t, 0
+            for h in self.hooks["transform_input"]:
+                x_t = h.transform_input(ctx, x_t)
+            if self.o.recompute:  # keep this timestep's inputs; rerun it in the backward pass
+                V, spk_t, c = checkpoint(
+                    self.timestep, t, V, x_t, use_reentrant=False, preserve_rng_state=False
+                )
+            else:
+                V, spk_t, c = self.timestep(t, V, x_t)
+            counts.append(c)
+            spikes.append(spk_t[:, : self.n_pop])
+            self.out_counts = self.out_counts + spk_t[:, self.out_slice]
+            self.net_spikes = self.net_spikes + spk_t[:, : self.n_pop].detach().sum(1)
+            if not self.net.output.spiking:
+                membrane.append(V[:, self.out_slice])
+            for h in self.hooks["end_timestep"]:
+                h.end_timestep(ctx)
+        for h in self.hooks["finish"]:
+            h.finish(ctx)
+        steps, synops, dropped, overflow = (torch.stack(c) for c in zip(*counts, strict=True))
+        if int(overflow.sum()):
+            raise QueueOverflowError(int(overflow.sum()), self.o.max_queued_per_neuron)
+        return RunResult(
+            spikes=torch.stack(spikes),
+            forward_steps=steps,
+            synops=synops,
+            undelivered=dropped,
+            output_counts=self.out_counts,
+            membrane=torch.stack(membrane) if membrane else None,
+            network=self.net,
+            records=ctx.records,
+        )
+
+
+def run_async(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
+    """Asynchronous execution of ``net`` on ``x`` (timesteps, batch, *input) under
+    ``options``: the reference engine (docs/semantics.md, section 3)."""
+    return _Engine(net, x, options).run()

@@ -3,7 +3,8 @@
 A hook overrides any of the methods of :class:`Hook`; the engine calls only what a hook
 overrides, so unused hooks cost nothing. Every decision is per sample: a stop rule returns a
 ``(batch,)`` mask, and a stopped sample ends its timestep while the others go on (its
-undelivered spikes are dropped and counted in ``RunResult.undelivered``).
+undelivered spikes are dropped and counted in ``RunResult.undelivered``). A hook keeps its
+per-run state in ``ctx.state(self)``, never on itself (docs/semantics.md, section 6).
 
 >>> hooks = [MaxForwardSteps(10), StopOnOutputSpike(extra_steps=2), OutputTrace()]
 """
@@ -25,7 +26,9 @@ class StepContext:
     Attributes:
         timestep, step: position in the run (``step`` counts this timestep's forward steps).
         training: whether training-only interventions act.
-        fired: (batch, neurons + 1) bool, neurons that fired in the last step (global order).
+        fired: (batch, population neurons + sinks) bool, neurons that fired in the last step:
+            column ``j`` is the neuron of global index ``n_input + j`` (the columns past the
+            populations are the engine's padding and never fire).
         took_step: (batch,) bool, the sample delivered a group in the last step.
         steps_per_row: forward steps one ``after_step`` call stands for (layered execution
             calls it once per timestep, for all its layers).
@@ -33,6 +36,9 @@ class StepContext:
         output_spikes: (batch, outputs) output spikes of the last step.
         output_counts: (batch, outputs) output spikes since the start of the run.
         network_spikes: (batch,) network spikes since the start of the run.
+        records: what monitors recorded, by name (the run's ``RunResult.records``).
+        hook_state: per-run state of the hooks, by hook (see :meth:`state`): a hook keeps
+            nothing on itself, so one hook object serves any number of runs.
     """
 
     network: object
@@ -49,6 +55,11 @@ class StepContext:
     output_counts: torch.Tensor | None = None
     network_spikes: torch.Tensor | None = None
     records: dict = field(default_factory=dict)
+    hook_state: dict = field(default_factory=dict)
+
+    def state(self, hook: Hook) -> dict:
+        """The per-run state of ``hook`` (a dict, empty at the start of the run)."""
+        return self.hook_state.setdefault(id(hook), {})
 
 
 class Hook:
@@ -112,11 +123,13 @@ class StopOnOutputSpike(Hook):
             raise ValueError(f"extra_steps must be an int >= 0, got {self.extra_steps!r}")
 
     def after_step(self, ctx: StepContext) -> torch.Tensor:
-        if ctx.step == 0:
-            self._first = torch.full((ctx.batch,), -1, dtype=torch.long, device=ctx.steps.device)
+        state = ctx.state(self)
+        if ctx.step == 0:  # the forward step of this timestep's first output spike
+            state["first"] = torch.full((ctx.batch,), -1, dtype=torch.long, device=ctx.steps.device)
+        first = state["first"]
         spiked = ctx.output_spikes.sum(1) > 0
-        self._first = torch.where(spiked & (self._first < 0), ctx.steps, self._first)
-        return (self._first >= 0) & (ctx.steps >= self._first + self.extra_steps)
+        first = state["first"] = torch.where(spiked & (first < 0), ctx.steps, first)
+        return (first >= 0) & (ctx.steps >= first + self.extra_steps)
 
 
 # ---------------------------------------------------------------------------- interventions
@@ -178,23 +191,26 @@ class OutputTrace(Hook):
     """
 
     def start(self, ctx: StepContext) -> None:
-        self._counts, self._took, self._t, self._spikes, self._steps = [], [], [], [], []
-        self._total = torch.zeros(ctx.batch, dtype=torch.long)
+        state = ctx.state(self)
+        state.update(counts=[], took=[], timestep=[], spikes=[], steps=[])
+        state["total"] = torch.zeros(ctx.batch, dtype=torch.long)
 
     def after_step(self, ctx: StepContext) -> None:
+        state = ctx.state(self)
         took = ctx.took_step.detach()
-        self._total = self._total.to(took.device) + took.long() * ctx.steps_per_row
-        self._counts.append(ctx.output_counts.detach().clone())
-        self._took.append(took.clone())
-        self._t.append(ctx.timestep)
-        self._spikes.append(ctx.network_spikes.detach().clone())
-        self._steps.append(self._total)
+        state["total"] = state["total"].to(took.device) + took.long() * ctx.steps_per_row
+        state["counts"].append(ctx.output_counts.detach().clone())
+        state["took"].append(took.clone())
+        state["timestep"].append(ctx.timestep)
+        state["spikes"].append(ctx.network_spikes.detach().clone())
+        state["steps"].append(state["total"])
 
     def finish(self, ctx: StepContext) -> None:
+        state = ctx.state(self)
         ctx.records["output_trace"] = {
-            "counts": torch.stack(self._counts),
-            "forward_steps": torch.stack(self._steps),
-            "network_spikes": torch.stack(self._spikes),
-            "took_step": torch.stack(self._took),
-            "timestep": torch.tensor(self._t),
+            "counts": torch.stack(state["counts"]),
+            "forward_steps": torch.stack(state["steps"]),
+            "network_spikes": torch.stack(state["spikes"]),
+            "took_step": torch.stack(state["took"]),
+            "timestep": torch.tensor(state["timestep"]),
         }
