@@ -6,7 +6,8 @@
 - seeds make runs reproducible, and matter for the random policy only;
 - gradients flow through delivered spikes;
 - queued (non-prioritized) input;
-- the deterministic policies match an independent event-by-event simulator of SPEC section 2.
+- the deterministic policies match an independent event-by-event simulator of
+  docs/semantics.md, section 3.
 """
 
 from __future__ import annotations
@@ -363,8 +364,8 @@ def test_conv_samples_are_independent_of_their_batch(case, policy):
 def _reference_run(
     net, x, policy, group_size, prioritized_input=True, max_steps=None, stop_after_output=None
 ):
-    """SPEC section 2 written out event by event, one sample at a time, for the deterministic
-    policies (``fifo``, ``layered``, ``momentum`` with lambda 0).
+    """docs/semantics.md section 3 written out event by event, one sample at a time, for the
+    deterministic policies (``fifo``, ``layered``, ``momentum`` with lambda 0).
 
     Each projection's weights are read through the modules' own forward (a unit spike per
     source neuron, biases removed); nothing of the engine's tables is used.

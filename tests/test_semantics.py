@@ -1,4 +1,4 @@
-"""Hand-computed small networks, one or more per rule of SPEC section 2."""
+"""Hand-computed small networks, one or more per rule of docs/semantics.md."""
 
 from __future__ import annotations
 
@@ -178,6 +178,7 @@ def test_an_all_inhibitory_last_group_is_applied():
 
 # ------------------------------------------------------------------------------ bias
 
+
 # ------------------------------------------------------------------------------ delivery order
 @pytest.mark.parametrize("grad", [False, True])
 @pytest.mark.parametrize("backend", ["torch", "numba"])
@@ -204,6 +205,7 @@ def test_a_groups_current_is_summed_in_the_senders_order(scheduler, backend, gra
             assert r.membrane[0, 0, 0].item() == 0.0
         else:
             assert r.output_counts.tolist() == [[0.0]]
+
 
 @pytest.mark.parametrize("group_size", [1, 8])
 def test_bias_is_one_current_per_timestep_whatever_f(group_size):

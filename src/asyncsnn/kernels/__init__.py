@@ -8,8 +8,8 @@ them. ``backend="torch"`` always runs the reference; ``backend="numba"`` insists
 kernel and raises a ``ValueError`` naming the reason where it cannot run.
 
 - Inference (no gradient required) gives the reference's result bit for bit.
-- With gradients (unlayered backprop) the forward pass gives the spikes of the reference's
-  gradient path bit for bit, and :mod:`asyncsnn.kernels.cpu_grad` computes the gradients by
+- With gradients (unlayered backprop) the forward pass gives the reference's spikes bit for
+  bit, and :mod:`asyncsnn.kernels.cpu_grad` computes the gradients by
   hand, recomputing one timestep at a time: equal to autograd through the reference up to the
   rounding of float sums, in time and memory that follow the spikes.
 

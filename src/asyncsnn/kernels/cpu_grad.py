@@ -30,7 +30,7 @@ The current of the input projections and the biases is computed by PyTorch (as i
 and receives its gradient through autograd; the populations' weights receive theirs through
 the per-entry weights (``weight x coefficient``) the kernel reads.
 
-Scheduling decisions are not differentiated (SPEC section 3), as in the reference.
+Scheduling decisions are not differentiated (docs/semantics.md, section 8), as in the reference.
 """
 
 from __future__ import annotations
