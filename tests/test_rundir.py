@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from factories import tiny_split
 from torch import nn
 
 import asyncsnn
@@ -23,7 +24,7 @@ from asyncsnn.rundir import (
     jsonable,
     write_json,
 )
-from asyncsnn.training import Split, TrainConfig, Trainer, load_run, unfinished
+from asyncsnn.training import TrainConfig, Trainer, load_run, unfinished
 
 FACTS = DataFacts(
     input_shape=(24,),
@@ -218,17 +219,8 @@ def test_metrics_append_read_and_trim(tmp_path):
 
 
 # ------------------------------------------------------------------------------ training
-def _split(n: int, seed: int) -> Split:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    rate = torch.full((n, 8, 24), 0.02)
-    for c in range(3):
-        rate[y == c, :, 8 * c : 8 * (c + 1)] = 0.5
-    return Split((torch.rand(n, 8, 24, generator=g) < rate).float(), y)
-
-
 def test_a_trained_run_reads_back_through_load_run(tmp_path):
-    splits = (_split(48, 1), _split(12, 2), _split(24, 3), FACTS)
+    splits = (tiny_split(48, 1), tiny_split(12, 2), tiny_split(24, 3), FACTS)
     cfg = TrainConfig(dataset="synthetic", hidden=(8,), epochs=2, batch_size=16, lr=1e-2)
     assert cfg.dt is None  # the data's dt is resolved by the training
     trainer = Trainer(cfg, tmp_path / "run", quiet=True, splits=splits)
@@ -257,7 +249,7 @@ def test_load_run_reads_a_checkpoint_without_data_facts(tmp_path):
     """An older checkpoint left the data facts to ``config.json``."""
     from asyncsnn.checkpoint import save_checkpoint
 
-    splits = (_split(32, 1), _split(8, 2), _split(8, 3), FACTS)
+    splits = (tiny_split(32, 1), tiny_split(8, 2), tiny_split(8, 3), FACTS)
     cfg = TrainConfig(dataset="synthetic", dt=1e-3, hidden=(8,), epochs=1, batch_size=16)
     Trainer(cfg, tmp_path, quiet=True, splits=splits).fit()
     run = RunDir(tmp_path)

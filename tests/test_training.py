@@ -7,12 +7,13 @@ import json
 
 import pytest
 import torch
+from factories import tiny_split
 
 import asyncsnn.training as training
 from asyncsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from asyncsnn.evaluation import Execution, evaluate
 from asyncsnn.surrogate import ArcTan, FastSigmoid
-from asyncsnn.training import Split, TrainConfig, Trainer, load_run
+from asyncsnn.training import TrainConfig, Trainer, load_run
 
 FACTS = {
     "input_shape": [24],
@@ -26,19 +27,9 @@ FACTS = {
 }
 
 
-def _split(n: int, seed: int) -> Split:
-    """Class c fires input neurons 8c..8c+7 at a high rate, the rest rarely."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    rate = torch.full((n, 8, 24), 0.02)
-    for c in range(3):
-        rate[y == c, :, 8 * c : 8 * (c + 1)] = 0.5
-    return Split((torch.rand(n, 8, 24, generator=g) < rate).float(), y)
-
-
 @pytest.fixture(scope="module")
 def splits():
-    return _split(120, 1), _split(30, 2), _split(60, 3), dict(FACTS)
+    return tiny_split(120, 1), tiny_split(30, 2), tiny_split(60, 3), dict(FACTS)
 
 
 def _cfg(**kw) -> TrainConfig:
