@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -195,6 +196,55 @@ def _ordered(bits):
     return b ^ ((b >> 31) & 0x7FFFFFFF)
 
 
+# ------------------------------------------------------------------ the kernel's arguments
+class KernelNet(NamedTuple):
+    """The network as the kernel reads it (population neurons in global order - n_in)."""
+
+    beta: np.ndarray  # (n,) leak per timestep
+    theta: np.ndarray  # (n,) threshold, inf for a non-spiking readout
+    slot_of: np.ndarray  # (n,) queue row of a neuron with outgoing projections, else -1
+    slot_layer: np.ndarray  # (rows,) layer of each queue row's neuron
+    slot_fanout: np.ndarray  # (rows,) its fan-out
+    ent_start: np.ndarray  # (rows + 1,) CSR: first synaptic entry of each row
+    ent_dst: np.ndarray  # (entries,) target neuron
+    ent_w: np.ndarray  # (entries,) weight x coefficient
+    in_fanout: np.ndarray  # (n_input,) fan-out of the input positions
+    out_lo: int  # the output population's neurons
+    out_hi: int
+
+
+class KernelRules(NamedTuple):
+    """The run's policy, stop rules and dropouts."""
+
+    policy: int  # RANDOM, MOMENTUM_NOISE, MOMENTUM, FIFO_CODE or LAYERED
+    lam: np.float32  # momentum noise scale
+    group: int  # F, at most the number of queue places
+    max_steps: int  # MaxForwardSteps, -1 without
+    extra_steps: int  # StopOnOutputSpike, -1 without
+    slots: int  # queue places per neuron
+    p_refractory: np.float32  # refractory dropout
+    drop_stream: np.ndarray  # network spike dropouts that act: their streams
+    drop_p: np.ndarray  # and probabilities
+
+
+class KernelInputs(NamedTuple):
+    current: np.ndarray  # (T, B, n) input and bias current of each timestep
+    xin: np.ndarray  # (T, B, n_input) the input, for its synaptic operations
+    seeds: np.ndarray  # (B,) per-sample seeds
+
+
+class KernelOutputs(NamedTuple):
+    """Written in place by the kernel (each sample its own rows)."""
+
+    spikes: np.ndarray  # (T, B, n)
+    forward_steps: np.ndarray  # (T, B)
+    in_synops: np.ndarray  # (T, B)
+    net_synops: np.ndarray  # (T, B)
+    undelivered: np.ndarray  # (T, B)
+    membrane: np.ndarray  # (T, B, outputs) or empty
+    v_end: np.ndarray  # (T, B, n) with a tape, else empty
+
+
 # ------------------------------------------------------------------ the simulation
 @njit(cache=True, inline="always")
 def deliver_row(
@@ -251,50 +301,27 @@ def _grow_rows(a, used):
 
 
 @njit(cache=True, nogil=True)
-def _simulate(
-    b0,
-    b1,
-    current,
-    beta,
-    theta,
-    slot_of,
-    slot_layer,
-    slot_fanout,
-    ent_start,
-    ent_dst,
-    ent_w,
-    xin,
-    in_fanout,
-    seeds,
-    policy,
-    lam,
-    group,
-    max_steps,
-    extra_steps,
-    out_lo,
-    out_hi,
-    slots,
-    p_refractory,
-    drop_stream,
-    drop_p,
-    record,
-    spikes,
-    forward_steps,
-    in_synops,
-    net_synops,
-    undelivered,
-    membrane,
-    v_end,
-):
-    """Samples ``b0 .. b1 - 1``; see the module docstring.
-
-    ``slots`` queue places per neuron (more than one where refractory dropout lets a neuron
-    fire again before its spike was delivered); ``p_refractory`` the refractory dropout;
-    ``drop_stream``, ``drop_p`` the network spike dropouts that act. ``record``: write the
-    tape the backward pass reads (see :mod:`asyncsnn.kernels.cpu_grad`) and every timestep's
-    final membranes into ``v_end``. Returns the tape and the number of spikes that found no
-    free queue place.
+def _simulate(b0, b1, net, rules, inp, out, record):
+    """Samples ``b0 .. b1 - 1``; see the module docstring. ``net`` is a :class:`KernelNet`,
+    ``rules`` :class:`KernelRules`, ``inp`` :class:`KernelInputs` and ``out``
+    :class:`KernelOutputs` (written in place). ``record``: write the tape the backward pass
+    reads (see :mod:`asyncsnn.kernels.cpu_grad`) and every timestep's final membranes into
+    ``out.v_end``. Returns the tape and the number of spikes that found no free queue place.
     """
+    beta, theta, slot_of, slot_layer = net.beta, net.theta, net.slot_of, net.slot_layer
+    slot_fanout, ent_start, ent_dst, ent_w = net.slot_fanout, net.ent_start, net.ent_dst, net.ent_w
+    in_fanout, out_lo, out_hi = net.in_fanout, net.out_lo, net.out_hi
+    policy, lam, group, slots = rules.policy, rules.lam, rules.group, rules.slots
+    max_steps, extra_steps, p_refractory = rules.max_steps, rules.extra_steps, rules.p_refractory
+    drop_stream, drop_p = rules.drop_stream, rules.drop_p
+    current, xin, seeds = inp.current, inp.xin, inp.seeds
+    spikes, forward_steps, in_synops = out.spikes, out.forward_steps, out.in_synops
+    net_synops, undelivered, membrane, v_end = (
+        out.net_synops,
+        out.undelivered,
+        out.membrane,
+        out.v_end,
+    )
     n_t_steps = current.shape[0]
     n = current.shape[2]
     q_n = slot_layer.shape[0] * slots
@@ -729,39 +756,38 @@ class Plan:
         xin = self.x.detach().reshape(T, B, -1)  # a view of batch-first input: no copy
         if xin.stride(2) != 1:
             xin = xin.contiguous()
-        args = (
-            current.detach().contiguous().numpy(),
-            self.beta.numpy(),
-            self.theta.numpy(),
-            st["slot_of"],
-            st["slot_layer"],
-            st["slot_fanout"],
-            st["ent_start"],
-            st["ent_dst"],
-            ent_w,
-            xin.numpy(),
-            st["in_fanout"],
-            self.seeds.numpy(),
-            self.policy,
-            np.float32(self.lam),
-            self.group,
-            self.max_steps,
-            self.extra,
-            self.out_lo,
-            self.out_hi,
-            self.slots,
-            self.p_refractory,
-            self.drop_stream,
-            self.drop_p,
-            record,
-            out["spikes"].numpy(),
-            out["forward_steps"].numpy(),
-            out["in_synops"].numpy(),
-            out["net_synops"].numpy(),
-            out["undelivered"].numpy(),
-            out["membrane"].numpy(),
-            out["v_end"].numpy(),
+        kernel_net = KernelNet(
+            beta=self.beta.numpy(),
+            theta=self.theta.numpy(),
+            slot_of=st["slot_of"],
+            slot_layer=st["slot_layer"],
+            slot_fanout=st["slot_fanout"],
+            ent_start=st["ent_start"],
+            ent_dst=st["ent_dst"],
+            ent_w=ent_w,
+            in_fanout=st["in_fanout"],
+            out_lo=self.out_lo,
+            out_hi=self.out_hi,
         )
+        rules = KernelRules(
+            policy=self.policy,
+            lam=np.float32(self.lam),
+            group=self.group,
+            max_steps=self.max_steps,
+            extra_steps=self.extra,
+            slots=self.slots,
+            p_refractory=self.p_refractory,
+            drop_stream=self.drop_stream,
+            drop_p=self.drop_p,
+        )
+        inputs = KernelInputs(
+            current=current.detach().contiguous().numpy(),
+            xin=xin.numpy(),
+            seeds=self.seeds.numpy(),
+        )
+        outputs = KernelOutputs(*(out[k].numpy() for k in KernelOutputs._fields))
+        self.kernel_net = kernel_net  # the backward pass reads the same network
+        args = (kernel_net, rules, inputs, outputs, record)
         chunks = run_chunks(_simulate, B, args)
         overflow = sum(int(tape[-1]) for _, _, tape in chunks)
         if overflow:

@@ -36,6 +36,7 @@ Scheduling decisions are not differentiated (docs/semantics.md, section 8), as i
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -69,34 +70,56 @@ def _derivative(kind, parameter, x):
     return np.float32(1.0) / (d * d)
 
 
+class Tape(NamedTuple):
+    """What the forward pass recorded for one chunk of samples (see the module docstring)."""
+
+    code: np.ndarray  # per check that fired: neuron << 2 | made refractory << 1 | 1
+    slot: np.ndarray  # its queue place, or -1
+    deliveries: np.ndarray  # per delivered spike: its queue place
+    rows: np.ndarray  # per step: timestep, first delivery, deliveries, first check, checks
+    first: np.ndarray  # per sample: its first row
+
+
+class Adjoint(NamedTuple):
+    """What the backward pass reads besides the tape and the network, and writes."""
+
+    current: np.ndarray  # (T, B, n) the forward pass's input and bias current
+    v_end: np.ndarray  # (T, B, n) each timestep's final membranes
+    kind: int  # ARCTAN or FAST_SIGMOID
+    parameter: np.float32  # the surrogate's alpha or slope
+    grad_spikes: np.ndarray  # (T, B, n) dL/dS
+    grad_membrane: np.ndarray  # (T, B, outputs) dL/dV of a non-spiking readout, or empty
+    grad_current: np.ndarray  # (T, B, n) written: dL/dI of the input and bias current
+
+
 @njit(cache=True, nogil=True)
-def _backward(
-    b0,
-    b1,
-    t_code,
-    t_slot,
-    t_dlv,
-    t_rows,
-    t_first,
-    n_timesteps,
-    slots,
-    n_slots,
-    ent_start,
-    ent_dst,
-    ent_w,
-    beta,
-    theta,
-    current,
-    v_end,
-    kind,
-    parameter,
-    grad_spikes,
-    grad_membrane,
-    out_lo,
-    grad_current,
-):
-    """Gradients of samples ``b0 .. b1 - 1`` from their tape: writes ``grad_current``
-    (timesteps, batch, neurons) and returns the chunk's per-entry weight gradient."""
+def _backward(b0, b1, tape, net, slots, adj):
+    """Gradients of samples ``b0 .. b1 - 1`` from their :class:`Tape`, on the network
+    ``net`` (a :class:`~asyncsnn.kernels.cpu.KernelNet`): writes ``adj.grad_current`` and
+    returns the chunk's per-entry weight gradient."""
+    t_code, t_slot, t_dlv, t_rows, t_first = (
+        tape.code,
+        tape.slot,
+        tape.deliveries,
+        tape.rows,
+        tape.first,
+    )
+    ent_start, ent_dst, ent_w, beta, theta = (
+        net.ent_start,
+        net.ent_dst,
+        net.ent_w,
+        net.beta,
+        net.theta,
+    )
+    out_lo = net.out_lo
+    n_timesteps = adj.current.shape[0]
+    n_slots = net.slot_layer.shape[0] * slots
+    current, v_end, kind, parameter = adj.current, adj.v_end, adj.kind, adj.parameter
+    grad_spikes, grad_membrane, grad_current = (
+        adj.grad_spikes,
+        adj.grad_membrane,
+        adj.grad_current,
+    )
     n = beta.shape[0]
     grad_w = np.zeros(ent_w.shape[0], np.float64)
     lam = np.zeros(n, np.float32)
@@ -239,7 +262,7 @@ class AsyncTrainFunction(torch.autograd.Function):
         current = current.detach().contiguous()
         out, chunks = plan.simulate(current, ent_np, record=True)
         ctx.plan, ctx.chunks, ctx.surrogate = plan, chunks, surrogate
-        ctx.arrays = (current.numpy(), ent_np, out["v_end"].numpy())
+        ctx.arrays = (current.numpy(), out["v_end"].numpy())
         counts = [out[k] for k in OUTPUTS[2:]]
         ctx.mark_non_differentiable(*counts)
         return (out["spikes"], out["membrane"], *counts)
@@ -254,34 +277,27 @@ class AsyncTrainFunction(torch.autograd.Function):
                 "it). Run again, or use backend='torch'"
             )
         plan = ctx.plan
-        st = plan.st
-        current, ent_np, v_end = ctx.arrays
+        current, v_end = ctx.arrays
         kind, parameter = ctx.surrogate
         gm = grad_membrane.contiguous() if plan.readout else torch.zeros(0, 0, 0)
         gc = torch.zeros(plan.T, plan.B, plan.n_pop, dtype=plan.dtype)
-        args = (
-            plan.T,
-            plan.slots,
-            len(st["slot_layer"]) * plan.slots,
-            st["ent_start"],
-            st["ent_dst"],
-            ent_np,
-            plan.beta.numpy(),
-            plan.theta.numpy(),
-            current,
-            v_end,
-            kind,
-            np.float32(parameter),
-            grad_spikes.contiguous().numpy(),
-            gm.to(plan.dtype).numpy(),
-            plan.out_lo,
-            gc.numpy(),
+        adj = Adjoint(
+            current=current,
+            v_end=v_end,
+            kind=kind,
+            parameter=np.float32(parameter),
+            grad_spikes=grad_spikes.contiguous().numpy(),
+            grad_membrane=gm.to(plan.dtype).numpy(),
+            grad_current=gc.numpy(),
         )
-        tapes = {b0: tape for b0, _, tape in ctx.chunks}
+        tapes = {b0: Tape(*tape[:5]) for b0, _, tape in ctx.chunks}
         bounds = [(b0, b1) for b0, b1, _ in ctx.chunks]
+        kernel_net = plan.kernel_net
         # the tape is read once: what the graph holds goes as soon as possible
         ctx.chunks = ctx.arrays = ctx.plan = None
-        results = map_chunks(lambda b0, b1: _backward(b0, b1, *tapes[b0][:5], *args), bounds)
+        results = map_chunks(
+            lambda b0, b1: _backward(b0, b1, tapes[b0], kernel_net, plan.slots, adj), bounds
+        )
         grad_w = results[0]
         for g in results[1:]:
             grad_w += g
