@@ -196,6 +196,119 @@ def _ordered(bits):
     return b ^ ((b >> 31) & 0x7FFFFFFF)
 
 
+# ------------------------------------------------------------------ the phases of a timestep
+@njit(cache=True, inline="always")
+def leak_and_input(v, beta, current, touched):
+    """The start of a timestep: every membrane leaks and receives the input and bias
+    ``current``; the neurons whose current is non-zero go to ``touched`` (they are checked).
+    Returns their number."""
+    n_touched = 0
+    for i in range(v.shape[0]):
+        c = current[i]
+        v[i] = lif.integrate(lif.leak(v[i], beta[i]), c)
+        if c != 0:
+            touched[n_touched] = i
+            n_touched += 1
+    return n_touched
+
+
+@njit(cache=True, inline="always")
+def deliver_group(chosen, slots, t, net, state):
+    """Deliver the queue places ``chosen`` (in ascending order: the senders' order) of
+    forward step ``stamp``: each target's current is summed over the group, then added to
+    its membrane once. ``state`` is ``(stamp, refractory, acc, touch, touched, v)``.
+    Returns the number of neurons to check (in ``touched``) and the synaptic operations."""
+    stamp, refractory, acc, touch, touched, v = state
+    n_touched = 0
+    syn = 0
+    for k in range(chosen.shape[0]):
+        row = chosen[k] // slots
+        syn += net.slot_fanout[row]
+        n_touched = deliver_row(
+            row,
+            t,
+            stamp,
+            n_touched,
+            net.ent_start,
+            net.ent_dst,
+            net.ent_w,
+            refractory,
+            acc,
+            touch,
+            touched,
+        )
+    return apply_summed(n_touched, touched, acc, v), syn
+
+
+@njit(cache=True, inline="always")
+def _queue_place(skey, row, rules, mixed, counter, i):
+    """The queue place a new spike of neuron ``i`` (queue row ``row``) takes: the first free
+    one of the neuron; -1 where network spike dropout drops the spike, -2 where every place
+    is taken."""
+    for d in range(rules.drop_stream.shape[0]):
+        u = np.float32(uniform_bits(mixed, counter_key(rules.drop_stream[d], counter), i))
+        if u * _UNIT < rules.drop_p[d]:
+            return -1
+    for s in range(rules.slots):
+        if skey[row * rules.slots + s] == _DEAD:
+            return row * rules.slots + s
+    return -2
+
+
+@njit(cache=True, inline="always")
+def _spike_key(rules, pre, mixed, noise_key, step, layer, q, fbuf):
+    """The key of a spike entering queue place ``q``: its priority above the tie-break (the
+    lower place first), as the reference orders them; 0 for ``random`` (drawn per step).
+    ``pre``: the membrane before the spike; ``fbuf``: a float32 scratch cell."""
+    tie = 0xFFFFFFFF - q
+    policy = rules.policy
+    if policy in (MOMENTUM_NOISE, MOMENTUM):
+        fbuf[0] = pre
+        if policy == MOMENTUM_NOISE:
+            fbuf[0] = momentum_priority(pre, rules.lam, uniform_bits(mixed, noise_key, q))
+        return (_ordered(fbuf.view(np.int32)[0]) << 32) | tie
+    if policy == FIFO_CODE:
+        return ((-np.int64(step)) << 32) | tie
+    if policy == LAYERED:
+        return ((-np.int64(layer)) << 32) | tie
+    return np.int64(0)
+
+
+@njit(cache=True, inline="always")
+def _choose(rules, mixed, t, step, live, n_live, heap, n_heap, kv, ki, chosen):
+    """The group of forward step ``step``: the ``F`` largest keys of the queued spikes, fresh
+    ones for ``random`` (``kv``, ``ki`` scratch), else the heap's, into ``chosen`` in
+    ascending order. Returns their number and the heap's new size."""
+    if rules.policy == RANDOM:
+        step_key = counter_key(_RANDOM_STREAM, (t << 16) + step)
+        for k in range(n_live):
+            q = live[k]
+            kv[k] = (uniform_bits(mixed, step_key, q) << 32) | (0xFFFFFFFF - q)
+        n_chosen = select_largest(kv, n_live, rules.group, ki, chosen)
+    else:
+        n_chosen = 0
+        while n_chosen < rules.group and n_heap > 0:
+            chosen[n_chosen] = 0xFFFFFFFF - (heap[0] & 0xFFFFFFFF)
+            n_chosen += 1
+            n_heap = _max_pop(heap, n_heap)
+    chosen[:n_chosen].sort()
+    return n_chosen, n_heap
+
+
+@njit(cache=True, inline="always")
+def _dequeue(chosen, n_chosen, skey, live, live_pos, n_live):
+    """Remove the chosen places from the queue; returns the new number of queued spikes."""
+    for k in range(n_chosen):
+        q = chosen[k]
+        skey[q] = _DEAD
+        p = live_pos[q]
+        n_live -= 1
+        last = live[n_live]
+        live[p] = last
+        live_pos[last] = p
+    return n_live
+
+
 # ------------------------------------------------------------------ the kernel's arguments
 class KernelNet(NamedTuple):
     """The network as the kernel reads it (population neurons in global order - n_in)."""
@@ -309,11 +422,9 @@ def _simulate(b0, b1, net, rules, inp, out, record):
     ``out.v_end``. Returns the tape and the number of spikes that found no free queue place.
     """
     beta, theta, slot_of, slot_layer = net.beta, net.theta, net.slot_of, net.slot_layer
-    slot_fanout, ent_start, ent_dst, ent_w = net.slot_fanout, net.ent_start, net.ent_dst, net.ent_w
     in_fanout, out_lo, out_hi = net.in_fanout, net.out_lo, net.out_hi
-    policy, lam, group, slots = rules.policy, rules.lam, rules.group, rules.slots
+    policy, group, slots = rules.policy, rules.group, rules.slots
     max_steps, extra_steps, p_refractory = rules.max_steps, rules.extra_steps, rules.p_refractory
-    drop_stream, drop_p = rules.drop_stream, rules.drop_p
     current, xin, seeds = inp.current, inp.xin, inp.seeds
     spikes, forward_steps, in_synops = out.spikes, out.forward_steps, out.in_synops
     net_synops, undelivered, membrane, v_end = (
@@ -339,9 +450,7 @@ def _simulate(b0, b1, net, rules, inp, out, record):
     ki = np.empty(max(group, 1), np.int64)
     chosen = np.empty(max(group, 1), np.int64)
     fbuf = np.empty(1, np.float32)
-    ibuf = fbuf.view(np.int32)
     record_membrane = membrane.shape[0] > 0
-    n_drop = drop_stream.shape[0]
     # the tape: per spike (neuron << 2 | made refractory << 1 | 1, its queue slot or -1),
     # per delivery its slot, per step a row (timestep, first delivery, deliveries, first
     # spike, spikes), per sample its first row
@@ -370,14 +479,7 @@ def _simulate(b0, b1, net, rules, inp, out, record):
                 if xt[i] != 0:
                     syn += in_fanout[i]
             in_synops[t, b] = syn
-            cur = current[t, b]
-            n_touched = 0
-            for i in range(n):
-                c = cur[i]
-                v[i] = lif.integrate(lif.leak(v[i], beta[i]), c)
-                if c != 0:
-                    touched[n_touched] = i
-                    n_touched += 1
+            n_touched = leak_and_input(v, beta, current[t, b], touched)
             noise_key = counter_key(_NOISE_STREAM, t)
             n_live = 0
             n_heap = 0
@@ -416,38 +518,17 @@ def _simulate(b0, b1, net, rules, inp, out, record):
                     row = slot_of[i]
                     q = -1
                     if row >= 0:
-                        keep = True
-                        for d in range(n_drop):
-                            u = np.float32(
-                                uniform_bits(mixed, counter_key(drop_stream[d], counter), i)
-                            )
-                            if u * _UNIT < drop_p[d]:
-                                keep = False
-                        if keep:
-                            for s in range(slots):  # the first free place of the neuron
-                                if skey[row * slots + s] == _DEAD:
-                                    q = row * slots + s
-                                    break
-                            if q < 0:
-                                overflow += 1
+                        q = _queue_place(skey, row, rules, mixed, counter, i)
+                        if q == -2:  # every place of the neuron is taken
+                            overflow += 1
+                            q = -1
                     if record:
                         t_code[n_chk] = (i << 2) | (2 if made else 0) | 1
                         t_slot[n_chk] = q
                         n_chk += 1
                     if q < 0:
                         continue
-                    tie = 0xFFFFFFFF - q  # equal priorities: the lower slot first
-                    key = np.int64(0)  # random: drawn afresh at every step
-                    if policy == MOMENTUM_NOISE:
-                        fbuf[0] = momentum_priority(pre, lam, uniform_bits(mixed, noise_key, q))
-                        key = (_ordered(ibuf[0]) << 32) | tie
-                    elif policy == MOMENTUM:
-                        fbuf[0] = pre
-                        key = (_ordered(ibuf[0]) << 32) | tie
-                    elif policy == FIFO_CODE:
-                        key = ((-np.int64(step)) << 32) | tie
-                    elif policy == LAYERED:
-                        key = ((-slot_layer[row]) << 32) | tie
+                    key = _spike_key(rules, pre, mixed, noise_key, step, slot_layer[row], q, fbuf)
                     skey[q] = key
                     live[n_live] = q
                     live_pos[q] = n_live
@@ -474,56 +555,20 @@ def _simulate(b0, b1, net, rules, inp, out, record):
                     break
                 # ---- choose the F highest priorities, deliver them in slot order -------------
                 step += 1
-                if policy == RANDOM:
-                    step_key = counter_key(_RANDOM_STREAM, (t << 16) + step)
-                    for k in range(n_live):
-                        q = live[k]
-                        kv[k] = (uniform_bits(mixed, step_key, q) << 32) | (0xFFFFFFFF - q)
-                    n_chosen = select_largest(kv, n_live, group, ki, chosen)
-                else:
-                    n_chosen = 0
-                    while n_chosen < group and n_heap > 0:
-                        chosen[n_chosen] = 0xFFFFFFFF - (heap[0] & 0xFFFFFFFF)
-                        n_chosen += 1
-                        n_heap = _max_pop(heap, n_heap)
-                chosen[:n_chosen].sort()
-                for k in range(n_chosen):  # dequeue
-                    q = chosen[k]
-                    skey[q] = _DEAD
-                    p = live_pos[q]
-                    n_live -= 1
-                    last = live[n_live]
-                    live[p] = last
-                    live_pos[last] = p
+                n_chosen, n_heap = _choose(
+                    rules, mixed, t, step, live, n_live, heap, n_heap, kv, ki, chosen
+                )
+                n_live = _dequeue(chosen, n_chosen, skey, live, live_pos, n_live)
                 # ---- deliver the group ---------------------------------------------------------
                 forward_steps[t, b] += 1
                 stamp += 1
-                n_touched = 0
-                syn = 0
                 if record:
                     t_dlv = _grow(t_dlv, n_dlv, n_chosen)
                     dlv_first = n_dlv
-                for k in range(n_chosen):
-                    q = chosen[k]
-                    if record:
-                        t_dlv[n_dlv] = q
-                        n_dlv += 1
-                    row = q // slots
-                    syn += slot_fanout[row]
-                    n_touched = deliver_row(
-                        row,
-                        t,
-                        stamp,
-                        n_touched,
-                        ent_start,
-                        ent_dst,
-                        ent_w,
-                        refractory,
-                        acc,
-                        touch,
-                        touched,
-                    )
-                n_touched = apply_summed(n_touched, touched, acc, v)
+                    t_dlv[n_dlv : n_dlv + n_chosen] = chosen[:n_chosen]
+                    n_dlv += n_chosen
+                group_state = (stamp, refractory, acc, touch, touched, v)
+                n_touched, syn = deliver_group(chosen[:n_chosen], slots, t, net, group_state)
                 net_synops[t, b] += syn
             if record_membrane:
                 for i in range(out_lo, out_hi):

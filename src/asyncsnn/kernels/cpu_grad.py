@@ -47,7 +47,7 @@ from ..options import RunOptions
 from ..result import RunResult
 from ..surrogate import ArcTan, FastSigmoid
 from . import lif
-from .cpu import Plan, _grow, apply_summed, deliver_row, map_chunks
+from .cpu import Plan, _grow, deliver_group, leak_and_input, map_chunks
 
 ARCTAN, FAST_SIGMOID = 0, 1
 
@@ -155,35 +155,19 @@ def _backward(b0, b1, tape, net, slots, adj):
                 c_rows = np.empty((2 * (r_end - r_start + 1), 2), np.int64)
             # ---- replay the timestep from its start: the same float operations as the
             # forward pass, so the same membranes; the spikes come from the tape -------------
-            cur = current[t, b]
-            n_touched = 0
-            for i in range(n):
-                c = cur[i]
-                start = v_end[t - 1, b, i] if t > 0 else np.float32(0.0)
-                v[i] = lif.integrate(lif.leak(start, beta[i]), c)
-                if c != 0:
-                    touched[n_touched] = i
-                    n_touched += 1
+            if t > 0:
+                v[:] = v_end[t - 1, b]
+            else:
+                v[:] = 0.0
+            n_touched = leak_and_input(v, beta, current[t, b], touched)
             n_chk = 0
             for rr in range(r_start, r_end + 1):
                 if rr > r_start:  # the group delivered before this step's checks
                     stamp += 1
-                    n_touched = 0
-                    for d in range(t_rows[rr, 1], t_rows[rr, 1] + t_rows[rr, 2]):
-                        n_touched = deliver_row(
-                            t_dlv[d] // slots,
-                            t,
-                            stamp,
-                            n_touched,
-                            ent_start,
-                            ent_dst,
-                            ent_w,
-                            refractory,
-                            acc,
-                            touch,
-                            touched,
-                        )
-                    n_touched = apply_summed(n_touched, touched, acc, v)
+                    d0 = t_rows[rr, 1]
+                    group = t_dlv[d0 : d0 + t_rows[rr, 2]]
+                    state = (stamp, refractory, acc, touch, touched, v)
+                    n_touched = deliver_group(group, slots, t, net, state)[0]
                 c_code = _grow(c_code, n_chk, n_touched)
                 c_slot = _grow(c_slot, n_chk, n_touched)
                 c_v = _grow(c_v, n_chk, n_touched)
