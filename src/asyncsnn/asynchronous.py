@@ -183,8 +183,14 @@ class _Engine:
         self.ctx = StepContext(net, self.B, options.rng, options.training)
         self.hooks = {
             m: [h for h in options.hooks if overrides(h, m)]
-            for m in ("start", "transform_input", "keep_spikes", "after_step", "end_timestep")
-            + ("finish",)
+            for m in (
+                "start",
+                "transform_input",
+                "keep_spikes",
+                "after_step",
+                "end_timestep",
+                "finish",
+            )
         }
         self.view = QueueView(None, qt["slot_layer"], self.slot_neuron, _rng=options.rng)
         self.slot_pos = torch.arange(slots, device=device)
