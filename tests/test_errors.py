@@ -161,6 +161,20 @@ def test_bad_options(net, x):
         asyncsnn.ArcTan(alpha=0.0)
 
 
+def test_settings_by_name_or_as_one_object(net, x):
+    with pytest.raises(TypeError, match=r"unknown run setting\(s\) \['F', 'polcy'\]"):
+        asyncsnn.run(net, x, dt=1e-3, F=4, polcy="fifo")
+    with pytest.raises(TypeError, match="a run needs dt"):
+        asyncsnn.run(net, x, scheduler="fifo")
+    with pytest.raises(TypeError, match="settings must be a RunSettings"):
+        asyncsnn.run(net, x, {"dt": 1e-3})
+    by_name = asyncsnn.run(net, x, dt=1e-3, scheduler="momentum", group_size=2, seed=3)
+    settings = asyncsnn.RunSettings(dt=1e-3, scheduler="momentum", group_size=5, seed=3)
+    overridden = asyncsnn.run(net, x, settings, group_size=2)
+    assert torch.equal(by_name.spikes, overridden.spikes)
+    assert settings.group_size == 5  # the object given is left as it was
+
+
 def test_a_user_policy_must_declare_what_it_reads():
     class Sneaky(asyncsnn.Scheduler):
         def priority(self, q):

@@ -9,7 +9,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .connectivity import SumPool2d
-from .execution import RunResult, run
+from .execution import RunResult, RunSettings, run
 from .hooks import (
     Hook,
     InputSpikeDropout,
@@ -54,6 +54,7 @@ __all__ = [
     "QueueView",
     "Random",
     "RunResult",
+    "RunSettings",
     "Scheduler",
     "StepContext",
     "StopOnOutputSpike",

@@ -8,40 +8,20 @@ takes the same :class:`~asyncsnn.options.RunOptions` and returns a :class:`RunRe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from . import kernels
 from .asynchronous import run_async
-from .hooks import Hook
 from .layered import run_layered
 from .network import Network
-from .options import resolve
+from .options import RunSettings, resolve
 from .result import RunResult
-from .scheduling import Scheduler
 
-__all__ = ["RunResult", "run"]
+__all__ = ["RunResult", "RunSettings", "run"]
 
 
 def run(
-    network: Network,
-    x: torch.Tensor,
-    *,
-    dt: float,
-    execution: str = "async",
-    scheduler: str | Scheduler = "random",
-    group_size: int = 8,
-    seed: int | torch.Tensor | None = 0,
-    hooks: Sequence[Hook] = (),
-    prioritized_input: bool = True,
-    refractory_dropout: float = 0.0,
-    refractory_dropout_at_eval: bool = False,
-    training: bool | None = None,
-    surrogate=None,
-    max_queued_per_neuron: int = 4,
-    backend: str = "auto",
-    recompute: bool = False,
+    network: Network, x: torch.Tensor, settings: RunSettings | None = None, /, **overrides
 ) -> RunResult:
     """Run ``network`` on input ``x`` layered or asynchronously.
 
@@ -49,61 +29,29 @@ def run(
         network: the :class:`Network`.
         x: input of shape (timesteps, batch, *input_shape): event counts per bin (or analogue
             currents), finite.
-        dt: timestep length in seconds (> 0); the leak per timestep is ``exp(-dt / tau_m)``.
-        execution: ``"async"`` or ``"layered"``.
-        scheduler: policy name (``"random"``, ``"momentum"``, ``"fifo"``, ``"layered"``) or a
-            :class:`Scheduler` instance.
-        group_size: ``F``, spikes delivered per sample per forward step (>= 1).
-        seed: int, or a (batch,) integer tensor of per-sample seeds.
-        hooks: stop rules, interventions and monitors (see :mod:`asyncsnn.hooks`).
-        prioritized_input: deliver a timestep's input at once (default) or queue it.
-        refractory_dropout: probability that a spiking neuron is not made refractory; acts in
-            training only unless ``refractory_dropout_at_eval``.
-        training: whether training-only interventions act (default: ``network.training``).
-        surrogate: surrogate gradient (``"arctan"`` default, ``"fast_sigmoid"`` or an
-            instance); used when gradients are enabled and something requires them. Otherwise
-            the run builds no graph (the inference path).
-        max_queued_per_neuron: queue slots per neuron when refractory dropout acts.
-        backend: ``"auto"`` (default) runs asynchronous execution, with or without gradients,
-            through the compiled numba CPU kernel where it applies (see
-            :mod:`asyncsnn.kernels`; the same spikes) and the PyTorch engine elsewhere;
-            ``"torch"`` always runs the PyTorch engine; ``"numba"`` requires the kernel and
-            raises a ``ValueError`` saying why where it cannot run.
-        recompute: with gradients through the PyTorch engine (asynchronous execution on a
-            GPU, or with a user's policy, hook or surrogate), keep only each timestep's
-            input and membranes and recompute the timestep during the backward pass: memory
-            then grows with timesteps, not with forward steps, for about one more forward
-            pass of time. Policies and ``keep_spikes`` hooks must then be pure functions of
-            what they are given (the built-in ones are); stop decisions are replayed, and
-            monitors see each step once. The compiled CPU path always works so.
+        settings: a :class:`~asyncsnn.options.RunSettings`, or none: then the keyword
+            arguments give the settings (``dt`` is required; the others have defaults).
+        **overrides: settings by name, applied over ``settings``: ``dt``, ``execution``
+            (``"async"`` default or ``"layered"``), ``scheduler`` (``"random"`` default,
+            ``"momentum"``, ``"fifo"``, ``"layered"`` or a :class:`Scheduler`),
+            ``group_size`` (``F``, default 8), ``seed``, ``hooks``, ``prioritized_input``,
+            ``refractory_dropout``, ``refractory_dropout_at_eval``, ``training``,
+            ``surrogate``, ``max_queued_per_neuron``, ``backend`` (``"auto"`` default,
+            ``"torch"``, ``"numba"``) and ``recompute``; each is described at
+            :class:`~asyncsnn.options.RunSettings`. A name that is not a setting is a
+            ``TypeError``.
 
     >>> net = Network.sequential([torch.nn.Linear(4, 3), torch.nn.Linear(3, 2)], threshold=0.3)
     >>> x = (torch.rand(20, 5, 4) < 0.3).float()
     >>> run(net, x, dt=1e-3, scheduler="momentum").spikes.shape
     torch.Size([20, 5, 5])
     """
+    settings = RunSettings.of(settings, overrides)
     if not isinstance(network, Network):
         raise TypeError(f"network must be an asyncsnn.Network, got {type(network).__name__}")
     network.check_ready()
     _check_input(network, x)
-    options = resolve(
-        network,
-        x,
-        dt=dt,
-        execution=execution,
-        scheduler=scheduler,
-        group_size=group_size,
-        seed=seed,
-        hooks=hooks,
-        prioritized_input=prioritized_input,
-        refractory_dropout=refractory_dropout,
-        refractory_dropout_at_eval=refractory_dropout_at_eval,
-        training=training,
-        surrogate=surrogate,
-        max_queued_per_neuron=max_queued_per_neuron,
-        backend=backend,
-        recompute=recompute,
-    )
+    options = resolve(network, x, settings)
     if options.execution == "layered":
         return run_layered(network, x, options)
     engine = kernels.engine_for(network, x, options) or run_async

@@ -1,7 +1,9 @@
-"""The options of one run, validated once by :func:`asyncsnn.run` and read by every engine."""
+"""The settings of one run, as a caller chooses them (:class:`RunSettings`), and the options
+that every engine reads (:class:`RunOptions`), validated once by :func:`resolve`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,74 @@ from .surrogate import get_surrogate
 
 EXECUTIONS = ("layered", "async")
 BACKENDS = ("auto", "torch", "numba")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the caller of :func:`asyncsnn.run` chooses: every setting of a run and its default,
+    defined here once (``run(net, x, dt=1e-3, scheduler="momentum")`` fills one in).
+
+    Attributes:
+        dt: timestep length in seconds (> 0); the leak per timestep is ``exp(-dt / tau_m)``.
+        execution: ``"async"`` or ``"layered"``.
+        scheduler: policy name (``"random"``, ``"momentum"``, ``"fifo"``, ``"layered"``) or a
+            :class:`~asyncsnn.scheduling.Scheduler` instance.
+        group_size: ``F``, spikes delivered per sample per forward step (>= 1).
+        seed: int, or a (batch,) integer tensor of per-sample seeds.
+        hooks: stop rules, interventions and monitors (see :mod:`asyncsnn.hooks`).
+        prioritized_input: deliver a timestep's input at once (default) or queue it.
+        refractory_dropout: probability that a spiking neuron is not made refractory; acts in
+            training only unless ``refractory_dropout_at_eval``.
+        refractory_dropout_at_eval: let refractory dropout act outside training too.
+        training: whether training-only interventions act (default: ``network.training``).
+        surrogate: surrogate gradient (``"arctan"`` default, ``"fast_sigmoid"`` or an
+            instance); used when gradients are enabled and something requires them. Otherwise
+            the run builds no graph (the inference path).
+        max_queued_per_neuron: queue places per neuron when refractory dropout acts.
+        backend: ``"auto"`` (default) runs asynchronous execution, with or without gradients,
+            through the compiled numba CPU kernel where it applies (see
+            :mod:`asyncsnn.kernels`; the same spikes) and the PyTorch engine elsewhere;
+            ``"torch"`` always runs the PyTorch engine; ``"numba"`` requires the kernel and
+            raises a ``ValueError`` saying why where it cannot run.
+        recompute: with gradients through the PyTorch engine (asynchronous execution on a
+            GPU, or with a user's policy, hook or surrogate), keep only each timestep's
+            input and membranes and recompute the timestep during the backward pass: memory
+            then grows with timesteps, not with forward steps, for about one more forward
+            pass of time. Policies and ``keep_spikes`` hooks must then be pure functions of
+            what they are given (the built-in ones are); stop decisions are replayed, and
+            monitors see each step once. The compiled CPU path always works so.
+    """
+
+    dt: float
+    execution: str = "async"
+    scheduler: str | Scheduler = "random"
+    group_size: int = 8
+    seed: int | torch.Tensor | None = 0
+    hooks: Sequence[Hook] = ()
+    prioritized_input: bool = True
+    refractory_dropout: float = 0.0
+    refractory_dropout_at_eval: bool = False
+    training: bool | None = None
+    surrogate: object = None
+    max_queued_per_neuron: int = 4
+    backend: str = "auto"
+    recompute: bool = False
+
+    @classmethod
+    def of(cls, settings: RunSettings | None, overrides: dict) -> RunSettings:
+        """``settings`` (or the defaults) with ``overrides`` (setting names) applied; a name
+        that is not a setting, or a missing ``dt``, is a ``TypeError`` that says so."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown run setting(s) {unknown}; the settings are {sorted(names)}")
+        if settings is None:
+            if "dt" not in overrides:
+                raise TypeError("a run needs dt, the timestep length in seconds (dt=1e-3)")
+            return cls(**overrides)
+        if not isinstance(settings, cls):
+            raise TypeError(f"settings must be a RunSettings, got {type(settings).__name__}")
+        return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
 @dataclass(frozen=True)
@@ -61,76 +131,69 @@ class RunOptions:
         return self.max_queued_per_neuron if self.refractory_dropout > 0 else 1
 
 
-def resolve(
-    network: Network,
-    x: torch.Tensor,
-    *,
-    dt: float,
-    execution: str,
-    scheduler: str | Scheduler,
-    group_size: int,
-    seed,
-    hooks: Sequence[Hook],
-    prioritized_input: bool,
-    refractory_dropout: float,
-    refractory_dropout_at_eval: bool,
-    training: bool | None,
-    surrogate,
-    max_queued_per_neuron: int,
-    backend: str,
-    recompute: bool,
-) -> RunOptions:
-    """Validate the arguments of :func:`asyncsnn.run` (``x`` already checked) into options."""
-    if execution not in EXECUTIONS:
-        raise ValueError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
-    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
-        raise ValueError(f"dt must be a positive number of seconds, got {dt!r}")
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size (F) must be an int >= 1, got {group_size!r}")
-    if not 0 <= refractory_dropout < 1:
-        raise ValueError(f"refractory_dropout must be in [0, 1), got {refractory_dropout!r}")
-    if not isinstance(max_queued_per_neuron, int) or max_queued_per_neuron < 1:
-        raise ValueError(f"max_queued_per_neuron must be an int >= 1, got {max_queued_per_neuron}")
-    hooks = tuple(hooks)
+def resolve(network: Network, x: torch.Tensor, settings: RunSettings) -> RunOptions:
+    """Validate the settings of a run of ``network`` on ``x`` (``x`` already checked) into the
+    options that the engines read."""
+    s = settings
+    if s.execution not in EXECUTIONS:
+        raise ValueError(f"execution must be one of {EXECUTIONS}, got {s.execution!r}")
+    if (
+        isinstance(s.dt, bool)
+        or not isinstance(s.dt, (int, float))
+        or not math.isfinite(s.dt)
+        or s.dt <= 0
+    ):
+        raise ValueError(f"dt must be a positive number of seconds, got {s.dt!r}")
+    if isinstance(s.group_size, bool) or not isinstance(s.group_size, int) or s.group_size < 1:
+        raise ValueError(f"group_size (F) must be an int >= 1, got {s.group_size!r}")
+    if not 0 <= s.refractory_dropout < 1:
+        raise ValueError(f"refractory_dropout must be in [0, 1), got {s.refractory_dropout!r}")
+    if not isinstance(s.max_queued_per_neuron, int) or s.max_queued_per_neuron < 1:
+        raise ValueError(
+            f"max_queued_per_neuron must be an int >= 1, got {s.max_queued_per_neuron}"
+        )
+    hooks = tuple(s.hooks)
     for h in hooks:
         if not isinstance(h, Hook):
             raise TypeError(f"hooks must be asyncsnn.Hook instances, got {h!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "numba" and execution != "async":
+    if s.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {s.backend!r}")
+    if s.backend == "numba" and s.execution != "async":
         raise ValueError(
-            f"backend='numba' runs asynchronous execution only, not execution={execution!r}; "
+            f"backend='numba' runs asynchronous execution only, not execution={s.execution!r}; "
             "use backend='auto' or 'torch'"
         )
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute must be True or False, got {recompute!r}")
-    training = network.training if training is None else bool(training)
+    if not isinstance(s.recompute, bool):
+        raise TypeError(f"recompute must be True or False, got {s.recompute!r}")
+    training = network.training if s.training is None else bool(s.training)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in network.parameters())
     )
-    policy = get_scheduler(scheduler)
-    if execution == "layered":
+    policy = get_scheduler(s.scheduler)
+    if s.execution == "layered":
         bad = [type(h).__name__ for h in hooks if not h.layered_ok]
         if bad:
             raise ValueError(f"{bad} act on forward steps and need execution='async'")
-    elif policy.needs_potential and not prioritized_input:
+    elif policy.needs_potential and not s.prioritized_input:
         raise ValueError(
             f"the {policy.name!r} policy orders spikes by membrane potential, which input "
             "spikes do not have: use prioritized_input=True"
         )
-    spike_fn = get_surrogate(surrogate) if needs_grad else None
+    spike_fn = get_surrogate(s.surrogate) if needs_grad else None
     return RunOptions(
-        dt=float(dt),
-        execution=execution,
+        dt=float(s.dt),
+        execution=s.execution,
         scheduler=policy,
-        group_size=group_size,
-        rng=SampleRNG(sample_seeds(seed, x.shape[1], x.device)),
+        group_size=s.group_size,
+        rng=SampleRNG(sample_seeds(s.seed, x.shape[1], x.device)),
         hooks=hooks,
-        prioritized_input=bool(prioritized_input),
-        refractory_dropout=refractory_dropout if (training or refractory_dropout_at_eval) else 0.0,
+        prioritized_input=bool(s.prioritized_input),
+        refractory_dropout=s.refractory_dropout
+        if (training or s.refractory_dropout_at_eval)
+        else 0.0,
         spike_fn=spike_fn,
         training=training,
-        max_queued_per_neuron=max_queued_per_neuron,
-        backend=backend,
-        recompute=recompute and spike_fn is not None,
+        max_queued_per_neuron=s.max_queued_per_neuron,
+        backend=s.backend,
+        recompute=s.recompute and spike_fn is not None,
     )
