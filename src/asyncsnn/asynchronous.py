@@ -29,6 +29,7 @@ from .errors import QueueOverflowError
 from .hooks import StepContext, overrides
 from .network import INPUT, Network
 from .options import RunOptions
+from .queue import queue_layout
 from .result import RunResult
 from .rng import Stream, step_counter
 from .scheduling import QueueView
@@ -38,45 +39,36 @@ _SINKS = 64
 
 
 def _queue_tables(net: Network, queued_input: bool, slots: int):
-    """Padded per-slot delivery tables (cached on the network's tables)."""
+    """The queue's layout as padded per-place delivery tables (cached on the network's
+    tables)."""
     tab = net.tables()
     cache = tab.derived
     key = ("queue", queued_input, slots)
     if key in cache:
         return cache[key]
     g = tab.n_neurons
-    device = tab.entries_src.device
-    neuron = torch.nonzero(tab.has_outgoing).flatten()
-    if not queued_input:
-        neuron = neuron[neuron >= tab.n_input]
-    counts = torch.bincount(tab.entries_src, minlength=g)
-    starts = torch.cumsum(counts, 0) - counts
-    k = max(int(counts[neuron].max()) if len(neuron) else 1, 1)
-    cols = torch.arange(k, device=device)
-    pad = len(tab.entries_src)
-    idx = torch.where(
-        cols[None, :] < counts[neuron][:, None], starts[neuron][:, None] + cols[None, :], pad
-    )
+    layout = queue_layout(net, queued_input)
+    idx = layout.padded_entries()
+    k = idx.shape[1]
+    cols = torch.arange(k, device=idx.device)
     # padding entries point at distinct sink neurons g, g+1, ... (a run of additions into one
     # address would serialise the scatter); the last row is all padding, for unused places
     n_sink = min(k, _SINKS)
     sink = g + cols % n_sink
-    dst = torch.where(idx < pad, torch.cat([tab.entries_dst, tab.entries_dst[:1]])[idx], sink)
+    dst = torch.where(
+        idx < layout.n_entries, torch.cat([tab.entries_dst, tab.entries_dst[:1]])[idx], sink
+    )
     dst = torch.cat([dst, sink[None, :]])
-    layer = torch.zeros(g + 1, dtype=torch.long, device=device)
-    for pop in net.populations:
-        layer[pop.slice] = pop.layer
-    slot_row = torch.arange(len(neuron), device=device).repeat_interleave(slots)
-    slot_neuron = neuron[slot_row]
+    slot_row = torch.arange(layout.rows, device=idx.device).repeat_interleave(slots)
     out = {
         "entry_index": idx,  # (Q, K) into the entries (pad -> padding entry)
         "dst": dst,  # (Q + 1, K) global target, a sink for padding
         "n_sink": n_sink,
         "slot_row": slot_row,
-        "slot_neuron": slot_neuron,
-        "slot_layer": layer[slot_neuron],
-        "slot_fanout": tab.fanout[slot_neuron],
-        "slot_id": torch.arange(len(slot_row), device=device),
+        "slot_neuron": layout.neuron[slot_row],
+        "slot_layer": layout.layer[slot_row],
+        "slot_fanout": layout.fanout[slot_row],
+        "slot_id": torch.arange(len(slot_row), device=idx.device),
     }
     cache[key] = out
     return out

@@ -40,6 +40,7 @@ from ..errors import QueueOverflowError
 from ..hooks import MaxForwardSteps, NetworkSpikeDropout, StepContext, StopOnOutputSpike, overrides
 from ..network import INPUT, Network
 from ..options import RunOptions
+from ..queue import queue_layout
 from ..result import RunResult
 from ..rng import Stream
 from ..scheduling import FIFO, Layered, Momentum, Random
@@ -581,11 +582,11 @@ def _simulate(b0, b1, net, rules, inp, out, record):
 
 # ------------------------------------------------------------------ host side
 def _structure(net: Network) -> dict:
-    """Per-slot delivery tables in CSR form (cached on the network's tables).
+    """The queue's layout (:mod:`asyncsnn.queue`, prioritized input) as CSR delivery tables,
+    with the weights re-indexed for the kernel (cached on the network's tables).
 
-    A slot is a population neuron with outgoing projections, in global order (as the
-    reference's queue slots with prioritized input); its row lists its synaptic entries in
-    the order of ``Network.tables()``, which is the reference's table-column order.
+    A row's synaptic entries keep the order of ``Network.tables()``, which is the reference's
+    table-column order.
     """
     tab = net.tables()
     cached = tab.derived.get("numba-cpu")
@@ -593,21 +594,14 @@ def _structure(net: Network) -> dict:
         return cached
     n_in = tab.n_input
     n_pop = tab.n_neurons - n_in
-    src = tab.entries_src.cpu().numpy()
-    has_out = tab.has_outgoing.cpu().numpy()
-    neuron = np.flatnonzero(has_out)
-    neuron = neuron[neuron >= n_in]
-    counts = np.bincount(src, minlength=tab.n_neurons)
-    first = int(counts[:n_in].sum())  # entries are sorted by source: the input's come first
-    ent_start = np.zeros(len(neuron) + 1, np.int64)
-    ent_start[1:] = np.cumsum(counts[neuron])
-    if ent_start[-1] != len(src) - first:
+    layout = queue_layout(net, queued_input=False)
+    neuron = layout.neuron.cpu().numpy()
+    first, ent_start = layout.csr()  # the input's entries come before the rows'
+    ent_start = ent_start.cpu().numpy()
+    if first + ent_start[-1] != len(tab.entries_src):
         raise AssertionError("the synaptic entries are not sorted by source")
     slot_of = np.full(n_pop, -1, np.int64)
     slot_of[neuron - n_in] = np.arange(len(neuron))
-    layer = np.zeros(tab.n_neurons, np.int64)
-    for pop in net.populations:
-        layer[pop.slice] = pop.layer
     spiking = np.zeros(n_pop, bool)
     for pop in net.populations:
         spiking[pop.offset - n_in : pop.offset - n_in + pop.size] = pop.spiking
@@ -636,8 +630,8 @@ def _structure(net: Network) -> dict:
     in_fanout = tab.fanout.cpu().numpy()[:n_in].astype(np.int64)
     out = {
         "slot_of": slot_of,
-        "slot_layer": layer[neuron],
-        "slot_fanout": tab.fanout.cpu().numpy()[neuron].astype(np.int64),
+        "slot_layer": layout.layer.cpu().numpy(),
+        "slot_fanout": layout.fanout.cpu().numpy().astype(np.int64),
         "ent_start": ent_start,
         "ent_dst": (tab.entries_dst.cpu().numpy()[first:] - n_in).astype(np.int64),
         "ent_widx": ent_widx,
