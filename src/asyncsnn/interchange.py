@@ -273,8 +273,11 @@ def _kind(name: str, node: Any) -> str:
     raise NIRConversionError(name, f"asyncsnn cannot run a {t} node (supported: {supported})")
 
 
-def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
-    """Classify nodes; enumerate projections; order populations; find the readout."""
+def _classify(nodes: dict[str, Any], edges: list[tuple[str, str]]):
+    """Each node's kind; the one Input, the Output and neuron nodes, in graph order.
+
+    Checks that the graph has one Input, at least one neuron and no edge twice.
+    """
     kinds = {name: _kind(name, node) for name, node in nodes.items()}
     inputs = [n for n, k in kinds.items() if k == "input"]
     outputs = [n for n, k in kinds.items() if k == "output"]
@@ -284,12 +287,20 @@ def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
             inputs[1] if inputs else "<graph>",
             f"asyncsnn needs exactly one Input node, the graph has {len(inputs)}",
         )
-    inp = inputs[0]
     if not neurons:
         raise NIRConversionError("<graph>", "the graph has no neuron node (LIF, IF, LI or I)")
     if len(set(edges)) != len(edges):
         dup = next(e for e in edges if edges.count(e) > 1)
         raise NIRConversionError(dup[0], f"the edge {dup} appears twice")
+    return kinds, inputs[0], outputs, neurons
+
+
+def _adjacency(nodes: dict[str, Any], edges: list[tuple[str, str]], kinds: dict[str, str]):
+    """The successors of every node.
+
+    Checks that no edges merge into a linear node, none leads into the Input and none leaves
+    the Output.
+    """
     succ: dict[str, list[str]] = {n: [] for n in nodes}
     pred: dict[str, list[str]] = {n: [] for n in nodes}
     for a, b in edges:
@@ -306,6 +317,16 @@ def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
             raise NIRConversionError(name, "an edge leads into the Input node")
         if kind == "output" and succ[name]:
             raise NIRConversionError(name, "an edge leaves the Output node")
+    return succ
+
+
+def _chains(kinds: dict[str, str], succ: dict[str, list[str]], inp: str, neurons: list[str]):
+    """The projections (chains of linear nodes from the Input or a neuron to a neuron) and
+    the populations that feed an Output node.
+
+    Checks that every linear node is reached and leads somewhere, and that linear nodes form
+    no cycle and do not lead into the Output.
+    """
     projections: list[_Proj] = []
     readouts: list[str] = []
     visited: set[str] = set()
@@ -338,6 +359,11 @@ def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
     for name, kind in kinds.items():
         if kind == "linear" and name not in visited:
             raise NIRConversionError(name, "this node is not reachable from the Input or a neuron")
+    return projections, readouts
+
+
+def _single_readout(readouts: list[str], outputs: list[str]) -> str | None:
+    """The one population that feeds Output nodes (``None`` if none does)."""
     if len(set(readouts)) > 1:
         raise NIRConversionError(
             outputs[-1],
@@ -345,7 +371,12 @@ def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
             "one readout population (every population's spikes are recorded anyway): keep one "
             "Output node (nir's type check adds one to every leaf node)",
         )
-    # depth-first from the input: edges back to a node on the stack are recurrent
+    return readouts[0] if readouts else None
+
+
+def _back_edges(inp: str, neurons: list[str], projections: list[_Proj]) -> set[tuple[str, str]]:
+    """The recurrent ``(source, target)`` pairs: depth-first from the Input, the edges back to
+    a node on the stack. Checks that every neuron node is reachable from the Input."""
     nsucc: dict[str, list[str]] = {n: [] for n in [inp] + neurons}
     for p in projections:
         if p.target not in nsucc[p.source]:
@@ -367,7 +398,19 @@ def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
     for n in neurons:
         if n not in state:
             raise NIRConversionError(n, "this neuron node is not reachable from the Input")
-    readout = readouts[0] if readouts else None
+    return back
+
+
+def _population_order(
+    nodes: dict[str, Any],
+    inp: str,
+    neurons: list[str],
+    projections: list[_Proj],
+    back: set[tuple[str, str]],
+    readout: str | None,
+) -> list[str]:
+    """The neuron nodes in topological order of the forward projections (ties in the graph's
+    node order, the readout last). Checks that the readout can come last."""
     position = {n: i for i, n in enumerate(nodes)}
     indeg = dict.fromkeys(neurons, 0)
     fwd: dict[str, list[str]] = {n: [] for n in neurons}
@@ -392,6 +435,17 @@ def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
             f"the readout must come last in network order, but {order[-1]!r} depends on it "
             "without leading to the Output",
         )
+    return order
+
+
+def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
+    """Classify nodes; enumerate projections; order populations; find the readout."""
+    kinds, inp, outputs, neurons = _classify(nodes, edges)
+    succ = _adjacency(nodes, edges, kinds)
+    projections, readouts = _chains(kinds, succ, inp, neurons)
+    readout = _single_readout(readouts, outputs)
+    back = _back_edges(inp, neurons, projections)
+    order = _population_order(nodes, inp, neurons, projections, back, readout)
     return inp, order, projections, back
 
 
@@ -659,6 +713,159 @@ def _neurons(name: str, node: Any, shape: tuple[int, ...], dt: float, disc: str)
     return _Neurons(tau_m, theta, gain, spiking)
 
 
+def _check_metadata(graph, dt: float, discretization: str) -> None:
+    """Warn where the graph's metadata records another ``dt`` or discretization."""
+    meta = getattr(graph, "metadata", None) or {}
+    for key, value in (("dt", dt), ("discretization", discretization)):
+        if key in meta:
+            written = meta[key]
+            written = written.decode() if isinstance(written, bytes) else written
+            if isinstance(written, np.ndarray):
+                written = written.item()
+            if written != value and not (
+                key == "dt" and math.isclose(float(written), value, rel_tol=1e-9)
+            ):
+                warnings.warn(
+                    f"the graph was written with {key}={written!r} but is read with "
+                    f"{key}={value!r}; its dynamics change accordingly",
+                    stacklevel=3,  # the caller of from_nir
+                )
+
+
+def _input_shape(nodes: dict[str, Any], inp: str, projections: list[_Proj]) -> tuple[int, ...]:
+    """The shape of a sample at the Input node, and the projections from it built.
+
+    The Input's shape is read as written or, where only that fits the projections from it,
+    without a leading batch dimension of 1.
+    """
+    in_node = nodes[inp]
+    raw = in_node.input_type.get("input") if in_node.input_type else None
+    if raw is None:
+        raise NIRConversionError(inp, "the Input node has no shape")
+    shape = tuple(int(v) for v in _arr(raw).ravel())
+    candidates = [shape] + ([shape[1:]] if len(shape) > 1 and shape[0] == 1 else [])
+    from_input = [p for p in projections if p.source == inp]
+    error: NIRConversionError | None = None
+    for cand in candidates:
+        try:
+            for p in from_input:
+                _build(p, nodes, cand)
+        except NIRConversionError as e:
+            error = error or e
+            continue
+        return cand
+    assert error is not None
+    raise error
+
+
+@dataclass
+class _Populations:
+    """Per population (in network order): its primary projection, shape and neurons."""
+
+    primary: dict[str, _Proj] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    params: dict[str, _Neurons] = field(default_factory=dict)
+
+
+def _populations(
+    nodes: dict[str, Any],
+    inp: str,
+    input_shape: tuple[int, ...],
+    order: list[str],
+    projections: list[_Proj],
+    back: set[tuple[str, str]],
+    dt: float,
+    discretization: str,
+) -> _Populations:
+    """Each population's primary projection (its first forward one from the Input or an
+    earlier population, which sets its shape) built, and its neuron parameters read.
+
+    Checks that only the last population is a non-spiking readout.
+    """
+    pops = _Populations(shapes={inp: input_shape})
+    rank = {n: i for i, n in enumerate(order)}
+    for name in order:
+        p = next(
+            p
+            for p in projections
+            if p.target == name
+            and (p.source == inp or (p.source in pops.shapes and rank[p.source] < rank[name]))
+            and (p.source, p.target) not in back
+        )
+        if p.source != inp:
+            _build(p, nodes, pops.shapes[p.source])
+        pops.shapes[name] = p.out_shape
+        pops.primary[name] = p
+        pops.params[name] = _neurons(name, nodes[name], p.out_shape, dt, discretization)
+        if not pops.params[name].spiking and name != order[-1]:
+            raise NIRConversionError(
+                name,
+                f"{type(nodes[name]).__name__} is a non-spiking readout, but it is not the "
+                "last population",
+            )
+    return pops
+
+
+def _build_others(
+    nodes: dict[str, Any], inp: str, projections: list[_Proj], pops: _Populations
+) -> None:
+    """Build the projections that are not a population's primary one (recurrent and skip
+    projections, further ones from the Input); each must fit its target population."""
+    for p in projections:
+        if p is not pops.primary[p.target]:
+            if p.source != inp:
+                _build(p, nodes, pops.shapes[p.source])
+            if math.prod(p.out_shape) != math.prod(pops.shapes[p.target]):
+                raise NIRConversionError(
+                    p.path[-1] if p.path else p.source,
+                    f"the projection {p.source} -> {p.target} produces {p.out_shape} values "
+                    f"for a population of shape {pops.shapes[p.target]}",
+                )
+
+
+def _fold_gains(order: list[str], projections: list[_Proj], pops: _Populations) -> None:
+    """Fold each population's input gain into its incoming weights, or else (spiking
+    neurons with a positive gain) into its threshold."""
+    for name in order:
+        prm = pops.params[name]
+        if np.all(prm.gain == 1):
+            continue
+        incoming = [p for p in projections if p.target == name]
+        snapshot = [copy.deepcopy(p.modules) for p in incoming]
+        ok = all([_fold_gain(p, prm.gain, name) for p in incoming])
+        if not ok:
+            for p, mods in zip(incoming, snapshot, strict=True):
+                p.modules = mods
+            if not prm.spiking or np.any(prm.gain <= 0):
+                raise NIRConversionError(
+                    name,
+                    "its input gain (r dt/tau for LIF/LI, r for IF/I) is not 1 and cannot be "
+                    "folded into the incoming weights (a projection without a weighted module, "
+                    "or a convolution whose gain varies inside a channel)",
+                )
+            prm.threshold = prm.threshold / prm.gain
+
+
+def _assemble(
+    net: Network, inp: str, order: list[str], projections: list[_Proj], pops: _Populations
+) -> None:
+    """Add the populations (with their primary projections) to ``net``, then connect the
+    other projections."""
+    for name in order:
+        p, prm = pops.primary[name], pops.params[name]
+        net.add_population(
+            name,
+            p.modules,
+            source=INPUT if p.source == inp else p.source,
+            tau_m=torch.as_tensor(prm.tau_m.ravel()),
+            threshold=torch.as_tensor(prm.threshold.ravel()),
+            spiking=prm.spiking,
+        )
+    others = [p for p in projections if p is not pops.primary[p.target]]
+    for p in others:
+        net.connect(INPUT if p.source == inp else p.source, p.target, p.modules)
+
+
 def from_nir(graph_or_path, dt: float, discretization: str = "exact") -> Network:
     """A :class:`~asyncsnn.Network` from a NIR graph or ``.nir`` file.
 
@@ -685,111 +892,18 @@ def from_nir(graph_or_path, dt: float, discretization: str = "exact") -> Network
     """
     dt = _check_args(dt, discretization)
     graph = _load(graph_or_path)
-    meta = getattr(graph, "metadata", None) or {}
-    for key, value in (("dt", dt), ("discretization", discretization)):
-        if key in meta:
-            written = meta[key]
-            written = written.decode() if isinstance(written, bytes) else written
-            if isinstance(written, np.ndarray):
-                written = written.item()
-            if written != value and not (
-                key == "dt" and math.isclose(float(written), value, rel_tol=1e-9)
-            ):
-                warnings.warn(
-                    f"the graph was written with {key}={written!r} but is read with "
-                    f"{key}={value!r}; its dynamics change accordingly",
-                    stacklevel=2,
-                )
+    _check_metadata(graph, dt, discretization)
     nodes, edges = _inline(graph)
     inp, order, projections, back = _topology(nodes, edges)
     first_edge = {e: i for i, e in reversed(list(enumerate(edges)))}
     projections.sort(key=lambda p: first_edge[(p.source, p.path[0] if p.path else p.target)])
-    in_node = nodes[inp]
-    raw = in_node.input_type.get("input") if in_node.input_type else None
-    if raw is None:
-        raise NIRConversionError(inp, "the Input node has no shape")
-    shape = tuple(int(v) for v in _arr(raw).ravel())
-    candidates = [shape] + ([shape[1:]] if len(shape) > 1 and shape[0] == 1 else [])
-    from_input = [p for p in projections if p.source == inp]
-    error: NIRConversionError | None = None
-    for cand in candidates:
-        try:
-            for p in from_input:
-                _build(p, nodes, cand)
-        except NIRConversionError as e:
-            error = error or e
-            continue
-        input_shape = cand
-        break
-    else:
-        assert error is not None
-        raise error
+    input_shape = _input_shape(nodes, inp, projections)
     net = Network(input_shape)
-    shapes: dict[str, tuple[int, ...]] = {inp: input_shape}
-    params: dict[str, _Neurons] = {}
-    primary: dict[str, _Proj] = {}
-    rank = {n: i for i, n in enumerate(order)}
-    for name in order:
-        p = next(
-            p
-            for p in projections
-            if p.target == name
-            and (p.source == inp or (p.source in shapes and rank[p.source] < rank[name]))
-            and (p.source, p.target) not in back
-        )
-        if p.source != inp:
-            _build(p, nodes, shapes[p.source])
-        shapes[name] = p.out_shape
-        primary[name] = p
-        params[name] = _neurons(name, nodes[name], p.out_shape, dt, discretization)
-        if not params[name].spiking and name != order[-1]:
-            raise NIRConversionError(
-                name,
-                f"{type(nodes[name]).__name__} is a non-spiking readout, but it is not the "
-                "last population",
-            )
-    for p in projections:
-        if p is not primary[p.target]:
-            if p.source != inp:
-                _build(p, nodes, shapes[p.source])
-            if math.prod(p.out_shape) != math.prod(shapes[p.target]):
-                raise NIRConversionError(
-                    p.path[-1] if p.path else p.source,
-                    f"the projection {p.source} -> {p.target} produces {p.out_shape} values "
-                    f"for a population of shape {shapes[p.target]}",
-                )
+    pops = _populations(nodes, inp, input_shape, order, projections, back, dt, discretization)
+    _build_others(nodes, inp, projections, pops)
     # fold each population's input gain into its incoming weights (or its threshold)
-    for name in order:
-        prm = params[name]
-        if np.all(prm.gain == 1):
-            continue
-        incoming = [p for p in projections if p.target == name]
-        snapshot = [copy.deepcopy(p.modules) for p in incoming]
-        ok = all([_fold_gain(p, prm.gain, name) for p in incoming])
-        if not ok:
-            for p, mods in zip(incoming, snapshot, strict=True):
-                p.modules = mods
-            if not prm.spiking or np.any(prm.gain <= 0):
-                raise NIRConversionError(
-                    name,
-                    "its input gain (r dt/tau for LIF/LI, r for IF/I) is not 1 and cannot be "
-                    "folded into the incoming weights (a projection without a weighted module, "
-                    "or a convolution whose gain varies inside a channel)",
-                )
-            prm.threshold = prm.threshold / prm.gain
-    for name in order:
-        p, prm = primary[name], params[name]
-        net.add_population(
-            name,
-            p.modules,
-            source=INPUT if p.source == inp else p.source,
-            tau_m=torch.as_tensor(prm.tau_m.ravel()),
-            threshold=torch.as_tensor(prm.threshold.ravel()),
-            spiking=prm.spiking,
-        )
-    others = [p for p in projections if p is not primary[p.target]]
-    for p in others:
-        net.connect(INPUT if p.source == inp else p.source, p.target, p.modules)
+    _fold_gains(order, projections, pops)
+    _assemble(net, inp, order, projections, pops)
     return net
 
 
