@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import h5py
@@ -400,6 +401,30 @@ def test_items_batch_with_a_dataloader(nmnist_root: Path) -> None:
     assert frames.shape == (3, 5, 2, 34, 34) and labels.tolist() == [0, 0, 3]
     stacked, stacked_labels = data.stack()
     assert torch.equal(stacked, frames) and torch.equal(stacked_labels, labels)
+
+
+def test_event_image_dataset_options_set_split_bins_transform_and_classes() -> None:
+    from asyncsnn.data.digits import EventImageDataset, ImageSetOptions
+
+    images = np.zeros((2, 8, 8))
+    images[:, 2:6, 2:6] = 1.0
+    default = EventImageDataset(images, [0, 1], sensor_size=(8, 8, 2))
+    assert default.train and default.n_timesteps == 30 and default.classes == ("0", "1")
+    kept: list[int] = []
+    options = ImageSetOptions(
+        train=False,
+        n_timesteps=6,
+        transform=lambda ev: kept.append(len(ev)) or ev[:0],
+        classes=["a", "b", "c"],
+    )
+    data = EventImageDataset(images, [0, 1], sensor_size=(8, 8, 2), options=options)
+    assert not data.train and data.n_timesteps == 6
+    assert data.classes == ("a", "b", "c") and data.n_classes == 3
+    frames, label = data[1]
+    assert frames.shape == (6, 2, 8, 8) and frames.sum() == 0 and label == 1
+    assert kept == [len(data.events(1))] and kept[0] > 0
+    with pytest.raises(FrozenInstanceError):
+        options.train = True  # type: ignore[misc]
 
 
 # ----------------------------------------------------------------------------- real samples

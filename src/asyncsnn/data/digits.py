@@ -9,6 +9,7 @@ scikit-learn: a small event data set that needs no download and trains in second
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +18,7 @@ import torch
 from .base import EventDataset, EventTransform
 from .emulator import EmulatorConfig, image_to_events, images_to_events
 
-__all__ = ["Digits", "EventImageDataset", "resize_images", "stratified_split"]
+__all__ = ["Digits", "EventImageDataset", "ImageSetOptions", "resize_images", "stratified_split"]
 
 
 def resize_images(images: npt.ArrayLike, size: tuple[int, int]) -> np.ndarray:
@@ -56,6 +57,23 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+@dataclass(frozen=True)
+class ImageSetOptions:
+    """How an :class:`EventImageDataset` presents its recordings as a data set.
+
+    Attributes:
+        train: whether the images are a training split (the data set's ``train``).
+        n_timesteps: number of bins (default: the three saccades, ``3 * saccade_duration / dt``).
+        transform: optional function applied to each event stream before binning.
+        classes: class names (default ``"0" .. str(max label)``).
+    """
+
+    train: bool = True
+    n_timesteps: int | None = None
+    transform: EventTransform | None = None
+    classes: Sequence[str] | None = None
+
+
 class EventImageDataset(EventDataset):
     """Grayscale images recorded by the emulated event camera (three saccades, ON/OFF events).
 
@@ -70,15 +88,15 @@ class EventImageDataset(EventDataset):
         labels: ``(N,)`` integer labels.
         sensor_size: ``(width, height, 2)`` of the emulated camera.
         dt: bin length in seconds (default 10 ms).
-        n_timesteps: number of bins (default: the three saccades, ``3 * saccade_duration / dt``).
         seed: the emulator's seed.
         config: the emulator's settings (default :class:`.emulator.EmulatorConfig`).
         max_value: intensity that maps to 1.0 (default 255 for uint8 images, else 1.0).
         image_size: ``(height, width)`` to resize images to before recording, or None.
         ids: per-image identifiers for the noise draw (default ``0..N-1``).
         precompute: convert every image at construction.
-        transform: optional function applied to each event stream before binning.
-        classes: class names (default ``"0" .. str(max label)``).
+        options: the split, number of bins, transform and class names
+            (default :class:`ImageSetOptions`: a training split, the three saccades' bins,
+            no transform, classes ``"0" .. str(max label)``).
 
     Items are ``(frames (T, 2, H, W) float32 event counts, label)``.
     """
@@ -93,22 +111,21 @@ class EventImageDataset(EventDataset):
         *,
         sensor_size: Sequence[int],
         dt: float | None = None,
-        n_timesteps: int | None = None,
         seed: int = 0,
         config: EmulatorConfig | None = None,
         max_value: float | None = None,
         image_size: tuple[int, int] | None = None,
         ids: Sequence[int] | None = None,
         precompute: bool = False,
-        transform: EventTransform | None = None,
-        classes: Sequence[str] | None = None,
-        train: bool = True,
+        options: ImageSetOptions | None = None,
     ) -> None:
+        options = ImageSetOptions() if options is None else options
         self.config = config or EmulatorConfig()
+        n_timesteps = options.n_timesteps
         if n_timesteps is None:
             n_timesteps = max(1, round(self.config.duration / (dt or self.default_dt)))
         self.sensor_size = tuple(int(s) for s in sensor_size)
-        super().__init__(train, dt, n_timesteps, self.sensor_size, True, transform)
+        super().__init__(options.train, dt, n_timesteps, self.sensor_size, True, options.transform)
         raw = np.asarray(images)
         labels = np.asarray(labels)
         if raw.ndim != 3 or labels.shape != (raw.shape[0],):
@@ -130,8 +147,8 @@ class EventImageDataset(EventDataset):
         if len(self.ids) != len(raw):
             raise ValueError(f"got {len(self.ids)} ids for {len(raw)} images")
         self.targets = labels.astype(np.int64).tolist()
-        if classes is not None:
-            self.classes = tuple(classes)
+        if options.classes is not None:
+            self.classes = tuple(options.classes)
             self.n_classes = len(self.classes)
         elif not type(self).classes:
             top = int(labels.max()) + 1 if labels.size else 0
@@ -226,14 +243,12 @@ class Digits(EventImageDataset):
             labels[chosen],
             sensor_size=self.sensor_size,
             dt=dt,
-            n_timesteps=n_timesteps,
             seed=seed,
             config=config or self.EMULATOR,
             max_value=16.0,
             image_size=self.image_size,
             ids=chosen.tolist(),
             precompute=True,
-            transform=transform,
-            train=train,
+            options=ImageSetOptions(train=train, n_timesteps=n_timesteps, transform=transform),
         )
         self.indices = chosen
