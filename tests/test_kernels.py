@@ -19,7 +19,8 @@ pytest.importorskip("numba")
 
 import asyncsnn  # noqa: E402
 from asyncsnn import kernels  # noqa: E402
-from asyncsnn.kernels import cpu  # noqa: E402
+from asyncsnn.kernels import cpu, shared  # noqa: E402
+from asyncsnn.kernels import queue as kqueue  # noqa: E402
 from asyncsnn.rng import SampleRNG, hash32, sample_seeds  # noqa: E402
 
 DT = 1e-3
@@ -289,13 +290,13 @@ def test_a_full_queue_is_an_error_as_in_the_reference():
 # ------------------------------------------------------------------------ random streams
 def test_the_kernel_reproduces_the_counter_based_rng():
     for x in [0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1]:
-        assert cpu.hash32(x) == hash32(x)
+        assert shared.hash32(x) == hash32(x)
     for seed in [0, 7, torch.tensor([5, 2**32 - 1, 0, 123456789])]:
         seeds = sample_seeds(seed, 4)
         rng = SampleRNG(seeds)
         for stream, counter, size in [(7, 1, 50), (7, (3 << 16) + 2, 300), (8, 11, 77), (0, 0, 1)]:
             expected = rng.uniform(stream, counter, size)
-            got = torch.from_numpy(cpu.uniform(seeds.numpy(), stream, counter, size))
+            got = torch.from_numpy(shared.uniform(seeds.numpy(), stream, counter, size))
             assert torch.equal(got, expected)
 
 
@@ -314,7 +315,7 @@ def test_momentum_priorities_are_computed_as_pytorch_computes_them(lambda_ms):
             _rng=_Fixed(noise),
         )
     )
-    got = cpu.momentum_priorities(potential.numpy(), np.float32(lambda_ms), bits.numpy())
+    got = shared.momentum_priorities(potential.numpy(), np.float32(lambda_ms), bits.numpy())
     assert torch.equal(torch.from_numpy(got), expected)
 
 
@@ -368,7 +369,7 @@ def test_the_selection_takes_the_largest_keys():
         slots = gen.permutation(200)[:n]
         keys = (values << 32) | (0xFFFFFFFF - slots)
         chosen = np.empty(m, np.int64)
-        assert cpu.select_largest(keys, n, m, heap, chosen) == m
+        assert kqueue.select_largest(keys, n, m, heap, chosen) == m
         order = sorted(range(n), key=lambda i: (-values[i], slots[i]))
         assert sorted(chosen.tolist()) == sorted(int(slots[i]) for i in order[:m])
 

@@ -47,7 +47,9 @@ from ..options import RunOptions
 from ..result import RunResult
 from ..surrogate import ArcTan, FastSigmoid
 from . import lif
-from .cpu import Plan, _grow, deliver_group, leak_and_input, map_chunks
+from .cpu import simulate
+from .plan import Plan, map_chunks
+from .shared import _grow, deliver_group, leak_and_input
 
 ARCTAN, FAST_SIGMOID = 0, 1
 
@@ -95,7 +97,7 @@ class Adjoint(NamedTuple):
 @njit(cache=True, nogil=True)
 def _backward(b0, b1, tape, net, slots, adj):
     """Gradients of samples ``b0 .. b1 - 1`` from their :class:`Tape`, on the network
-    ``net`` (a :class:`~asyncsnn.kernels.cpu.KernelNet`): writes ``adj.grad_current`` and
+    ``net`` (a :class:`~asyncsnn.kernels.plan.KernelNet`): writes ``adj.grad_current`` and
     returns the chunk's per-entry weight gradient."""
     t_code, t_slot, t_dlv, t_rows, t_first = (
         tape.code,
@@ -237,15 +239,15 @@ OUTPUTS = ("spikes", "membrane", "forward_steps", "in_synops", "net_synops", "un
 
 class AsyncTrainFunction(torch.autograd.Function):
     """``(current, entry weights) -> OUTPUTS`` through the kernel, with the backward pass
-    above; ``plan`` is a :class:`asyncsnn.kernels.cpu.Plan`. The counts are outputs too
+    above; ``plan`` is a :class:`asyncsnn.kernels.plan.Plan`. The counts are outputs too
     (not differentiable), so that nothing leaves the function on the side."""
 
     @staticmethod
     def forward(ctx, current, ent_w, plan, surrogate):
         ent_np = ent_w.detach().contiguous().numpy()
         current = current.detach().contiguous()
-        out, chunks = plan.simulate(current, ent_np, record=True)
-        ctx.plan, ctx.chunks, ctx.surrogate = plan, chunks, surrogate
+        out, chunks, kernel_net = simulate(plan, current, ent_np, record=True)
+        ctx.plan, ctx.chunks, ctx.net, ctx.surrogate = plan, chunks, kernel_net, surrogate
         ctx.arrays = (current.numpy(), out["v_end"].numpy())
         counts = [out[k] for k in OUTPUTS[2:]]
         ctx.mark_non_differentiable(*counts)
@@ -276,9 +278,9 @@ class AsyncTrainFunction(torch.autograd.Function):
         )
         tapes = {b0: Tape(*tape[:5]) for b0, _, tape in ctx.chunks}
         bounds = [(b0, b1) for b0, b1, _ in ctx.chunks]
-        kernel_net = plan.kernel_net
+        kernel_net = ctx.net
         # the tape is read once: what the graph holds goes as soon as possible
-        ctx.chunks = ctx.arrays = ctx.plan = None
+        ctx.chunks = ctx.arrays = ctx.plan = ctx.net = None
         results = map_chunks(
             lambda b0, b1: _backward(b0, b1, tapes[b0], kernel_net, plan.slots, adj), bounds
         )

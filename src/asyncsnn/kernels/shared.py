@@ -1,0 +1,170 @@
+"""numba helpers shared by the kernel's forward pass (:mod:`asyncsnn.kernels.cpu`) and its
+backward pass (:mod:`asyncsnn.kernels.cpu_grad`): the counter-based random numbers of
+:mod:`asyncsnn.rng`, bit for bit, and the phases of a timestep (leak and input, delivery of a
+group). The neuron update itself is :mod:`asyncsnn.kernels.lif`; the queue is
+:mod:`asyncsnn.kernels.queue`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..rng import Stream
+from . import lif
+
+# the named streams as plain ints for numba; counters are rng.step_counter's (t << 16) + step
+RANDOM_STREAM = int(Stream.RANDOM_POLICY)
+NOISE_STREAM = int(Stream.MOMENTUM_NOISE)
+REFRACTORY_STREAM = int(Stream.REFRACTORY_DROPOUT)
+UNIT = np.float32(1.0 / (1 << 24))  # a uniform number is its 24 random bits times UNIT
+
+
+# ------------------------------------------------------------------ counter-based RNG (rng.py)
+@njit(cache=True, inline="always")
+def hash32(x):
+    """``asyncsnn.rng.hash32`` for one int64 in ``[0, 2**32)``."""
+    x = x ^ (x >> 16)
+    x = (x * 0x21F0AAAD) & 0xFFFFFFFF
+    x = x ^ (x >> 15)
+    x = (x * 0x735A2D97) & 0xFFFFFFFF
+    return x ^ (x >> 15)
+
+
+@njit(cache=True, inline="always")
+def counter_key(stream, counter):
+    """``SampleRNG._counter_key``."""
+    return hash32(hash32((stream * 0x27D4EB2F) & 0xFFFFFFFF) ^ (counter & 0xFFFFFFFF))
+
+
+@njit(cache=True, inline="always")
+def uniform_bits(mixed, key, position):
+    """The 24 random bits of ``SampleRNG.uniform``: the value is ``bits * 2**-24``."""
+    pos = (position * 0x1E3779B9) & 0xFFFFFFFF
+    return hash32((mixed + key + pos) & 0xFFFFFFFF) >> 8
+
+
+@njit(cache=True)
+def uniform(seeds, stream, counter, size):
+    """``SampleRNG(seeds).uniform(stream, counter, size)`` as a (batch, size) float32 array."""
+    out = np.empty((seeds.shape[0], size), np.float32)
+    key = counter_key(stream, counter)
+    for b in range(seeds.shape[0]):
+        mixed = hash32((seeds[b] & 0xFFFFFFFF) ^ 0x5BD1E995)
+        for i in range(size):
+            out[b, i] = np.float32(uniform_bits(mixed, key, i)) * np.float32(1.0 / (1 << 24))
+    return out
+
+
+@njit(cache=True, inline="always")
+def momentum_priority(potential, lam, bits):
+    """``Momentum.priority`` of one queued spike, in float32 as PyTorch computes it:
+    ``potential + lambda_ms * noise`` with the noise ``bits * 2**-24``."""
+    return potential + lam * (np.float32(bits) * UNIT)
+
+
+@njit(cache=True)
+def momentum_priorities(potential, lam, bits):
+    """:func:`momentum_priority` of arrays (for tests)."""
+    out = np.empty(potential.shape[0], np.float32)
+    for i in range(potential.shape[0]):
+        out[i] = momentum_priority(potential[i], lam, bits[i])
+    return out
+
+
+# ------------------------------------------------------------------ the phases of a timestep
+@njit(cache=True, inline="always")
+def leak_and_input(v, beta, current, touched):
+    """The start of a timestep: every membrane leaks and receives the input and bias
+    ``current``; the neurons whose current is non-zero go to ``touched`` (they are checked).
+    Returns their number."""
+    n_touched = 0
+    for i in range(v.shape[0]):
+        c = current[i]
+        v[i] = lif.integrate(lif.leak(v[i], beta[i]), c)
+        if c != 0:
+            touched[n_touched] = i
+            n_touched += 1
+    return n_touched
+
+
+@njit(cache=True, inline="always")
+def deliver_group(chosen, slots, t, net, state):
+    """Deliver the queue places ``chosen`` (in ascending order: the senders' order) of
+    forward step ``stamp``: each target's current is summed over the group, then added to
+    its membrane once. ``state`` is ``(stamp, refractory, acc, touch, touched, v)``.
+    Returns the number of neurons to check (in ``touched``) and the synaptic operations."""
+    stamp, refractory, acc, touch, touched, v = state
+    n_touched = 0
+    syn = 0
+    for k in range(chosen.shape[0]):
+        row = chosen[k] // slots
+        syn += net.slot_fanout[row]
+        n_touched = deliver_row(
+            row,
+            t,
+            stamp,
+            n_touched,
+            net.ent_start,
+            net.ent_dst,
+            net.ent_w,
+            refractory,
+            acc,
+            touch,
+            touched,
+        )
+    return apply_summed(n_touched, touched, acc, v), syn
+
+
+@njit(cache=True, inline="always")
+def deliver_row(
+    row, t, stamp, n_touched, ent_start, ent_dst, ent_w, refractory, into, touch, touched
+):
+    """Add the synaptic entries of one queue row to ``into`` (the membranes, or the group's
+    current), skipping neurons refractory in timestep ``t``; neurons reached for the first
+    time in forward step ``stamp`` are appended to ``touched``. Returns its new length."""
+    for e in range(ent_start[row], ent_start[row + 1]):
+        j = ent_dst[e]
+        if refractory[j] != t:  # refractory neurons ignore input
+            into[j] += ent_w[e]
+            if touch[j] != stamp:
+                touch[j] = stamp
+                touched[n_touched] = j
+                n_touched += 1
+    return n_touched
+
+
+@njit(cache=True, inline="always")
+def apply_summed(n_touched, touched, acc, v):
+    """Add a group's summed current to the membranes (and clear it); keep in ``touched``
+    only the neurons whose current is non-zero (a zero current checks nothing). Returns
+    their number."""
+    m = 0
+    for k in range(n_touched):
+        j = touched[k]
+        c = acc[j]
+        acc[j] = 0.0
+        if c != 0:
+            v[j] = lif.integrate(v[j], c)
+            touched[m] = j
+            m += 1
+    return m
+
+
+@njit(cache=True, inline="always")
+def _grow(a, used, need):
+    """``a`` itself, or a copy with room for ``need`` more entries after ``used``."""
+    if used + need <= a.shape[0]:
+        return a
+    out = np.empty(max(2 * a.shape[0], used + need), a.dtype)
+    out[:used] = a[:used]
+    return out
+
+
+@njit(cache=True, inline="always")
+def _grow_rows(a, used):
+    if used < a.shape[0]:
+        return a
+    out = np.empty((2 * a.shape[0], a.shape[1]), a.dtype)
+    out[:used] = a[:used]
+    return out
