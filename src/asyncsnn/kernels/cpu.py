@@ -37,19 +37,80 @@ from ..options import RunOptions
 from ..result import RunResult
 from . import lif
 from .plan import KernelOutputs, Plan, run_chunks
-from .queue import DEAD, RANDOM, _choose, _dequeue, _max_push, _queue_place, _spike_key
+from .queue import DEAD, HEAP, LIVE, choose, clear, enqueue, new_queue, queue_place, spike_key
 from .shared import (
     NOISE_STREAM,
     REFRACTORY_STREAM,
     UNIT,
-    _grow,
     _grow_rows,
+    append,
     counter_key,
     deliver_group,
     hash32,
     leak_and_input,
+    new_neurons,
     uniform_bits,
 )
+
+
+@njit(cache=True, inline="always")
+def check_and_enqueue(n_touched, t, step, mixed, nrn, queue, net, rules, spikes_tb):
+    """The checks of forward step ``step`` of timestep ``t``: each touched neuron above its
+    threshold fires (into ``spikes_tb``), is reset and, unless refractory dropout spares it,
+    made refractory; its spike takes a queue place (unless network spike dropout drops it or
+    none is free). The spikes go to ``nrn.fired`` and ``nrn.fired_place``, as the tape
+    records them. Returns their number, whether an output neuron fired, and how many spikes
+    found no free place."""
+    counter = (t << 16) + step
+    refr_key = counter_key(REFRACTORY_STREAM, counter)
+    noise_key = counter_key(NOISE_STREAM, t)
+    v, refractory = nrn.v, nrn.refractory
+    n_fired = 0
+    out_fired = False
+    overflow = 0
+    for k in range(n_touched):
+        i = nrn.touched[k]
+        pre = v[i]
+        if not lif.crossed(pre, net.theta[i]):
+            continue
+        made = True
+        if rules.p_refractory > 0:
+            made = np.float32(uniform_bits(mixed, refr_key, i)) * UNIT >= rules.p_refractory
+        if made:
+            refractory[i] = t
+        v[i] = lif.reset(pre)
+        spikes_tb[i] += 1.0
+        if net.out_lo <= i < net.out_hi:
+            out_fired = True
+        row = net.slot_of[i]
+        q = -1
+        if row >= 0:
+            q = queue_place(queue.key, row, rules, mixed, counter, i)
+            if q == -2:  # every place of the neuron is taken
+                overflow += 1
+                q = -1
+        nrn.fired[n_fired] = (i << 2) | (2 if made else 0) | 1
+        nrn.fired_place[n_fired] = q
+        n_fired += 1
+        if q >= 0:
+            layer = net.slot_layer[row]
+            enqueue(
+                queue, rules, q, spike_key(rules, pre, mixed, noise_key, step, layer, q, queue.fbuf)
+            )
+    return n_fired, out_fired, overflow
+
+
+@njit(cache=True, inline="always")
+def stop_now(rules, step, out_fired, first_out):
+    """Whether the stop rules end the timestep after the checks of ``step``; and the step in
+    which an output neuron first fired (-1 while none has)."""
+    stop = rules.max_steps >= 0 and step >= rules.max_steps
+    if rules.extra_steps >= 0:
+        if out_fired and first_out < 0:
+            first_out = step
+        if first_out >= 0 and step >= first_out + rules.extra_steps:
+            stop = True
+    return stop, first_out
 
 
 @njit(cache=True, nogil=True)
@@ -60,38 +121,12 @@ def _simulate(b0, b1, net, rules, inp, out, record):
     reads (see :mod:`asyncsnn.kernels.cpu_grad`) and every timestep's final membranes into
     ``out.v_end``. Returns the tape and the number of spikes that found no free queue place.
     """
-    beta, theta, slot_of, slot_layer = net.beta, net.theta, net.slot_of, net.slot_layer
-    in_fanout, out_lo, out_hi = net.in_fanout, net.out_lo, net.out_hi
-    policy, group, slots = rules.policy, rules.group, rules.slots
-    max_steps, extra_steps, p_refractory = rules.max_steps, rules.extra_steps, rules.p_refractory
-    current, xin, seeds = inp.current, inp.xin, inp.seeds
-    spikes, forward_steps, in_synops = out.spikes, out.forward_steps, out.in_synops
-    net_synops, undelivered, membrane, v_end = (
-        out.net_synops,
-        out.undelivered,
-        out.membrane,
-        out.v_end,
-    )
-    n_t_steps = current.shape[0]
-    n = current.shape[2]
-    q_n = slot_layer.shape[0] * slots
-    qa = max(q_n, 1)
-    v = np.zeros(n, np.float32)
-    acc = np.zeros(n, np.float32)  # a group's currents, summed before they are added
-    refractory = np.full(n, -1, np.int64)  # the timestep in which the neuron was made so
-    touch = np.full(n, -1, np.int64)  # the last forward step that delivered to it
-    touched = np.empty(n, np.int64)
-    skey = np.full(qa, DEAD, np.int64)  # per slot: its key while queued, else DEAD
-    live = np.empty(qa, np.int64)  # the queued slots, unordered
-    live_pos = np.empty(qa, np.int64)
-    heap = np.empty(qa, np.int64)
-    kv = np.empty(qa, np.int64)  # random: this step's keys of the queued spikes
-    ki = np.empty(max(group, 1), np.int64)
-    chosen = np.empty(max(group, 1), np.int64)
-    fbuf = np.empty(1, np.float32)
-    record_membrane = membrane.shape[0] > 0
-    # the tape: per spike (neuron << 2 | made refractory << 1 | 1, its queue slot or -1),
-    # per delivery its slot, per step a row (timestep, first delivery, deliveries, first
+    n = inp.current.shape[2]
+    nrn = new_neurons(n)
+    queue = new_queue(net.slot_layer.shape[0] * rules.slots, rules.group)
+    record_membrane = out.membrane.shape[0] > 0
+    # the tape: per spike (neuron << 2 | made refractory << 1 | 1, its queue place or -1),
+    # per delivery its place, per step a row (timestep, first delivery, deliveries, first
     # spike, spikes), per sample its first row
     cap = 4096 if record else 1
     t_code = np.empty(cap, np.int32)
@@ -99,121 +134,70 @@ def _simulate(b0, b1, net, rules, inp, out, record):
     t_dlv = np.empty(cap, np.int32)
     t_rows = np.empty((cap, 5), np.int64)
     t_first = np.zeros(b1 - b0 + 1, np.int64)
-    n_chk = 0
-    n_dlv = 0
-    n_rows = 0
+    n_chk = n_dlv = n_rows = 0
     overflow = 0
     stamp = 0
     for b in range(b0, b1):  # samples are independent: each starts from a fresh state
         t_first[b - b0] = n_rows
-        v[:] = 0.0
-        refractory[:] = -1
-        skey[:] = DEAD
-        mixed = hash32((seeds[b] & 0xFFFFFFFF) ^ 0x5BD1E995)
-        for t in range(n_t_steps):
+        nrn.v[:] = 0.0
+        nrn.refractory[:] = -1
+        queue.key[:] = DEAD
+        mixed = hash32((inp.seeds[b] & 0xFFFFFFFF) ^ 0x5BD1E995)
+        for t in range(inp.current.shape[0]):
             # ---- leak, then the input and the biases (not a forward step) --------------------
-            xt = xin[t, b]
+            xt = inp.xin[t, b]
             syn = 0
             for i in range(xt.shape[0]):
                 if xt[i] != 0:
-                    syn += in_fanout[i]
-            in_synops[t, b] = syn
-            n_touched = leak_and_input(v, beta, current[t, b], touched)
-            noise_key = counter_key(NOISE_STREAM, t)
-            n_live = 0
-            n_heap = 0
+                    syn += net.in_fanout[i]
+            out.in_synops[t, b] = syn
+            n_touched = leak_and_input(nrn.v, net.beta, inp.current[t, b], nrn.touched)
+            queue.size[LIVE] = queue.size[HEAP] = 0
             step = 0
             first_out = -1
             dlv_first = n_dlv
             n_chosen = 0
             while True:
                 # ---- threshold, reset, refractoriness; new spikes join the queue --------------
-                counter = (t << 16) + step
-                refr_key = counter_key(REFRACTORY_STREAM, counter)
+                n_fired, out_fired, lost = check_and_enqueue(
+                    n_touched, t, step, mixed, nrn, queue, net, rules, out.spikes[t, b]
+                )
+                overflow += lost
                 if record:
                     t_rows = _grow_rows(t_rows, n_rows)
                     t_rows[n_rows, 0] = t
                     t_rows[n_rows, 1] = dlv_first
                     t_rows[n_rows, 2] = n_chosen if step else 0
                     t_rows[n_rows, 3] = n_chk
-                    t_code = _grow(t_code, n_chk, n_touched)
-                    t_slot = _grow(t_slot, n_chk, n_touched)
-                out_fired = False
-                for k in range(n_touched):
-                    i = touched[k]
-                    pre = v[i]
-                    if not lif.crossed(pre, theta[i]):
-                        continue
-                    made = True
-                    if p_refractory > 0:
-                        u = np.float32(uniform_bits(mixed, refr_key, i)) * UNIT
-                        made = u >= p_refractory
-                    if made:
-                        refractory[i] = t
-                    v[i] = lif.reset(pre)
-                    spikes[t, b, i] += 1.0
-                    if out_lo <= i < out_hi:
-                        out_fired = True
-                    row = slot_of[i]
-                    q = -1
-                    if row >= 0:
-                        q = _queue_place(skey, row, rules, mixed, counter, i)
-                        if q == -2:  # every place of the neuron is taken
-                            overflow += 1
-                            q = -1
-                    if record:
-                        t_code[n_chk] = (i << 2) | (2 if made else 0) | 1
-                        t_slot[n_chk] = q
-                        n_chk += 1
-                    if q < 0:
-                        continue
-                    key = _spike_key(rules, pre, mixed, noise_key, step, slot_layer[row], q, fbuf)
-                    skey[q] = key
-                    live[n_live] = q
-                    live_pos[q] = n_live
-                    n_live += 1
-                    if policy != RANDOM:  # a key fixed while the spike waits
-                        n_heap = _max_push(heap, n_heap, key)
-                if record:
-                    t_rows[n_rows, 4] = n_chk - t_rows[n_rows, 3]
+                    t_rows[n_rows, 4] = n_fired
                     n_rows += 1
+                    t_code = append(t_code, n_chk, nrn.fired, n_fired)
+                    t_slot = append(t_slot, n_chk, nrn.fired_place, n_fired)
+                    n_chk += n_fired
                 # ---- stop rules ---------------------------------------------------------------
-                stop = max_steps >= 0 and step >= max_steps
-                if extra_steps >= 0:
-                    if out_fired and first_out < 0:
-                        first_out = step
-                    if first_out >= 0 and step >= first_out + extra_steps:
-                        stop = True
+                stop, first_out = stop_now(rules, step, out_fired, first_out)
                 if stop:
-                    undelivered[t, b] += n_live
-                    for k in range(n_live):
-                        skey[live[k]] = DEAD
-                    n_live = 0
-                    n_heap = 0
-                if n_live == 0:
+                    out.undelivered[t, b] += clear(queue)
+                if queue.size[LIVE] == 0:
                     break
-                # ---- choose the F highest priorities, deliver them in slot order -------------
+                # ---- choose the F highest priorities, deliver them in place order ------------
                 step += 1
-                n_chosen, n_heap = _choose(
-                    rules, mixed, t, step, live, n_live, heap, n_heap, kv, ki, chosen
-                )
-                n_live = _dequeue(chosen, n_chosen, skey, live, live_pos, n_live)
-                # ---- deliver the group ---------------------------------------------------------
-                forward_steps[t, b] += 1
+                n_chosen = choose(queue, rules, mixed, t, step)
+                out.forward_steps[t, b] += 1
                 stamp += 1
                 if record:
-                    t_dlv = _grow(t_dlv, n_dlv, n_chosen)
                     dlv_first = n_dlv
-                    t_dlv[n_dlv : n_dlv + n_chosen] = chosen[:n_chosen]
+                    t_dlv = append(t_dlv, n_dlv, queue.chosen, n_chosen)
                     n_dlv += n_chosen
-                group_state = (stamp, refractory, acc, touch, touched, v)
-                n_touched, syn = deliver_group(chosen[:n_chosen], slots, t, net, group_state)
-                net_synops[t, b] += syn
+                n_touched, syn = deliver_group(
+                    queue.chosen[:n_chosen], rules.slots, t, net, nrn, stamp
+                )
+                out.net_synops[t, b] += syn
             if record_membrane:
-                for i in range(out_lo, out_hi):
-                    membrane[t, b, i - out_lo] = v[i]
+                for i in range(net.out_lo, net.out_hi):
+                    out.membrane[t, b, i - net.out_lo] = nrn.v[i]
             if record:
-                v_end[t, b] = v
+                out.v_end[t, b] = nrn.v
     t_first[b1 - b0] = n_rows
     return t_code, t_slot, t_dlv, t_rows, t_first, overflow
 

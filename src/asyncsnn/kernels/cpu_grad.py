@@ -49,7 +49,7 @@ from ..surrogate import ArcTan, FastSigmoid
 from . import lif
 from .cpu import simulate
 from .plan import Plan, map_chunks
-from .shared import _grow, deliver_group, leak_and_input
+from .shared import _grow, deliver_group, leak_and_input, new_neurons
 
 ARCTAN, FAST_SIGMOID = 0, 1
 
@@ -94,142 +94,158 @@ class Adjoint(NamedTuple):
     grad_current: np.ndarray  # (T, B, n) written: dL/dI of the input and bias current
 
 
+class Replay(NamedTuple):
+    """One timestep's checks as the backward pass replays them (grown as needed)."""
+
+    code: np.ndarray  # per check: neuron << 2 | made refractory << 1 | fired
+    place: np.ndarray  # the queue place its spike took, or -1
+    v: np.ndarray  # the membrane it was checked with
+    rows: np.ndarray  # per step: its first check and its number of checks
+
+
+@njit(cache=True)
+def _new_replay(n):
+    return Replay(
+        np.empty(4 * n, np.int64),
+        np.empty(4 * n, np.int64),
+        np.empty(4 * n, np.float32),
+        np.empty((64, 2), np.int64),
+    )
+
+
+@njit(cache=True, inline="always")
+def _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, theta):
+    """The checks of tape row ``rr`` replayed: the membranes are the forward pass's, the
+    spikes come from the tape (and must be the same). Returns the number of checks so far."""
+    v = nrn.v
+    rep.rows[rr - r_start, 0] = n_chk
+    f = tape.rows[rr, 3]
+    f_end = f + tape.rows[rr, 4]
+    for k in range(n_touched):
+        i = nrn.touched[k]
+        pre = v[i]
+        if lif.crossed(pre, theta[i]):
+            if f >= f_end or tape.code[f] >> 2 != i:
+                raise AssertionError("the replay does not match the recorded spikes")
+            rep.code[n_chk] = tape.code[f]
+            rep.place[n_chk] = tape.slot[f]
+            f += 1
+            v[i] = lif.reset(pre)
+            if rep.code[n_chk] & 2:
+                nrn.refractory[i] = t
+        elif theta[i] != np.inf:
+            rep.code[n_chk] = i << 2
+            rep.place[n_chk] = -1
+        else:
+            continue
+        rep.v[n_chk] = pre
+        n_chk += 1
+    if f != f_end:
+        raise AssertionError("the replay does not match the recorded spikes")
+    rep.rows[rr - r_start, 1] = n_chk - rep.rows[rr - r_start, 0]
+    return n_chk
+
+
+@njit(cache=True, inline="always")
+def _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp):
+    """Replay timestep ``t`` of sample ``b`` (tape rows ``r_start .. r_end``) from its start:
+    the same float operations as the forward pass, so the same membranes, into ``rep``
+    (grown where needed: the replay returned is the one to use). Returns it and the last
+    forward-step stamp used."""
+    steps = r_end - r_start + 1
+    if steps > rep.rows.shape[0]:
+        rep = Replay(rep.code, rep.place, rep.v, np.empty((2 * steps, 2), np.int64))
+    if t > 0:
+        nrn.v[:] = adj.v_end[t - 1, b]
+    else:
+        nrn.v[:] = 0.0
+    n_touched = leak_and_input(nrn.v, net.beta, adj.current[t, b], nrn.touched)
+    n_chk = 0
+    for rr in range(r_start, r_end + 1):
+        if rr > r_start:  # the group delivered before this step's checks
+            stamp += 1
+            d0 = tape.rows[rr, 1]
+            group = tape.deliveries[d0 : d0 + tape.rows[rr, 2]]
+            n_touched = deliver_group(group, slots, t, net, nrn, stamp)[0]
+        if n_chk + n_touched > rep.code.shape[0]:
+            rep = Replay(
+                _grow(rep.code, n_chk, n_touched),
+                _grow(rep.place, n_chk, n_touched),
+                _grow(rep.v, n_chk, n_touched),
+                rep.rows,
+            )
+        n_chk = _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, net.theta)
+    return rep, stamp
+
+
+@njit(cache=True, inline="always")
+def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_place, grad_w):
+    """Backwards through timestep ``t`` of sample ``b`` after its replay: each step's checks,
+    then the delivery that caused them; then the start of the timestep (the input and bias
+    current's gradient, and the leak)."""
+    theta = net.theta
+    gs = adj.grad_spikes[t, b]
+    for rr in range(r_end, r_start - 1, -1):
+        c0 = rep.rows[rr - r_start, 0]
+        for c in range(c0 + rep.rows[rr - r_start, 1] - 1, c0 - 1, -1):
+            code = rep.code[c]
+            i = code >> 2
+            dz = gs[i]
+            g = _derivative(adj.kind, adj.parameter, rep.v[c] - theta[i])
+            if code & 1:
+                q = rep.place[c]
+                if q >= 0:
+                    dz += dz_place[q]
+                    dz_place[q] = 0.0
+            lam[i] = lif.adjoint_check(lam[i], code & 1, g, dz)
+            if code & 2:
+                nrn.refractory[i] = -1  # not refractory before this check
+        for d in range(tape.rows[rr, 1], tape.rows[rr, 1] + tape.rows[rr, 2]):
+            q = tape.deliveries[d]
+            row = q // slots
+            total = np.float32(0.0)
+            for e in range(net.ent_start[row], net.ent_start[row + 1]):
+                j = net.ent_dst[e]
+                if nrn.refractory[j] != t:
+                    lj = lam[j]
+                    grad_w[e] += lj
+                    total += net.ent_w[e] * lj
+            dz_place[q] = total
+    gc = adj.grad_current[t, b]
+    for i in range(lam.shape[0]):
+        gc[i] = lam[i]
+        lam[i] = lif.adjoint_leak(lam[i], net.beta[i])
+
+
 @njit(cache=True, nogil=True)
 def _backward(b0, b1, tape, net, slots, adj):
     """Gradients of samples ``b0 .. b1 - 1`` from their :class:`Tape`, on the network
     ``net`` (a :class:`~asyncsnn.kernels.plan.KernelNet`): writes ``adj.grad_current`` and
     returns the chunk's per-entry weight gradient."""
-    t_code, t_slot, t_dlv, t_rows, t_first = (
-        tape.code,
-        tape.slot,
-        tape.deliveries,
-        tape.rows,
-        tape.first,
-    )
-    ent_start, ent_dst, ent_w, beta, theta = (
-        net.ent_start,
-        net.ent_dst,
-        net.ent_w,
-        net.beta,
-        net.theta,
-    )
-    out_lo = net.out_lo
-    n_timesteps = adj.current.shape[0]
-    n_slots = net.slot_layer.shape[0] * slots
-    current, v_end, kind, parameter = adj.current, adj.v_end, adj.kind, adj.parameter
-    grad_spikes, grad_membrane, grad_current = (
-        adj.grad_spikes,
-        adj.grad_membrane,
-        adj.grad_current,
-    )
-    n = beta.shape[0]
-    grad_w = np.zeros(ent_w.shape[0], np.float64)
-    lam = np.zeros(n, np.float32)
-    v = np.zeros(n, np.float32)
-    acc = np.zeros(n, np.float32)
-    refractory = np.full(n, -1, np.int64)  # the timestep in which the neuron was made so
-    touch = np.full(n, -1, np.int64)
-    touched = np.empty(n, np.int64)
-    dz_slot = np.zeros(max(n_slots, 1), np.float32)  # dL/dz of a queued spike, once delivered
-    # one timestep's checks, replayed: neuron << 2 | flags, queue slot, membrane; per step
-    # its first check and number of checks
-    c_code = np.empty(4 * n, np.int64)
-    c_slot = np.empty(4 * n, np.int64)
-    c_v = np.empty(4 * n, np.float32)
-    c_rows = np.empty((64, 2), np.int64)
-    readout = grad_membrane.shape[0] > 0
-    n_out = grad_membrane.shape[2]
+    n = net.beta.shape[0]
+    grad_w = np.zeros(net.ent_w.shape[0], np.float64)
+    lam = np.zeros(n, np.float32)  # the adjoint dL/dV of each neuron
+    nrn = new_neurons(n)
+    # dL/dz of a queued spike, once delivered
+    dz_place = np.zeros(max(net.slot_layer.shape[0] * slots, 1), np.float32)
+    rep = _new_replay(n)
+    readout = adj.grad_membrane.shape[0] > 0
     stamp = 0
     for b in range(b0, b1):
         lam[:] = 0.0
-        refractory[:] = -1
-        r = t_first[b - b0 + 1] - 1
-        r_lo = t_first[b - b0]
-        for t in range(n_timesteps - 1, -1, -1):
+        nrn.refractory[:] = -1
+        r = tape.first[b - b0 + 1] - 1
+        r_lo = tape.first[b - b0]
+        for t in range(adj.current.shape[0] - 1, -1, -1):
             if readout:
-                for k in range(n_out):
-                    lam[out_lo + k] += grad_membrane[t, b, k]
+                for k in range(adj.grad_membrane.shape[2]):
+                    lam[net.out_lo + k] += adj.grad_membrane[t, b, k]
             r_end = r
-            while r >= r_lo and t_rows[r, 0] == t:
+            while r >= r_lo and tape.rows[r, 0] == t:
                 r -= 1
             r_start = r + 1
-            if r_end - r_start + 1 > c_rows.shape[0]:
-                c_rows = np.empty((2 * (r_end - r_start + 1), 2), np.int64)
-            # ---- replay the timestep from its start: the same float operations as the
-            # forward pass, so the same membranes; the spikes come from the tape -------------
-            if t > 0:
-                v[:] = v_end[t - 1, b]
-            else:
-                v[:] = 0.0
-            n_touched = leak_and_input(v, beta, current[t, b], touched)
-            n_chk = 0
-            for rr in range(r_start, r_end + 1):
-                if rr > r_start:  # the group delivered before this step's checks
-                    stamp += 1
-                    d0 = t_rows[rr, 1]
-                    group = t_dlv[d0 : d0 + t_rows[rr, 2]]
-                    state = (stamp, refractory, acc, touch, touched, v)
-                    n_touched = deliver_group(group, slots, t, net, state)[0]
-                c_code = _grow(c_code, n_chk, n_touched)
-                c_slot = _grow(c_slot, n_chk, n_touched)
-                c_v = _grow(c_v, n_chk, n_touched)
-                c_rows[rr - r_start, 0] = n_chk
-                f = t_rows[rr, 3]
-                f_end = f + t_rows[rr, 4]
-                for k in range(n_touched):
-                    i = touched[k]
-                    pre = v[i]
-                    if lif.crossed(pre, theta[i]):
-                        if f >= f_end or t_code[f] >> 2 != i:
-                            raise AssertionError("the replay does not match the recorded spikes")
-                        c_code[n_chk] = t_code[f]
-                        c_slot[n_chk] = t_slot[f]
-                        f += 1
-                        v[i] = lif.reset(pre)
-                        if c_code[n_chk] & 2:
-                            refractory[i] = t
-                    elif theta[i] != np.inf:
-                        c_code[n_chk] = i << 2
-                        c_slot[n_chk] = -1
-                    else:
-                        continue
-                    c_v[n_chk] = pre
-                    n_chk += 1
-                if f != f_end:
-                    raise AssertionError("the replay does not match the recorded spikes")
-                c_rows[rr - r_start, 1] = n_chk - c_rows[rr - r_start, 0]
-            # ---- then backwards through it: checks, then the delivery that caused them ---
-            gs = grad_spikes[t, b]
-            for rr in range(r_end, r_start - 1, -1):
-                c0 = c_rows[rr - r_start, 0]
-                for c in range(c0 + c_rows[rr - r_start, 1] - 1, c0 - 1, -1):
-                    code = c_code[c]
-                    i = code >> 2
-                    dz = gs[i]
-                    g = _derivative(kind, parameter, c_v[c] - theta[i])
-                    if code & 1:
-                        q = c_slot[c]
-                        if q >= 0:
-                            dz += dz_slot[q]
-                            dz_slot[q] = 0.0
-                    lam[i] = lif.adjoint_check(lam[i], code & 1, g, dz)
-                    if code & 2:
-                        refractory[i] = -1  # not refractory before this check
-                for d in range(t_rows[rr, 1], t_rows[rr, 1] + t_rows[rr, 2]):
-                    q = t_dlv[d]
-                    row = q // slots
-                    total = np.float32(0.0)
-                    for e in range(ent_start[row], ent_start[row + 1]):
-                        j = ent_dst[e]
-                        if refractory[j] != t:
-                            lj = lam[j]
-                            grad_w[e] += lj
-                            total += ent_w[e] * lj
-                    dz_slot[q] = total
-            gc = grad_current[t, b]
-            for i in range(n):
-                gc[i] = lam[i]
-                lam[i] = lif.adjoint_leak(lam[i], beta[i])
+            rep, stamp = _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp)
+            _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_place, grad_w)
     return grad_w
 
 

@@ -10,6 +10,8 @@ selection over fresh keys for ``random``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -110,7 +112,7 @@ def _ordered(bits):
 
 
 @njit(cache=True, inline="always")
-def _queue_place(skey, row, rules, mixed, counter, i):
+def queue_place(key, row, rules, mixed, counter, i):
     """The queue place a new spike of neuron ``i`` (queue row ``row``) takes: the first free
     one of the neuron; -1 where network spike dropout drops the spike, -2 where every place
     is taken."""
@@ -119,13 +121,13 @@ def _queue_place(skey, row, rules, mixed, counter, i):
         if u * UNIT < rules.drop_p[d]:
             return -1
     for s in range(rules.slots):
-        if skey[row * rules.slots + s] == DEAD:
+        if key[row * rules.slots + s] == DEAD:
             return row * rules.slots + s
     return -2
 
 
 @njit(cache=True, inline="always")
-def _spike_key(rules, pre, mixed, noise_key, step, layer, q, fbuf):
+def spike_key(rules, pre, mixed, noise_key, step, layer, q, fbuf):
     """The key of a spike entering queue place ``q``: its priority above the tie-break (the
     lower place first), as the reference orders them; 0 for ``random`` (drawn per step).
     ``pre``: the membrane before the spike; ``fbuf``: a float32 scratch cell."""
@@ -143,36 +145,93 @@ def _spike_key(rules, pre, mixed, noise_key, step, layer, q, fbuf):
     return np.int64(0)
 
 
+class Queue(NamedTuple):
+    """One sample's queue, reused from sample to sample (``places`` = rows x slots)."""
+
+    key: np.ndarray  # (places,) int64 each place's key while queued, else DEAD
+    live: np.ndarray  # (places,) int64 the queued places, unordered (a prefix)
+    live_pos: np.ndarray  # (places,) int64 where each queued place is in ``live``
+    heap: np.ndarray  # (places,) int64 max-heap of the fixed keys (not ``random``)
+    kv: np.ndarray  # (places,) int64 ``random``: this step's keys of the queued spikes
+    ki: np.ndarray  # (F,) int64 scratch of the selection
+    chosen: np.ndarray  # (F,) int64 the group (a prefix)
+    fbuf: np.ndarray  # (1,) float32 scratch cell
+    size: np.ndarray  # (2,) int64 queued spikes (LIVE) and keys in the heap (HEAP)
+
+
+LIVE, HEAP = 0, 1
+
+
+@njit(cache=True)
+def new_queue(places, group):
+    """An empty :class:`Queue` of ``places`` places choosing groups of up to ``group``."""
+    qa = max(places, 1)
+    return Queue(
+        np.full(qa, DEAD, np.int64),
+        np.empty(qa, np.int64),
+        np.empty(qa, np.int64),
+        np.empty(qa, np.int64),
+        np.empty(qa, np.int64),
+        np.empty(max(group, 1), np.int64),
+        np.empty(max(group, 1), np.int64),
+        np.empty(1, np.float32),
+        np.zeros(2, np.int64),
+    )
+
+
 @njit(cache=True, inline="always")
-def _choose(rules, mixed, t, step, live, n_live, heap, n_heap, kv, ki, chosen):
-    """The group of forward step ``step``: the ``F`` largest keys of the queued spikes, fresh
-    ones for ``random`` (``kv``, ``ki`` scratch), else the heap's, into ``chosen`` in
-    ascending order. Returns their number and the heap's new size."""
+def enqueue(queue, rules, q, key):
+    """Queue the spike of place ``q`` with ``key``."""
+    n_live = queue.size[LIVE]
+    queue.key[q] = key
+    queue.live[n_live] = q
+    queue.live_pos[q] = n_live
+    queue.size[LIVE] = n_live + 1
+    if rules.policy != RANDOM:  # a key fixed while the spike waits
+        queue.size[HEAP] = _max_push(queue.heap, queue.size[HEAP], key)
+
+
+@njit(cache=True, inline="always")
+def clear(queue):
+    """Empty the queue (a stop rule); returns how many spikes it held."""
+    n_live = queue.size[LIVE]
+    for k in range(n_live):
+        queue.key[queue.live[k]] = DEAD
+    queue.size[LIVE] = 0
+    queue.size[HEAP] = 0
+    return n_live
+
+
+@njit(cache=True, inline="always")
+def choose(queue, rules, mixed, t, step):
+    """The group of forward step ``step``: the ``F`` largest keys of the queued spikes
+    (fresh ones for ``random``, else the heap's), into ``queue.chosen`` in ascending order
+    and out of the queue. Returns their number."""
+    n_live = queue.size[LIVE]
+    chosen = queue.chosen
     if rules.policy == RANDOM:
         step_key = counter_key(RANDOM_STREAM, (t << 16) + step)
         for k in range(n_live):
-            q = live[k]
-            kv[k] = (uniform_bits(mixed, step_key, q) << 32) | (0xFFFFFFFF - q)
-        n_chosen = select_largest(kv, n_live, rules.group, ki, chosen)
+            q = queue.live[k]
+            queue.kv[k] = (uniform_bits(mixed, step_key, q) << 32) | (0xFFFFFFFF - q)
+        n_chosen = select_largest(queue.kv, n_live, rules.group, queue.ki, chosen)
     else:
         n_chosen = 0
+        n_heap = queue.size[HEAP]
         while n_chosen < rules.group and n_heap > 0:
-            chosen[n_chosen] = 0xFFFFFFFF - (heap[0] & 0xFFFFFFFF)
+            chosen[n_chosen] = 0xFFFFFFFF - (queue.heap[0] & 0xFFFFFFFF)
             n_chosen += 1
-            n_heap = _max_pop(heap, n_heap)
+            n_heap = _max_pop(queue.heap, n_heap)
+        queue.size[HEAP] = n_heap
     chosen[:n_chosen].sort()
-    return n_chosen, n_heap
-
-
-@njit(cache=True, inline="always")
-def _dequeue(chosen, n_chosen, skey, live, live_pos, n_live):
-    """Remove the chosen places from the queue; returns the new number of queued spikes."""
-    for k in range(n_chosen):
+    live, live_pos = queue.live, queue.live_pos
+    for k in range(n_chosen):  # out of the queue
         q = chosen[k]
-        skey[q] = DEAD
+        queue.key[q] = DEAD
         p = live_pos[q]
         n_live -= 1
         last = live[n_live]
         live[p] = last
         live_pos[last] = p
-    return n_live
+    queue.size[LIVE] = n_live
+    return n_chosen

@@ -7,6 +7,8 @@ group). The neuron update itself is :mod:`asyncsnn.kernels.lif`; the queue is
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -88,45 +90,58 @@ def leak_and_input(v, beta, current, touched):
     return n_touched
 
 
+class Neurons(NamedTuple):
+    """The population neurons' state of one sample, reused from sample to sample (index: the
+    neuron's global index minus the input's size)."""
+
+    v: np.ndarray  # (n,) float32 membranes
+    acc: np.ndarray  # (n,) float32 a group's currents, summed before they are added
+    refractory: np.ndarray  # (n,) int64 the timestep in which the neuron was made so, or -1
+    touch: np.ndarray  # (n,) int64 the last forward step that delivered to it
+    touched: np.ndarray  # (n,) int64 the neurons to check (a prefix)
+    fired: np.ndarray  # (n,) int64 one step's checks that fired: neuron << 2 | flags | 1
+    fired_place: np.ndarray  # (n,) int64 and the queue place each spike took, or -1
+
+
+@njit(cache=True)
+def new_neurons(n):
+    """Zeroed :class:`Neurons` of ``n`` neurons (never refractory, never touched)."""
+    return Neurons(
+        np.zeros(n, np.float32),
+        np.zeros(n, np.float32),
+        np.full(n, -1, np.int64),
+        np.full(n, -1, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+    )
+
+
 @njit(cache=True, inline="always")
-def deliver_group(chosen, slots, t, net, state):
-    """Deliver the queue places ``chosen`` (in ascending order: the senders' order) of
-    forward step ``stamp``: each target's current is summed over the group, then added to
-    its membrane once. ``state`` is ``(stamp, refractory, acc, touch, touched, v)``.
-    Returns the number of neurons to check (in ``touched``) and the synaptic operations."""
-    stamp, refractory, acc, touch, touched, v = state
+def deliver_group(chosen, slots, t, net, nrn, stamp):
+    """Deliver the queue places ``chosen`` (in ascending order: the senders' order) in forward
+    step ``stamp`` of timestep ``t``: each target's current is summed over the group, then
+    added to its membrane once. Returns the number of neurons to check (in ``nrn.touched``)
+    and the synaptic operations."""
     n_touched = 0
     syn = 0
     for k in range(chosen.shape[0]):
         row = chosen[k] // slots
         syn += net.slot_fanout[row]
-        n_touched = deliver_row(
-            row,
-            t,
-            stamp,
-            n_touched,
-            net.ent_start,
-            net.ent_dst,
-            net.ent_w,
-            refractory,
-            acc,
-            touch,
-            touched,
-        )
-    return apply_summed(n_touched, touched, acc, v), syn
+        n_touched = deliver_row(row, t, stamp, n_touched, net, nrn)
+    return apply_summed(n_touched, nrn), syn
 
 
 @njit(cache=True, inline="always")
-def deliver_row(
-    row, t, stamp, n_touched, ent_start, ent_dst, ent_w, refractory, into, touch, touched
-):
-    """Add the synaptic entries of one queue row to ``into`` (the membranes, or the group's
-    current), skipping neurons refractory in timestep ``t``; neurons reached for the first
-    time in forward step ``stamp`` are appended to ``touched``. Returns its new length."""
-    for e in range(ent_start[row], ent_start[row + 1]):
-        j = ent_dst[e]
+def deliver_row(row, t, stamp, n_touched, net, nrn):
+    """Add the synaptic entries of one queue row to the group's current ``nrn.acc``, skipping
+    neurons refractory in timestep ``t``; neurons reached for the first time in forward step
+    ``stamp`` are appended to ``nrn.touched``. Returns its new length."""
+    refractory, touch, touched, acc = nrn.refractory, nrn.touch, nrn.touched, nrn.acc
+    for e in range(net.ent_start[row], net.ent_start[row + 1]):
+        j = net.ent_dst[e]
         if refractory[j] != t:  # refractory neurons ignore input
-            into[j] += ent_w[e]
+            acc[j] += net.ent_w[e]
             if touch[j] != stamp:
                 touch[j] = stamp
                 touched[n_touched] = j
@@ -135,10 +150,11 @@ def deliver_row(
 
 
 @njit(cache=True, inline="always")
-def apply_summed(n_touched, touched, acc, v):
-    """Add a group's summed current to the membranes (and clear it); keep in ``touched``
+def apply_summed(n_touched, nrn):
+    """Add a group's summed current to the membranes (and clear it); keep in ``nrn.touched``
     only the neurons whose current is non-zero (a zero current checks nothing). Returns
     their number."""
+    touched, acc, v = nrn.touched, nrn.acc, nrn.v
     m = 0
     for k in range(n_touched):
         j = touched[k]
@@ -168,3 +184,11 @@ def _grow_rows(a, used):
     out = np.empty((2 * a.shape[0], a.shape[1]), a.dtype)
     out[:used] = a[:used]
     return out
+
+
+@njit(cache=True, inline="always")
+def append(a, used, src, n):
+    """``a`` (or a grown copy) with ``src[:n]`` written after its ``used`` entries."""
+    a = _grow(a, used, n)
+    a[used : used + n] = src[:n]
+    return a
