@@ -13,7 +13,7 @@ Times are in seconds in the API (``dt``) and in integer microseconds inside even
 
 from .base import EventDataset, FrameDataset
 from .datasets import CIFAR10, NMNIST, SHD, DVSGesture
-from .digits import Digits, EventImageDataset, resize_images, stratified_split
+from .digits import Digits, EventImageDataset, ImageSetOptions, resize_images, stratified_split
 from .emulator import EmulatorConfig, image_to_events, images_to_events, saccade_offsets
 from .errors import CorruptDatasetError, DatasetNotFoundError
 from .events import (
@@ -43,6 +43,7 @@ __all__ = [
     "EmulatorConfig",
     "EventDataset",
     "EventImageDataset",
+    "ImageSetOptions",
     "FirstSaccade",
     "FrameDataset",
     "NMNIST",
