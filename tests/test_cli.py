@@ -256,3 +256,109 @@ def test_export_then_import_evaluates_the_same(trained, tmp_path):
         main, ["import", str(model), "--dt", "0.01", "--out", str(tmp_path / "imported")]
     )
     assert r.exit_code == 1 and "already holds a run" in r.output
+
+
+def _one_line_error(r, *needles):
+    """A failed command that printed one ``Error:`` line (no traceback) holding ``needles``."""
+    assert r.exit_code in (1, 2), (r.exit_code, r.output, r.exception)
+    assert isinstance(r.exception, SystemExit), r.exception  # not an uncaught exception
+    assert "Traceback" not in r.output
+    errors = [ln for ln in r.output.splitlines() if "Error:" in ln]
+    assert len(errors) == 1, r.output
+    for needle in needles:
+        assert needle in errors[0], r.output
+
+
+def test_one_line_errors_for_bad_settings_files_and_runs(trained, tmp_path):
+    out = str(tmp_path / "r")
+    bad = {
+        "invalid.toml": (b"lr = = 1\n", "not valid TOML"),
+        "list.json": (b"[1, 2]\n", "holds a list, not a mapping"),
+        "binary.json": (b"\xff\xfe\x00\x01", "not a text file"),
+        "seed.toml": (b"seed = 1.5\n", "seed must be an int"),
+        "data.toml": (b"data_dir = 5\n", "data_dir must be a string"),
+        "decay.toml": (b"weight_decay = inf\n", "weight_decay must be a finite number"),
+        "reg.toml": (b"spike_reg = inf\n", "spike_reg must be a finite number"),
+        "lam.toml": (b"lambda_ms = inf\n", "lambda_ms must be a finite number"),
+        "epochs.json": (b'{"epochs": true}', "epochs must be an int >= 1"),
+    }
+    for name, (content, message) in bad.items():
+        (tmp_path / name).write_bytes(content)
+        r = CliRunner().invoke(main, ["train", "--config", str(tmp_path / name), "--out", out])
+        _one_line_error(r, message)
+    (tmp_path / "folder.toml").mkdir()
+    r = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "folder.toml"), "--out", out])
+    _one_line_error(r, "is a directory")
+    r = CliRunner().invoke(main, ["train", "--hidden", "a,b", "--out", out])
+    _one_line_error(r, "--hidden", "128,128")
+    r = CliRunner().invoke(main, ["train", "--seed", str(2**70), "--out", out])
+    _one_line_error(r, "seed must be an int in [0, 2**32)")
+    r = CliRunner().invoke(main, ["evaluate", str(trained["layered"]), "--limit-test", "-5"])
+    _one_line_error(r, "--limit-test")
+    r = CliRunner().invoke(main, ["evaluate", str(trained["layered"]), "-F", "0"])
+    _one_line_error(r, "--group-size")
+    r = CliRunner().invoke(main, ["compare", str(trained["layered"]), "--executions", "async:0"])
+    _one_line_error(r, "F must be an int >= 1, got 0")
+    # run directories that are not what they should be
+    for name, text, message in [
+        ("invalid", "{not json", "not JSON"),
+        ("list", "[]", "holds a list"),
+        ("noconfig", '{"data": {}}', "needs a 'config' entry"),
+    ]:
+        run = tmp_path / name
+        shutil.copytree(trained["layered"], run)
+        (run / "config.json").write_text(text)
+        (run / "checkpoints" / "best.safetensors").unlink()  # load_run reads config.json
+        (run / "model.nir").write_text("")  # as an imported run does
+        r = CliRunner().invoke(main, ["evaluate", str(run)])
+        _one_line_error(r, message)
+
+
+def test_one_line_errors_for_checkpoints_that_do_not_fit(trained, tmp_path):
+    from asyncsnn.checkpoint import load_checkpoint, save_checkpoint
+
+    other = tmp_path / "other"
+    shutil.copytree(trained["layered"], other)
+    best = other / "checkpoints" / "best.safetensors"
+    tensors, meta = load_checkpoint(best)
+    meta["config"]["hidden"] = [7]  # another architecture than the tensors hold
+    save_checkpoint(best, tensors, meta)
+    _one_line_error(CliRunner().invoke(main, ["evaluate", str(other)]), "does not fit")
+    save_checkpoint(best, tensors, {})
+    _one_line_error(CliRunner().invoke(main, ["evaluate", str(other)]), "needs a 'config'")
+    last = other / "checkpoints" / "last.safetensors"
+    save_checkpoint(last, tensors, {})
+    r = CliRunner().invoke(main, ["train", "--out", str(other), "--resume"])
+    _one_line_error(r, "cannot resume", "not a run record")
+
+
+def test_evaluate_reads_the_test_split_only(trained, monkeypatch):
+    import asyncsnn.data
+
+    real = asyncsnn.data.load_dataset
+
+    def test_only(name, *, train, **kw):
+        assert not train, "evaluate loaded the training split"
+        return real(name, train=train, **kw)
+
+    monkeypatch.setattr(asyncsnn.data, "load_dataset", test_only)
+    r = CliRunner().invoke(main, ["evaluate", str(trained["layered"])])
+    assert r.exit_code == 0, r.output
+    assert "(40 test samples)" in r.output
+
+
+def test_resume_on_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), *SMALL]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    (out / "config.json").unlink()  # the checkpoint records the configuration
+    r = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "--epochs", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["hidden"] == [24] and saved["limit_train"] == 160 and saved["epochs"] == 2
+    r = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "--lr", "0.1"])
+    _one_line_error(r, "lr (recorded 0.0005, given 0.1)", "only epochs, data_dir may change")
+    for name in ("last", "best"):
+        (out / "checkpoints" / f"{name}.safetensors").unlink()
+    r = CliRunner().invoke(main, args)  # never overwrites config.json and metrics
+    _one_line_error(r, "already holds a run")

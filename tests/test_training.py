@@ -138,7 +138,18 @@ def test_membrane_readout_and_spike_regulariser(tmp_path, splits):
         ("scheduler", "priority", "unknown scheduler"),
         ("lr", 0.0, "lr must be a number > 0"),
         ("epochs", 0, "epochs must be an int >= 1"),
-        ("input_dropout", 1.0, r"input_dropout must be in \[0, 1\)"),
+        ("input_dropout", 1.0, r"input_dropout must be a number in \[0, 1\)"),
+        ("val_fraction", True, r"val_fraction must be a number in \[0, 1\)"),
+        ("weight_decay", float("inf"), "weight_decay must be a finite number >= 0"),
+        ("spike_reg", float("inf"), "spike_reg must be a finite number >= 0"),
+        ("lambda_ms", float("inf"), "lambda_ms must be a finite number >= 0"),
+        ("lambda_ms", float("nan"), "lambda_ms must be a finite number >= 0"),
+        ("epochs", True, "epochs must be an int >= 1, got True"),
+        ("seed", 1.5, r"seed must be an int in \[0, 2\*\*32\)"),
+        ("seed", 2**40, r"seed must be an int in \[0, 2\*\*32\)"),
+        ("data_dir", 5, "data_dir must be a string, got 5"),
+        ("hidden", "128", "hidden must be a list of layer widths"),
+        ("hidden", [1.5], "hidden must be a list of layer widths"),
         ("hidden", (0,), "widths must be >= 1"),
         ("tau_m", float("nan"), "tau_m must be a number > 0"),
         ("surrogate_alpha", 0.0, "surrogate_alpha must be a number > 0"),
@@ -199,3 +210,15 @@ def test_checkpoints_are_atomic_safetensors_and_refuse_garbage(tmp_path):
     (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"w": 1}))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "p.safetensors")
+
+
+def test_a_limit_takes_a_stratified_subset():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)  # stored class by class
+    idx = training.subset(labels, 10, seed=0)
+    assert torch.bincount(labels[idx]).tolist() == [5, 3, 2]
+    assert idx.tolist() == sorted(set(idx.tolist()))
+    assert torch.equal(idx, training.subset(labels, 10, seed=0))
+    assert not torch.equal(idx, training.subset(labels, 10, seed=1))
+    # remainders: 7 of 50/30/20 is 3.5, 2.1, 1.4 -> 3 + 2 + 1 = 6, the largest remainder +1
+    assert torch.bincount(labels[training.subset(labels, 7, 0)]).tolist() == [4, 2, 1]
+    assert training.subset(labels, 100, 0).tolist() == list(range(100))

@@ -38,23 +38,47 @@ def main() -> None:
 
 # ------------------------------------------------------------------------------ train
 def _load_config_file(path: Path) -> dict:
-    text = path.read_text()
-    if path.suffix in (".toml",):
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-        return tomllib.loads(text)
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    """The settings of a ``--config`` file: a mapping of TrainConfig keys; anything else is a
+    one-line usage error naming the file."""
 
-        data = yaml.safe_load(text)
-        return data or {}
-    if path.suffix == ".json":
-        return json.loads(text)
-    raise click.BadParameter(
-        f"{path}: use a .toml, .yaml/.yml or .json file", param_hint="--config"
-    )
+    def bad(why: str):
+        return click.BadParameter(f"{path}: {why}", param_hint="--config")
+
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise bad("use a .toml, .yaml/.yml or .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise bad("not a text file") from None
+    except OSError as e:
+        raise bad(f"cannot be read ({e.strerror or e})") from None
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as e:  # each parser has its own error type
+        raise bad(f"not valid {path.suffix[1:].upper()} ({e})") from None
+    if not isinstance(data, dict):
+        raise bad(f"holds a {type(data).__name__}, not a mapping of settings")
+    return data
+
+
+def _hidden(value) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"layer widths separated by commas, e.g. 128,128; got {value!r}", param_hint="--hidden"
+        ) from None
 
 
 @main.command()
@@ -96,8 +120,8 @@ def _load_config_file(path: Path) -> dict:
     default=None,
     help="N-MNIST: keep only the first saccade (100 ms).",
 )
-@click.option("--limit-train", type=int, help="Use only the first N training samples.")
-@click.option("--limit-test", type=int, help="Use only the first N test samples.")
+@click.option("--limit-train", type=int, help="Use N training samples (a stratified subset).")
+@click.option("--limit-test", type=int, help="Use N test samples (a stratified subset).")
 @click.option("--seed", type=int)
 @click.option(
     "--preset",
@@ -108,28 +132,37 @@ def _load_config_file(path: Path) -> dict:
 @click.option(
     "--config",
     "config_file",
-    type=click.Path(exists=True, path_type=Path),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="TOML, YAML or JSON file of settings; command-line options override it.",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Go on from the run directory's last checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or per-epoch lines.")
 def train(config_file, preset, out, resume, quiet, **options) -> None:
-    """Train a model into a run directory (config, metrics, checkpoints, plots)."""
-    from .training import TrainConfig, Trainer
+    """Train a model into a run directory (config, metrics, checkpoints, plots).
+
+    With --resume the training goes on from the last checkpoint, with the configuration it
+    records; only --epochs (more) and --data-dir may change. Ctrl-C stops after the batch in
+    flight, with the state saved; a resume then ends exactly as an uninterrupted training."""
+    from .checkpoint import CheckpointError
+    from .rundir import RunDirBusy
+    from .training import TrainConfig, Trainer, recorded_config
 
     settings: dict = {}
     if preset:
         settings.update(PRESETS[preset])
-    if resume and RunDir(out).holds_run():
-        settings.update(RunDir(out).read_record().config)
+    try:
+        if resume:
+            settings.update(recorded_config(out))
+    except (CheckpointError, ValueError) as e:
+        raise click.ClickException(f"cannot resume: {e}") from None
     if config_file:
         settings.update(_load_config_file(config_file))
     for key, value in options.items():
         if value is None:
             continue
         if key == "hidden":
-            value = tuple(int(v) for v in str(value).split(",") if v.strip())
+            value = _hidden(value)
         if key == "data_dir":
             value = str(value)
         settings[key] = value
@@ -140,9 +173,12 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     try:
         line = Trainer(cfg, out, quiet=quiet).fit(resume=resume)
     except KeyboardInterrupt:
-        click.echo(f"interrupted; resume with: asyncsnn train --out {out} --resume", err=True)
+        if RunDir(out).checkpoint("last").is_file():
+            click.echo(f"interrupted; resume with: asyncsnn train --out {out} --resume", err=True)
+        else:
+            click.echo("interrupted before anything was saved; start the training again", err=True)
         sys.exit(130)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
+    except (OSError, RunDirBusy, ValueError) as e:  # CheckpointError is a ValueError
         raise click.ClickException(str(e)) from None
     click.echo(dumps(line) if quiet else f"done: {out}")
 
@@ -154,12 +190,16 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     "--execution", type=click.Choice(["layered", "async"]), default="async", show_default=True
 )
 @click.option("--scheduler", default="momentum", show_default=True)
-@click.option("--group-size", "-F", type=int, default=8, show_default=True)
+@click.option("--group-size", "-F", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(
     "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Override the data folder.")
-@click.option("--limit-test", type=int, help="Evaluate on the first N test samples only.")
+@click.option(
+    "--limit-test",
+    type=click.IntRange(min=1),
+    help="Evaluate on N test samples only (a stratified subset).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
@@ -168,17 +208,18 @@ def evaluate(
     """Evaluate a trained model on its data set's test split under one execution."""
     from .evaluation import Execution
     from .evaluation import evaluate as do_evaluate
-    from .training import load_run, load_splits
+    from .training import load_run, load_test_split
 
     try:
+        how = Execution(execution, scheduler, group_size)
         net, cfg, _ = load_run(run, checkpoint)
         if data_dir is not None:
             cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
         if limit_test is not None:
             cfg = dataclasses.replace(cfg, limit_test=limit_test)
-        test = load_splits(cfg, progress=not as_json)[2]
-        result = do_evaluate(net, test, cfg, Execution(execution, scheduler, group_size), seed=seed)
-    except (FileNotFoundError, ValueError) as e:
+        test = load_test_split(cfg, progress=not as_json)
+        result = do_evaluate(net, test, cfg, how, seed=seed)
+    except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     out = {
         "run": str(run),
@@ -239,7 +280,7 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
             if why is not None:
                 click.echo(f"warning: {r}: {why}; its {checkpoint} checkpoint may change", err=True)
         rows = do_compare(named, hows, which=checkpoint, seed=seed, progress=True)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(text_table(rows))
     if out is not None:

@@ -22,6 +22,14 @@ class Execution:
     scheduler: str = "momentum"
     group_size: int = 8
 
+    def __post_init__(self) -> None:
+        if self.execution not in ("layered", "async"):
+            raise ValueError(f"an execution is 'layered' or 'async', got {self.execution!r}")
+        get_scheduler(self.scheduler)  # raises for an unknown policy
+        g = self.group_size
+        if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise ValueError(f"the group size F must be an int >= 1, got {g!r}")
+
     @property
     def label(self) -> str:
         if self.execution == "layered":
@@ -39,8 +47,11 @@ class Execution:
         rest = text[len("async") :].lstrip("-")
         policy, _, f = rest.partition(":")
         policy = policy or "momentum"
-        get_scheduler(policy)
-        return cls("async", policy, int(f) if f else 8)
+        try:
+            group_size = int(f) if f else 8
+        except ValueError:
+            raise ValueError(f"F in {text!r} must be an int >= 1, got {f!r}") from None
+        return cls("async", policy, group_size)
 
 
 def evaluate(

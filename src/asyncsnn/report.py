@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .evaluation import Execution, evaluate
 from .rundir import atomic_write_text, write_json
-from .training import Split, load_run, load_splits
+from .training import Split, load_run, load_test_split
 
 COLUMNS = [
     ("accuracy", "accuracy", "{:.3f}"),
@@ -43,7 +43,7 @@ def compare(
         if data is None:
             key = (cfg.dataset, cfg.data_dir, cfg.dt, cfg.timesteps, cfg.limit_test)
             if key not in cache:
-                cache[key] = load_splits(cfg, progress=progress)[2]
+                cache[key] = load_test_split(cfg, progress=progress)
             data = cache[key]
         for how in executions:
             result = evaluate(net, data, cfg, how, seed=seed)

@@ -8,6 +8,7 @@
     RUN/checkpoints/best.safetensors  the model of the best validation accuracy (and best.json)
     RUN/training.png                loss and accuracy curves
     RUN/model.nir                   an imported model (``asyncsnn import``), instead of checkpoints
+    RUN/.lock                       held by the one process writing the run (RunDir.lock)
 
 ``config.json`` holds a :class:`RunRecord`: the training configuration (the keys of
 :class:`asyncsnn.training.TrainConfig`), the :class:`DataFacts` of its data set and, for an
@@ -24,7 +25,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ __all__ = [
     "DataFacts",
     "NIRSource",
     "RunDir",
+    "RunDirBusy",
     "RunRecord",
     "atomic_write_text",
     "checkpoint_meta",
@@ -51,6 +54,11 @@ CURVES = "training.png"
 MODEL_NIR = "model.nir"
 CHECKPOINT_NAMES = ("best", "last")
 CHECKPOINT_FORMAT = "asyncsnn-checkpoint-1"
+LOCK = ".lock"
+
+
+class RunDirBusy(RuntimeError):
+    """Another process is writing to the run directory."""
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -196,9 +204,13 @@ class RunRecord:
     def from_dict(cls, d: Mapping) -> RunRecord:
         """Read the record from ``config.json`` or from a checkpoint's metadata (whose other
         keys, the training's position, are left to the training)."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a run record is a JSON object, got a {type(d).__name__}")
         for key in ("config", "data"):
             if key not in d:
                 raise ValueError(f"a run record needs a {key!r} entry; it has {sorted(d)}")
+            if not isinstance(d[key], Mapping):
+                raise ValueError(f"a run record's {key!r} is an object, got {d[key]!r}")
         nir = d.get("nir")
         return cls(
             config=dict(d["config"]),
@@ -264,6 +276,46 @@ class RunDir:
         """Whether the folder already holds a run (its ``config.json``)."""
         return self.config_path.is_file()
 
+    def written(self) -> list[str]:
+        """The files of a run the folder holds (configuration, metrics, checkpoints, model),
+        by name; empty for a new or empty folder."""
+        names = [CONFIG, METRICS, MODEL_NIR]
+        names += [f"{CHECKPOINTS}/{w}.safetensors" for w in CHECKPOINT_NAMES]
+        return [n for n in names if (self.path / n).is_file()]
+
+    # ---------------------------------------------------------------- one writer
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory's lock for the block: one writer per run. Raises
+        :class:`RunDirBusy` where another process holds it. The lock is an OS file lock
+        (``flock``): it ends with the process that holds it, however that ends, so a killed
+        training never leaves it stuck."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK, "a+") as f:  # closing it releases the lock
+            if not _try_lock(f):
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RunDirBusy(
+                    f"{self.path} is being written by {holder}; wait for it to finish (or stop "
+                    "it) before training or resuming into this folder"
+                )
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()}\n")
+            f.flush()
+            yield
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the temporary files that a kill during an atomic write leaves (call with
+        the lock held); returns them."""
+        found = []
+        for folder in (self.path, self.path / CHECKPOINTS):
+            if folder.is_dir():
+                found += [p for p in folder.glob(".*.tmp") if p.is_file()]
+        for p in found:
+            p.unlink(missing_ok=True)
+        return found
+
     def is_imported(self) -> bool:
         """Whether the run's model is an imported NIR graph rather than checkpoints."""
         return self.nir_path.is_file()
@@ -278,33 +330,78 @@ class RunDir:
             raise FileNotFoundError(f"{self.path} is not a run directory: no {CONFIG}")
         try:
             d = json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{self.config_path}: not JSON ({e})") from None
-        return RunRecord.from_dict(d)
+        if not isinstance(d, dict):
+            raise ValueError(f"{self.config_path}: holds a {type(d).__name__}, not a run record")
+        try:
+            return RunRecord.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{self.config_path}: {e}") from None
 
     # ---------------------------------------------------------------- metrics.jsonl
     def append_metrics(self, line: Mapping) -> None:
-        """Append one epoch's line."""
+        """Append one epoch's line (flushed to disk before it returns)."""
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a") as f:
             f.write(dumps(line) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def read_metrics(self) -> list[dict]:
-        """Every epoch's line, in order (none when the file does not exist)."""
-        return [json.loads(ln) for ln in self._metrics_text()]
+        """Every epoch's line, in order (none when the file does not exist). A last line cut
+        short (a kill while it was appended) is not one: it is left out."""
+        return [line for _, line in self._metrics_lines()]
 
     def trim_metrics(self, epoch: int) -> None:
         """Keep only the lines of epochs up to ``epoch`` (a resumed training writes the
-        later ones again)."""
+        later ones again), and drop a last line cut short."""
         if not self.metrics_path.exists():
             return
-        keep = [ln for ln in self._metrics_text() if json.loads(ln)["epoch"] <= epoch]
+        keep = [text for text, line in self._metrics_lines() if line["epoch"] <= epoch]
         atomic_write_text(self.metrics_path, "".join(ln + "\n" for ln in keep))
 
-    def _metrics_text(self) -> list[str]:
+    def _metrics_lines(self) -> list[tuple[str, dict]]:
         if not self.metrics_path.exists():
             return []
-        return [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
+        raw = self.metrics_path.read_text()
+        texts = raw.split("\n")
+        out = []
+        for i, text in enumerate(texts, 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except json.JSONDecodeError:
+                if i == len(texts):  # no newline after it: an append cut short
+                    break
+                raise ValueError(
+                    f"{self.metrics_path}, line {i}: not a JSON line; repair or delete the file"
+                ) from None
+            if not isinstance(line, dict) or not _is_int(line.get("epoch")):
+                raise ValueError(f"{self.metrics_path}, line {i}: not an epoch's metrics line")
+            out.append((text, line))
+        return out
+
+
+def _try_lock(f) -> bool:
+    """Take an exclusive, non-blocking lock on the open file ``f``; whether it was free."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            f.seek(0)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def checkpoint_meta(record: RunRecord, **position: Any) -> dict:

@@ -11,7 +11,10 @@ the training into a run directory (its layout: :mod:`asyncsnn.rundir`)::
 
 Training resumes exactly from ``last`` (model, optimizer, learning-rate schedule, epoch and
 batch): the data order and every random decision are functions of the seed, the epoch and
-the batch index, never of hidden generator state.
+the batch index, never of hidden generator state. Ctrl-C is taken at a safe point
+(:mod:`asyncsnn.interrupts`), one process writes a run directory at a time
+(:meth:`asyncsnn.rundir.RunDir.lock`), and a resume may change only the settings of
+:data:`RESUME_MAY_CHANGE`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,7 @@ from .checkpoint import (
 )
 from .execution import RunResult, run
 from .hooks import InputSpikeDropout
+from .interrupts import Interrupts
 from .network import Network
 from .rng import hash32
 from .rundir import DataFacts, RunDir, RunRecord, checkpoint_meta
@@ -100,6 +106,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.hidden, (list, tuple)) or not all(_is_int(h) for h in self.hidden):
+            raise ValueError(f"hidden must be a list of layer widths (ints), got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         _choice("training", self.training, TRAININGS)
         _choice("loss", self.loss, LOSSES)
@@ -122,18 +130,26 @@ class TrainConfig:
         if self.dt is not None:
             _positive("dt", self.dt)
         for name in ("epochs", "batch_size", "group_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
         for name in ("timesteps", "limit_train", "limit_test"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
+            if v is not None and (not _is_int(v) or v < 1):
                 raise ValueError(f"{name} must be an int >= 1 or None, got {v!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an int in [0, 2**32), got {self.seed!r}")
+        for name in ("dataset", "data_dir"):
+            v = getattr(self, name)
+            if not (isinstance(v, str) or (v is None and name == "data_dir")):
+                raise ValueError(f"{name} must be a string, got {v!r}")
         for name in ("input_dropout", "refractory_dropout", "val_fraction"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
         for name in ("weight_decay", "spike_reg", "lambda_ms"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden layer widths must be >= 1, got {self.hidden}")
 
@@ -196,6 +212,10 @@ PRESETS: dict[str, dict] = {
 def _choice(name, value, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _positive(name, value):
@@ -279,7 +299,7 @@ def forward(
         dt=float(cfg.dt),
         execution=execution or cfg.execution,
         scheduler=scheduler if scheduler is not None else cfg.policy(),
-        group_size=group_size or cfg.group_size,
+        group_size=cfg.group_size if group_size is None else group_size,
         seed=seed,
         hooks=hooks,
         refractory_dropout=cfg.refractory_dropout if training else 0.0,
@@ -319,10 +339,7 @@ class Split:
             yield self.x[i], self.y[i]
 
 
-def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split, Split, DataFacts]:
-    """Train, validation and test splits of the configured data set, and its facts."""
-    from .data import load_dataset
-
+def _dataset_options(cfg: TrainConfig) -> dict:
     options = {}
     if cfg.dt is not None:
         options["dt"] = cfg.dt
@@ -332,10 +349,19 @@ def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split,
         if cfg.dataset != "nmnist":
             raise ValueError("first_saccade applies to the nmnist data set only")
         options["first_saccade"] = True
+    return options
+
+
+def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split, Split, DataFacts]:
+    """Train, validation and test splits of the configured data set, and its facts. A
+    ``limit_train`` or ``limit_test`` takes a stratified subset (:func:`subset`)."""
+    from .data import load_dataset
+
+    options = _dataset_options(cfg)
     train = load_dataset(cfg.dataset, root=cfg.data_dir, train=True, **options)
     test = load_dataset(cfg.dataset, root=cfg.data_dir, train=False, **options)
-    tr = _materialize(train, cfg.limit_train, progress, "loading train")
-    te = _materialize(test, cfg.limit_test, progress, "loading test")
+    tr = _materialize(train, cfg.limit_train, progress, "loading train", cfg.seed)
+    te = _materialize(test, cfg.limit_test, progress, "loading test", cfg.seed)
     n_val = int(round(len(tr) * cfg.val_fraction))
     order = torch.randperm(len(tr), generator=torch.Generator().manual_seed(cfg.seed))
     val = Split(tr.x[order[:n_val]], tr.y[order[:n_val]])
@@ -354,21 +380,66 @@ def load_splits(cfg: TrainConfig, progress: bool = False) -> tuple[Split, Split,
     return fit, val, te, facts
 
 
-def _materialize(dataset, limit, progress, label) -> Split:
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    if n == 0:
+def load_test_split(cfg: TrainConfig, progress: bool = False) -> Split:
+    """The test split of the configured data set alone (evaluation needs no training data):
+    the same samples as :func:`load_splits` gives."""
+    from .data import load_dataset
+
+    test = load_dataset(cfg.dataset, root=cfg.data_dir, train=False, **_dataset_options(cfg))
+    return _materialize(test, cfg.limit_test, progress, "loading test", cfg.seed)
+
+
+def subset(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
+    """Indices of ``limit`` of the samples with ``labels``, stratified: every class in
+    proportion to its size (largest remainders first), each class's samples drawn in a
+    shuffled order of ``seed``; in ascending order. Data sets are often stored by class, so
+    the first ``limit`` samples would hold a few classes only."""
+    n = len(labels)
+    if limit >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * limit / n
+    take = exact.floor().long()
+    short = limit - int(take.sum())
+    if short:
+        order = torch.argsort(exact - take.double(), descending=True, stable=True)
+        take[order[:short]] += 1
+    chosen = []
+    for c, k in zip(classes.tolist(), take.tolist(), strict=True):
+        members = torch.nonzero(labels == c).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=g)[:k]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def _materialize(dataset, limit, progress, label, seed: int = 0) -> Split:
+    """The samples of ``dataset`` in memory: all, or a stratified ``limit`` of them
+    (:func:`subset`, by the labels the data set lists without loading its samples)."""
+    if len(dataset) == 0:
         raise ValueError(f"the data set {type(dataset).__name__} is empty")
-    it = range(n)
+    indices = list(range(len(dataset)))
+    if limit is not None and limit < len(dataset):
+        labels = _labels_of(dataset)
+        indices = indices[:limit] if labels is None else subset(labels, limit, seed).tolist()
+    it = indices
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=label, leave=False, disable=None)  # no bars when not a terminal
+        it = tqdm(indices, desc=label, leave=False, disable=None)  # no bars off a terminal
     xs, ys = [], []
     for i in it:
         frames, label_i = dataset[i]
         xs.append(torch.as_tensor(frames, dtype=torch.float32))
         ys.append(int(label_i))
     return Split(torch.stack(xs), torch.tensor(ys))
+
+
+def _labels_of(dataset) -> torch.Tensor | None:
+    """Every sample's label without loading the samples, where the data set lists them."""
+    labels = getattr(dataset, "targets", None)
+    if labels is None or len(labels) != len(dataset):
+        return None
+    return torch.as_tensor([int(v) for v in labels])
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -395,13 +466,48 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict:
         """Train (or resume); returns the last epoch's metrics line.
 
-        A configuration without ``dt`` takes the data set's: ``self.cfg`` becomes a copy with
-        ``dt`` resolved, the configuration written to the run directory.
+        The run directory is locked for the whole training (one writer per run; see
+        :meth:`RunDir.lock`). A configuration without ``dt`` takes the data set's:
+        ``self.cfg`` becomes a copy with ``dt`` resolved, the configuration written to the run
+        directory. On resume the configuration is the checkpoint's; only the settings of
+        :data:`RESUME_MAY_CHANGE` may differ (see :func:`resumed_config`).
+
+        Ctrl-C stops at the next safe point (after the batch in flight) with the state saved
+        in ``last``; a resume then goes on exactly where it stopped (:mod:`asyncsnn.interrupts`).
         """
+        with self.rundir.lock():
+            self.rundir.remove_leftovers()
+            return self._fit(resume)
+
+    # -------------------------------------------------------------- internals
+    def _fit(self, resume: bool) -> dict:
+        last_path = self.rundir.checkpoint("last")
+        meta = None
+        if resume and last_path.is_file():
+            tensors, meta = load_checkpoint(last_path)
+            recorded = _recorded(meta, last_path)
+            self.cfg = resumed_config(TrainConfig.from_dict(recorded.config), self.cfg, meta)
+        elif resume:  # stopped before its first checkpoint: it starts again, as recorded
+            if not self.rundir.holds_run():
+                raise CheckpointError(f"nothing to resume: no checkpoint at {last_path}")
+            recorded = self.rundir.read_record()
+            start = {"epoch": 0, "batch": 0}
+            self.cfg = resumed_config(TrainConfig.from_dict(recorded.config), self.cfg, start)
+        elif self.rundir.written():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run ({', '.join(self.rundir.written())}); "
+                "resume it (--resume) or choose another folder"
+            )
         torch.manual_seed(self.cfg.seed)
         fit, val, test, facts = self._splits or load_splits(self.cfg, progress=not self.quiet)
         if not isinstance(facts, DataFacts):
             facts = DataFacts.from_dict(facts)
+        if len(val) == 0:
+            raise ValueError(
+                f"no validation samples ({len(fit)} training samples, val_fraction "
+                f"{self.cfg.val_fraction}): the best model is chosen on validation data; "
+                "raise val_fraction or limit_train"
+            )
         if self.cfg.dt is None:
             self.cfg = dataclasses.replace(self.cfg, dt=facts.dt)
         cfg = self.cfg
@@ -409,90 +515,81 @@ class Trainer:
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = self._schedule(optimizer)
         epoch, start_batch, partial, best = 0, 0, None, -1.0
-        last_path = self.rundir.checkpoint("last")
-        if resume:
-            if not last_path.is_file():
-                raise CheckpointError(f"nothing to resume: no checkpoint at {last_path}")
-            epoch, start_batch, partial, best = self._restore(last_path, net, optimizer, schedule)
-        elif last_path.exists():
-            raise FileExistsError(
-                f"{self.run_dir} already holds a training; resume it or choose another folder"
-            )
+        if meta is not None:
+            if recorded.data != facts:
+                raise ValueError(
+                    f"the data differ from those {last_path} was trained on: recorded "
+                    f"{recorded.data.to_dict()}, now {facts.to_dict()}"
+                )
+            epoch, start_batch, partial, best = self._restore(tensors, meta, net, optimizer)
+            self._restore_schedule(schedule, meta, epoch)
         record = RunRecord(config=cfg.to_dict(), data=facts)
         self.rundir.write_record(record)
         self.rundir.trim_metrics(epoch)
         line = {}
         state = {"net": net, "optimizer": optimizer, "schedule": schedule, "record": record}
-        while epoch < cfg.epochs:
-            try:
-                line = self._epoch(state, fit, val, epoch, start_batch, partial, best)
-            except KeyboardInterrupt:
-                if not self.quiet:
-                    print(f"\ninterrupted: state saved in {last_path}; resume to go on")
-                raise
-            schedule.step()
-            if line["val_accuracy"] > best:
-                best = line["val_accuracy"]
-                self._save("best", state, epoch + 1, 0, None, best)
-            epoch, start_batch, partial = epoch + 1, 0, None
-            self._save("last", state, epoch, 0, None, best)
-            self.rundir.append_metrics(line)
+        stops = Interrupts(notice=not self.quiet)
+        with stops.deferred():
+            while epoch < cfg.epochs:
+                position = (epoch, start_batch, partial, best)
+                line = self._epoch(state, fit, val, position, stops)
+                with stops.critical():  # the epoch's line first: a resume writes it again
+                    with warnings.catch_warnings():  # a resume may start at validation
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
+                        schedule.step()
+                    self.rundir.append_metrics(line)
+                    if line["val_accuracy"] > best:
+                        best = line["val_accuracy"]
+                        self._save("best", state, epoch + 1, 0, None, best)
+                    epoch, start_batch, partial = epoch + 1, 0, None
+                    self._save("last", state, epoch, 0, None, best)
         self._plot()
         return line
 
-    # -------------------------------------------------------------- internals
     def _schedule(self, optimizer):
         if self.cfg.lr_schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.cfg.epochs)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1.0)
 
-    def _epoch(
-        self,
-        state: dict,
-        fit: Split,
-        val: Split,
-        epoch: int,
-        start_batch: int,
-        partial: dict | None,
-        best: float,
-    ) -> dict:
+    def _restore_schedule(self, schedule, meta: dict, epoch: int) -> None:
+        """The schedule as checkpointed; where the resumed training has another number of
+        epochs, the cosine schedule is planned again over the new total, from the learning
+        rate it gives at ``epoch``."""
+        if meta.get("schedule"):
+            schedule.load_state_dict(meta["schedule"])
+        if not isinstance(schedule, torch.optim.lr_scheduler.CosineAnnealingLR):
+            return
+        if schedule.T_max == self.cfg.epochs:
+            return
+        schedule.T_max = self.cfg.epochs
+        lrs = []
+        for group, base in zip(schedule.optimizer.param_groups, schedule.base_lrs, strict=True):
+            eta = schedule.eta_min
+            group["lr"] = eta + (base - eta) * (1 + math.cos(math.pi * epoch / self.cfg.epochs)) / 2
+            lrs.append(group["lr"])
+        schedule._last_lr = lrs
+
+    def _epoch(self, state: dict, fit: Split, val: Split, position: tuple, stops) -> dict:
+        """One epoch from ``position`` ``(epoch, next batch, running sums, best)``: its
+        remaining batches, then validation. On Ctrl-C (``stops``) the state after the last
+        finished batch is saved in ``last`` before ``KeyboardInterrupt`` goes on."""
         cfg = self.cfg
+        epoch, start_batch, partial, best = position
         net, optimizer = state["net"], state["optimizer"]
         order = torch.randperm(
             len(fit), generator=torch.Generator().manual_seed(batch_seed(cfg.seed, epoch))
         )
         n_batches = math.ceil(len(fit) / cfg.batch_size)
         sums = dict(partial or {"loss": 0.0, "correct": 0.0, "seen": 0, "spikes": 0.0})
-        bar = None
-        if not self.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=n_batches,
-                initial=start_batch,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                leave=False,
-                disable=None,  # no bars when not writing to a terminal
-            )
+        bar = self._bar(n_batches, start_batch, epoch)
         net.train()
         done = start_batch  # batches of this epoch whose update is applied
         try:
             for batch, (x, y) in enumerate(fit.batches(cfg.batch_size, order)):
                 if batch < start_batch:
                     continue
-                result = forward(
-                    net, x, cfg, training=True, seed=batch_seed(cfg.seed, epoch, batch, 1)
-                )
-                loss, scores = loss_and_scores(result, y, cfg)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                from .metrics import predict
-
-                sums["loss"] += float(loss.detach()) * len(y)
-                sums["correct"] += float((predict(scores.detach()) == y).sum())
-                sums["seen"] += len(y)
-                sums["spikes"] += float(result.spikes.detach().sum())
+                stops.check()
+                self._step(state, x, y, sums, (epoch, batch), stops)
                 done = batch + 1
                 if bar is not None:
                     bar.update(1)
@@ -500,15 +597,23 @@ class Trainer:
                         loss=f"{sums['loss'] / sums['seen']:.3f}",
                         acc=f"{sums['correct'] / sums['seen']:.3f}",
                     )
+            net.eval()
+            v = self.evaluate_split(net, val, stops)
         except KeyboardInterrupt:
-            # the batch in flight is lost; the state after the last finished one is saved
-            self._save("last", state, epoch, done, sums, best)
+            # the batch in flight (if any) is lost; the state after the last finished one is
+            # saved, and a resume starts from it (validation included)
+            with stops.critical():
+                self._save("last", state, epoch, done, sums, best)
+            if not self.quiet:
+                print(
+                    f"\ninterrupted in epoch {epoch + 1} after {done} of {n_batches} batches: "
+                    f"state saved in {self.rundir.checkpoint('last')}; resume to go on",
+                    file=sys.stderr,
+                )
             raise
         finally:
             if bar is not None:
                 bar.close()
-        net.eval()
-        v = self.evaluate_split(net, val)
         line = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
@@ -526,15 +631,55 @@ class Trainer:
             )
         return line
 
-    def evaluate_split(self, net: Network, split: Split) -> dict:
-        """Accuracy and spikes under the training's own execution (no dropout)."""
+    def _step(self, state: dict, x, y, sums: dict, where: tuple[int, int], stops) -> None:
+        """One training step on the batch ``(x, y)`` at ``where`` ``(epoch, batch)``: forward,
+        backward, the update and the running sums. A second Ctrl-C interrupts the forward or
+        backward pass (wherever it lands, the compiled kernel included), never the update."""
+        from .metrics import predict
+
+        cfg, net, optimizer = self.cfg, state["net"], state["optimizer"]
+        epoch, batch = where
+        try:
+            result = forward(net, x, cfg, training=True, seed=batch_seed(cfg.seed, epoch, batch, 1))
+            loss, scores = loss_and_scores(result, y, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except Exception:
+            if stops.at_once:  # Ctrl-C inside native code surfaces as another error
+                raise KeyboardInterrupt from None
+            raise
+        with stops.critical():
+            optimizer.step()
+            sums["loss"] += float(loss.detach()) * len(y)
+            sums["correct"] += float((predict(scores.detach()) == y).sum())
+            sums["seen"] += len(y)
+            sums["spikes"] += float(result.spikes.detach().sum())
+
+    def _bar(self, n_batches: int, start_batch: int, epoch: int):
+        if self.quiet:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=n_batches,
+            initial=start_batch,
+            desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+            leave=False,
+            disable=None,  # no bars when not writing to a terminal
+        )
+
+    def evaluate_split(self, net: Network, split: Split, stops=None) -> dict:
+        """Accuracy and spikes under the training's own execution (no dropout); ``stops``
+        (:class:`~asyncsnn.interrupts.Interrupts`) is checked between batches."""
         from .metrics import predict
 
         if len(split) == 0:
-            return {"accuracy": float("nan"), "spikes_per_sample": float("nan")}
+            raise ValueError("no samples to evaluate")
         correct, spikes = 0.0, 0.0
         with torch.no_grad():
             for i, (x, y) in enumerate(split.batches(max(self.cfg.batch_size, 64))):
+                if stops is not None:
+                    stops.check()
                 r = forward(
                     net, x, self.cfg, training=False, seed=batch_seed(self.cfg.seed, 0xE7A1, i)
                 )
@@ -560,13 +705,19 @@ class Trainer:
         tensors.update(opt_t)
         save_checkpoint(self.rundir.checkpoint(name), tensors, meta)
 
-    def _restore(self, path, net, optimizer, schedule):
-        tensors, meta = load_checkpoint(path)
+    def _restore(self, tensors: dict, meta: dict, net, optimizer):
+        """Model and optimizer from a checkpoint; returns its position ``(epoch, next batch,
+        running sums, best validation accuracy)``."""
         load_model_state(net, tensors)
-        restore_optimizer(optimizer, tensors, meta["optimizer"])
-        if meta.get("schedule"):
-            schedule.load_state_dict(meta["schedule"])
-        return meta["epoch"], meta["batch"], meta.get("partial"), meta["best_val_accuracy"]
+        try:
+            restore_optimizer(optimizer, tensors, meta["optimizer"])
+            position = meta["epoch"], meta["batch"], meta.get("partial"), meta["best_val_accuracy"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise CheckpointError(
+                f"{self.rundir.checkpoint('last')}: its training state is incomplete or does not "
+                f"fit ({type(e).__name__}: {e})"
+            ) from None
+        return position
 
     def _plot(self) -> None:
         lines = self.rundir.read_metrics()
@@ -579,7 +730,11 @@ class Trainer:
 
 def load_model_state(net: Network, tensors: dict[str, torch.Tensor]) -> None:
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a parameter of another shape: another architecture
+        first = str(e).strip().splitlines()[-1].strip()
+        raise CheckpointError(f"the checkpoint does not fit the network: {first}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"the checkpoint does not fit the network: missing {missing}, unexpected {unexpected}"
@@ -615,6 +770,59 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainCo
     load_model_state(net, tensors)
     net.eval()
     return net, cfg, facts
+
+
+#: The settings a resumed training may change: more (or the same) epochs, and where the data
+#: lie. Every other setting is the recorded training's; giving another value is an error.
+RESUME_MAY_CHANGE = ("epochs", "data_dir")
+
+
+def _recorded(meta: dict, path: Path) -> RunRecord:
+    try:
+        return RunRecord.from_dict(meta)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its metadata is not a run record ({e})") from None
+
+
+def recorded_config(run_dir: str | Path) -> dict:
+    """The configuration of a run directory's training as its ``last`` checkpoint records it
+    (the checkpoint, not ``config.json``, is what a resume continues; ``config.json`` where the
+    training stopped before its first checkpoint)."""
+    run = RunDir(run_dir)
+    path = run.checkpoint("last")
+    if not path.is_file() and run.holds_run():  # stopped before its first checkpoint
+        return run.read_record().config
+    _, meta = load_checkpoint(path)
+    return _recorded(meta, path).config
+
+
+def resumed_config(recorded: TrainConfig, given: TrainConfig, meta: dict) -> TrainConfig:
+    """The configuration a resume trains with: ``recorded`` with the settings of
+    :data:`RESUME_MAY_CHANGE` taken from ``given``. Any other difference raises a
+    ``ValueError`` naming it (a ``dt`` left unset in ``given`` is not one); so do fewer epochs
+    than the checkpoint has trained."""
+    changes = {}
+    differ = []
+    for f in dataclasses.fields(TrainConfig):
+        old, new = getattr(recorded, f.name), getattr(given, f.name)
+        if old == new or (f.name == "dt" and new is None):
+            continue
+        if f.name in RESUME_MAY_CHANGE:
+            changes[f.name] = new
+        else:
+            differ.append(f"{f.name} (recorded {old!r}, given {new!r})")
+    if differ:
+        raise ValueError(
+            "a resume continues the recorded training, but these settings differ from it: "
+            f"{', '.join(differ)}; only {', '.join(RESUME_MAY_CHANGE)} may change on resume"
+        )
+    trained = meta.get("epoch", 0) + (1 if meta.get("batch") else 0)
+    if changes.get("epochs", recorded.epochs) < trained:
+        raise ValueError(
+            f"the run has trained {trained} epoch(s): epochs must be at least {trained}, got "
+            f"{changes['epochs']}"
+        )
+    return dataclasses.replace(recorded, **changes)
 
 
 def unfinished(run_dir: str | Path) -> str | None:
