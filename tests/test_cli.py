@@ -362,3 +362,20 @@ def test_resume_on_the_command_line(tmp_path):
         (out / "checkpoints" / f"{name}.safetensors").unlink()
     r = CliRunner().invoke(main, args)  # never overwrites config.json and metrics
     _one_line_error(r, "already holds a run")
+
+
+def test_ctrl_c_while_loading_the_data_says_nothing_was_saved(tmp_path, monkeypatch):
+    import asyncsnn.training
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        mp.setattr(asyncsnn.training, "load_splits", interrupted)
+        r = CliRunner().invoke(main, ["train", "--out", str(out), *SMALL])
+    assert r.exit_code == 130
+    assert "interrupted before anything was saved" in r.output and "--resume" not in r.output
+    assert not (out / "config.json").exists()
+    r = CliRunner().invoke(main, ["train", "--out", str(out), *SMALL])  # starts afresh
+    assert r.exit_code == 0, r.output

@@ -363,3 +363,29 @@ def test_no_validation_samples_is_an_error(tmp_path):
         Trainer(
             TrainConfig(**SETTINGS), tmp_path / "r", quiet=True, splits=(fit, empty, test, facts)
         ).fit()
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.4, 0.9])
+def test_ctrl_c_whenever_it_lands_then_resume_is_bit_identical(
+    tmp_path, reference, one_thread, delay
+):
+    """Ctrl-C from another thread at an arbitrary moment (inside the compiled kernel, the
+    backward pass, validation or a write): the training stops with its state saved, or
+    finishes; either way a resume ends as the uninterrupted training."""
+    import threading
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(**SETTINGS)
+    # a Ctrl-C that lands outside the training (before it starts, after it ends) is dropped
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        Trainer(cfg, run, quiet=True, splits=_splits()).fit()
+    except KeyboardInterrupt:
+        timer.join()
+        Trainer(cfg, run, quiet=True, splits=_splits()).fit(resume=True)
+    finally:
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
+    _assert_same(run, reference)
