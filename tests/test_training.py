@@ -222,3 +222,13 @@ def test_a_limit_takes_a_stratified_subset():
     # remainders: 7 of 50/30/20 is 3.5, 2.1, 1.4 -> 3 + 2 + 1 = 6, the largest remainder +1
     assert torch.bincount(labels[training.subset(labels, 7, 0)]).tolist() == [4, 2, 1]
     assert training.subset(labels, 100, 0).tolist() == list(range(100))
+
+
+@pytest.mark.parametrize("kind", ["layered", "unlayered"])
+def test_a_recurrent_model_trains(tmp_path, splits, kind):
+    cfg = _cfg(training=kind, arch="recurrent", loss="membrane", epochs=2)
+    net = training.build_network(cfg, (24,), 3)
+    recurrent = [p for p in net.projections if net.is_recurrent(p)]
+    assert [(p.source, p.target) for p in recurrent] == [("hidden1", "hidden1")]
+    line = Trainer(cfg, tmp_path / "run", quiet=True, splits=splits).fit()
+    assert line["val_accuracy"] >= 0.6  # chance is 1/3

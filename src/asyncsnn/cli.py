@@ -6,6 +6,7 @@ asyncsnn evaluate RUN ...          evaluate a trained model under one execution
 asyncsnn compare RUN RUN ...       side-by-side table of models under several executions
 asyncsnn import MODEL.nir ...      a NIR model into a run directory (then evaluate, compare)
 asyncsnn export RUN --out F.nir    a run's model as a NIR graph
+asyncsnn encode-audio DIR --out F  a folder of WAV files as cochlear spikes (SHD's HDF5 schema)
 
 Every command that writes a model writes a run directory (:mod:`asyncsnn.rundir`).
 """
@@ -286,6 +287,42 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
     if out is not None:
         write_results(rows, out)
         click.echo(f"written: {out}/results.json, results.md, plots")
+
+
+# ------------------------------------------------------------------------------ audio
+@main.command("encode-audio")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .h5 file."
+)
+@click.option(
+    "--encoder",
+    type=click.Choice(["builtin", "lauscher"]),
+    default="builtin",
+    show_default=True,
+    help="builtin: asyncsnn's vectorised cochlea; lauscher: the exact model (an extra).",
+)
+@click.option("--channels", type=click.IntRange(min=1), default=700, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def encode_audio(folder, out, encoder, channels, seed) -> None:
+    """Encode every WAV file of FOLDER into cochlear spikes in SHD's HDF5 schema.
+
+    Classes come from subfolders (FOLDER/yes/*.wav, FOLDER/no/*.wav) or from the number that
+    starts each file name (3_jackson_0.wav). The file is read by `--dataset shd` (as
+    <data>/SHD/shd_train.h5 or shd_test.h5) and by asyncsnn.data.SHD.from_file.
+    """
+    from .data.audio import encode_folder
+    from .data.cochlea import cochlea_events
+
+    def encode(samples, rate):
+        return cochlea_events(samples, rate, channels, seed=seed, encoder=encoder)
+
+    settings = {"encoder": encoder, "n_channels": channels, "seed": seed}
+    try:
+        path = encode_folder(folder, out, encode, attrs=settings)
+    except (OSError, ValueError, ImportError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"written: {path}")
 
 
 # ------------------------------------------------------------------------------ NIR

@@ -51,7 +51,7 @@ from .surrogate import ArcTan, FastSigmoid
 TRAININGS = ("layered", "unlayered")
 LOSSES = ("rate", "membrane")
 SCHEDULES = ("constant", "cosine")
-ARCHS = ("fc", "conv")
+ARCHS = ("fc", "conv", "recurrent")
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,10 @@ def _positive(name, value):
 
 # ------------------------------------------------------------------------------ model
 def build_network(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int) -> Network:
-    """The network a configuration describes (weights from ``torch`` initialisation)."""
+    """The network a configuration describes (weights from ``torch`` initialisation):
+    ``fc``, dense layers of ``hidden`` widths; ``conv``, a VGG-7-like stack; ``recurrent``, the
+    dense layers with a recurrent projection in every hidden population (for temporal data
+    such as spoken digits)."""
     input_shape = tuple(input_shape)
     layers: list[nn.Module] = []
     if cfg.arch == "conv":
@@ -252,13 +255,17 @@ def build_network(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int) 
         layers.append(nn.Linear(width, h))
         width = h
     layers.append(nn.Linear(width, n_classes))
-    return Network.sequential(
+    net = Network.sequential(
         layers,
         input_shape=input_shape,
         tau_m=cfg.tau_m,
         threshold=cfg.threshold,
         readout=cfg.readout,
     )
+    if cfg.arch == "recurrent":  # each hidden population also hears its own spikes
+        for pop in net.populations[:-1]:
+            net.connect(pop.name, pop.name, [nn.Linear(pop.size, pop.size, bias=False)])
+    return net
 
 
 def batch_seed(seed: int, *keys: int) -> int:

@@ -11,6 +11,7 @@ torch.Size([30, 2, 16, 16])
 Times are in seconds in the API (``dt``) and in integer microseconds inside event arrays.
 """
 
+from .audio import encode_folder, read_wav, write_shd
 from .base import EventDataset, FrameDataset
 from .datasets import CIFAR10, NMNIST, SHD, DVSGesture
 from .digits import Digits, EventImageDataset, ImageSetOptions, resize_images, stratified_split
@@ -26,6 +27,7 @@ from .events import (
     frame_shape,
     make_events,
 )
+from .fsdd import FSDD
 from .io import load_pickle_arrays, read_cifar_batch, read_idx, read_mnist, read_nmnist_bin
 from .registry import available_datasets, default_data_root, get_dataset_class, load_dataset
 from .transforms import Compose, Downsample, FirstSaccade, ToFrames
@@ -43,6 +45,7 @@ __all__ = [
     "EmulatorConfig",
     "EventDataset",
     "EventImageDataset",
+    "FSDD",
     "ImageSetOptions",
     "FirstSaccade",
     "FrameDataset",
@@ -50,11 +53,14 @@ __all__ = [
     "SHD",
     "ToFrames",
     "available_datasets",
+    "encode_folder",
     "bin_events",
     "default_data_root",
     "downsample_events",
     "downsample_sensor_size",
     "first_saccade",
+    "read_wav",
+    "write_shd",
     "frame_shape",
     "get_dataset_class",
     "image_to_events",

@@ -11,6 +11,7 @@ data set      events                  sensor         classes  public split
 ============  ======================  =============  =======  ===============
 N-MNIST       ON/OFF, 3 saccades      34x34x2        10       60000 / 10000
 SHD           700 cochlear channels   700            20       8156 / 2264
+FSDD          700 channels, encoded   700            10       2700 / 300
 DVS Gesture   ON/OFF, ~6 s            128x128x2      11       1176 / 288
 CIFAR-10      images as currents      32x32x3        10       50000 / 10000
 ============  ======================  =============  =======  ===============

@@ -8,6 +8,7 @@ name         default dt  n_timesteps  options
 digits       10 ms       30 (300 ms)  seed, config, transform
 nmnist       10 ms       30 (300 ms)  first_saccade, transform
 shd          10 ms       100 (1 s)    transform
+fsdd         10 ms       100 (1 s)    encoder, seed, cache_dir, progress, transform
 dvsgesture   20 ms       300 (6 s)    downsample (default 4), transform
 cifar10      10 ms       10           normalize
 ===========  ==========  ===========  ======================================
@@ -26,6 +27,7 @@ from typing import Any
 from .base import FrameDataset
 from .datasets import CIFAR10, NMNIST, SHD, DVSGesture
 from .digits import Digits
+from .fsdd import FSDD
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -39,7 +41,7 @@ DATA_ROOT_ENV = "ASYNCSNN_DATA"
 """Environment variable naming the default data folder (else ``./data``)."""
 
 _DATASETS: dict[str, type[FrameDataset]] = {
-    cls.name: cls for cls in (Digits, NMNIST, SHD, DVSGesture, CIFAR10)
+    cls.name: cls for cls in (Digits, NMNIST, SHD, FSDD, DVSGesture, CIFAR10)
 }
 
 
@@ -76,8 +78,8 @@ def load_dataset(
     """Open a data set by name from a local copy.
 
     Args:
-        name: one of :func:`available_datasets` (``digits``, ``nmnist``, ``shd``, ``dvsgesture``,
-            ``cifar10``).
+        name: one of :func:`available_datasets` (``digits``, ``nmnist``, ``shd``, ``fsdd``,
+            ``dvsgesture``, ``cifar10``).
         root: the data folder (default :func:`default_data_root`); ignored by ``digits``.
         train: training split if True, else test split.
         dt: timestep in seconds (default: the data set's, see the module docstring).
