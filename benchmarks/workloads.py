@@ -192,15 +192,17 @@ class SnnTorchNet(nn.Module):
 
 def layered_synops(net, x: torch.Tensor, record: list[list[torch.Tensor]]) -> float:
     """Synaptic events of a layered run counted as asyncsnn counts them: per timestep, the
-    input positions with events and the spikes of every population, times their fan-out.
+    input's events (``asyncsnn.result.input_synops``: a bin of k events is k) and the spikes
+    of every population, times their fan-out.
 
     ``net`` is the asyncsnn ``Network`` of the same modules (its tables give the fan-outs).
     """
+    from asyncsnn.result import input_synops
+
     tab = net.tables()
     fanout = tab.fanout.to(x.dtype)
     n_in = tab.n_input
-    total = (x.reshape(x.shape[0], x.shape[1], -1) != 0).to(x.dtype) @ fanout[:n_in]
-    total = float(total.sum())
+    total = float(input_synops(x.reshape(x.shape[0], x.shape[1], -1), fanout[:n_in]).sum())
     for pop, spikes in zip(net.populations, record, strict=True):
         s = torch.stack([z.detach() for z in spikes]).reshape(x.shape[0], x.shape[1], -1)
         total += float((s @ fanout[pop.slice]).sum())

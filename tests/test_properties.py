@@ -177,10 +177,11 @@ def _hidden_spiked(r: asyncsnn.RunResult) -> torch.Tensor:
 
 
 def _expected_synops(r: asyncsnn.RunResult, x: torch.Tensor) -> torch.Tensor:
-    """Input events times their fan-out plus network spikes times their neuron's fan-out."""
+    """Input events (ceil(|x|) per element) times their fan-out plus network spikes times
+    their neuron's fan-out."""
     fanout = r.network.tables().fanout.to(x.dtype)
     n_in = r.network.n_input
-    events = (x.reshape(*x.shape[:2], -1) != 0).to(x.dtype)
+    events = x.reshape(*x.shape[:2], -1).abs().ceil()
     return events @ fanout[:n_in] + r.spikes @ fanout[n_in:]
 
 
@@ -434,7 +435,7 @@ def _reference_run(
                 with torch.no_grad():
                     for chain, cols in input_chains:
                         current[cols] += chain(x[t, b : b + 1]).reshape(-1).numpy()
-                synops[t, b] += fanout[:n_in] @ (x_t != 0)
+                synops[t, b] += fanout[:n_in] @ np.ceil(np.abs(x_t))
             else:
                 # input events queue like spikes; one that reaches nothing is never queued
                 events = np.flatnonzero((x_t != 0) & has_out[:n_in])
@@ -467,7 +468,8 @@ def _reference_run(
                 current = np.zeros(n, dtype=np.float32)
                 for j, _, _, value in group:
                     current += np.float32(value) * W[j]
-                    synops[t, b] += fanout[j]
+                    # an input element's value is ceil(|value|) events, a spike one
+                    synops[t, b] += fanout[j] * (np.ceil(abs(value)) if j < n_in else 1)
             steps[t, b] = step
             membrane[t, b] = v[out]
     return {
@@ -600,7 +602,7 @@ def test_stopped_timesteps_account_for_every_queued_spike(case, policy, max_step
     )
     w = case.net.output.size
     n_in = case.net.n_input
-    events = (case.x.reshape(*case.x.shape[:2], -1) != 0).float()
+    events = case.x.reshape(*case.x.shape[:2], -1).abs().ceil()
     input_synops = events @ case.net.tables().fanout[:n_in].float()
     queued = _queued_spikes(r)
     assert (r.forward_steps <= max_steps).all()
@@ -893,7 +895,8 @@ def test_queued_input_delivers_every_event_once(policy, case, group_size):
 
 
 def test_queued_input_counts_carry_their_value():
-    # an input count of 3 queued as one event delivers 3 x its weight
+    # an input count of 3 queued as one event delivers 3 x its weight, and counts as 3
+    # synaptic events
     lin = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         lin.weight.fill_(0.2)
@@ -903,7 +906,7 @@ def test_queued_input_counts_carry_their_value():
         r = _run(net, x, scheduler=policy, prioritized_input=False)
         assert r.spikes[:, 0, 0].tolist() == [0.0, 1.0]
         assert r.forward_steps[:, 0].tolist() == [1, 1]
-        assert r.synops[:, 0].tolist() == [1.0, 1.0]
+        assert r.synops[:, 0].tolist() == [2.0, 3.0]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import asyncsnn
+from asyncsnn.metrics import sample_metrics
 
 DT = 1e-3
 TAU = 2e-3
@@ -367,6 +368,27 @@ def test_queued_input_is_layer_zero_and_takes_forward_steps():
     assert r.synops[0, 0].item() == 2 * 2 + 2 * 1
     with pytest.raises(ValueError, match="prioritized_input"):
         run(net, x, scheduler="momentum", prioritized_input=False)
+
+
+# ------------------------------------------------------------------------------ synaptic operations
+def test_synops_count_the_events_of_an_input_bin():
+    # a bin of 2 events at input 0 is one delivery of 2 x its weights but 2 events to each of
+    # its 3 targets; 0.5 at input 1 is one event to each of its 3; h0 (2 x 0.3) and h2
+    # (0.5 x 1.2) fire, h1 (2 x 0.1 + 0.5 x 0.2) does not; each spike reaches the output
+    net = fan_in_fan_out([[0.3, 0.0], [0.1, 0.2], [0.0, 1.2]], [[1.0, 1.0, 1.0]])
+    x = frames([2.0, 0.5], [1.0, 0.0])
+    expected = [2 * 3 + 1 * 3 + 2 * 1, 1 * 3]
+    runs = {
+        "layered": run(net, x, execution="layered"),
+        "torch": run(net, x, scheduler="fifo", backend="torch"),
+        "numba": run(net, x, scheduler="fifo", backend="numba"),
+        "queued": run(net, x, scheduler="fifo", prioritized_input=False),
+    }
+    for name, r in runs.items():
+        assert r.population_spikes("hidden1")[:, 0].tolist() == [[1, 0, 1], [0, 0, 0]], name
+        assert r.output_counts[0].tolist() == [1.0], name
+        assert r.synops[:, 0].tolist() == expected, name
+    assert sample_metrics(runs["numba"], torch.tensor([0]))["synops"].item() == 14
 
 
 # ------------------------------------------------------------------------------ surrogates

@@ -30,7 +30,7 @@ from .hooks import StepContext, overrides
 from .network import INPUT, Network
 from .options import RunOptions
 from .queue import queue_layout
-from .result import RunResult
+from .result import RunResult, input_events, input_synops
 from .rng import Stream, step_counter
 from .scheduling import QueueView
 
@@ -102,6 +102,7 @@ class _Timestep:
     steps: torch.Tensor | None = None  # (batch,) forward steps taken, for the hooks
     took_step: torch.Tensor | None = None  # (batch,) the last step delivered a group
     synops: torch.Tensor | None = None  # (batch,)
+    place_synops: torch.Tensor | None = None  # (batch, slots) queued input: a delivery's cost
     dropped: torch.Tensor | None = None  # (batch,) spikes a stop rule dropped
     overflow: torch.Tensor | None = None  # spikes that found no free queue place
     chosen: list = field(default_factory=list)  # per step: the chosen slots (batch, F)
@@ -187,10 +188,10 @@ class _Engine:
         self.view = QueueView(None, qt["slot_layer"], self.slot_neuron, _rng=options.rng)
         self.slot_pos = torch.arange(slots, device=device)
         self.no_step = torch.zeros(self.B, dtype=torch.bool, device=device)
+        self.batch_index = torch.arange(self.B, device=device)[None, :, None]
         self.input_synops = None  # input events x fan-out, all timesteps at once if possible
         if options.prioritized_input and not self.hooks["transform_input"]:
-            flat = (x.reshape(x.shape[0], self.B, -1) != 0).to(dtype)
-            self.input_synops = flat @ self.in_fanout
+            self.input_synops = input_synops(x.reshape(x.shape[0], self.B, -1), self.in_fanout)
         # the running totals the hooks read, and the stop decisions of each timestep's first
         # pass, which a recomputation replays
         self.out_counts = torch.zeros(self.B, out.size, dtype=dtype, device=device)
@@ -239,7 +240,7 @@ class _Engine:
         x_flat = x_t.reshape(B, -1)
         if self.o.prioritized_input:
             if self.input_synops is None:
-                s.synops = s.synops + (x_flat != 0).to(self.dtype) @ self.in_fanout
+                s.synops = s.synops + input_synops(x_flat, self.in_fanout)
             else:
                 s.synops = s.synops + self.input_synops[s.t]
         else:
@@ -247,6 +248,8 @@ class _Engine:
             ev = x_flat[:, self.slot_neuron.clamp(max=self.n_in - 1)]
             s.pending = (ev != 0) & in_slots
             s.value = torch.where(s.pending, ev, s.value)
+            # a queued input place delivers its value's events, a network spike one
+            s.place_synops = self.slot_fanout * torch.where(in_slots, input_events(ev), 1.0)
         s.V = self.neuron.integrate(s.V, current)
         s.checked = current != 0
 
@@ -397,7 +400,11 @@ class _Engine:
         if s.chosen:
             sel_all, valid_all = torch.stack(s.chosen), torch.stack(s.chosen_valid)
             steps = valid_all.any(2).sum(0)
-            s.synops = s.synops + (self.slot_fanout[sel_all] * valid_all).sum((0, 2))
+            if s.place_synops is None:
+                cost = self.slot_fanout[sel_all]
+            else:
+                cost = s.place_synops[self.batch_index, sel_all]
+            s.synops = s.synops + (cost * valid_all).sum((0, 2))
         if self.once:
             s.V = self.neuron.reset(s.V, s.refractory)  # the reset of the last step's spikes
             s.spikes = s.refractory.to(self.dtype)

@@ -14,7 +14,7 @@ from .dynamics import decay_factor
 from .hooks import StepContext, overrides
 from .network import INPUT, Network
 from .options import RunOptions
-from .result import RunResult
+from .result import RunResult, input_synops
 
 
 def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult:
@@ -62,7 +62,7 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
         for h in call["transform_input"]:
             x_t = h.transform_input(ctx, x_t)
         now: list[torch.Tensor | None] = [None] * len(pops)
-        syn = (x_t.reshape(B, -1) != 0).to(dtype) @ in_fanout
+        syn = input_synops(x_t.reshape(B, -1), in_fanout)
         for i, p in enumerate(pops):
             current = None
             for proj in incoming[i]:

@@ -5,7 +5,8 @@ Per sample:
 - ``correct``: the argmax of the output counts (of the summed membrane for a membrane
   readout) is the label; a tie counts as wrong;
 - ``spikes``: network spikes; ``spike_density``: spikes / (neurons x timesteps);
-- ``synops``: synaptic operations, delivered spikes times their fan-out;
+- ``synops``: synaptic operations, delivered spikes times their fan-out, the input's events
+  included (a bin of ``k`` events is ``k``; :func:`asyncsnn.result.input_synops`);
 - ``forward_steps``: forward steps per timestep (the asynchronous depth used);
 - ``latency_steps`` / ``latency_spikes``: the forward steps (and network spikes) after which
   the running prediction becomes correct and stays correct to the end of the sample (NaN for

@@ -1,4 +1,5 @@
-"""What a run produced: :class:`RunResult`, the one result type of every engine."""
+"""What a run produced: :class:`RunResult`, the one result type of every engine, and the
+count of the input's synaptic events that every engine's SynOps use."""
 
 from __future__ import annotations
 
@@ -16,6 +17,25 @@ def predict(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(tied, -1, scores.argmax(-1))
 
 
+def input_events(x: torch.Tensor) -> torch.Tensor:
+    """Events of each input value (docs/semantics.md, sections 3.2 and 9): ``ceil(|x|)``, so
+    an event count ``k`` is ``k`` events, an analogue value in (0, 1] one, 0 none. Not
+    differentiable (a count)."""
+    return x.detach().abs().ceil()
+
+
+def input_synops(x_flat: torch.Tensor, in_fanout: torch.Tensor) -> torch.Tensor:
+    """Synaptic operations of the input: ``(...)`` the events of ``x_flat`` (``..., n_input``)
+    per position (:func:`input_events`) times the position's fan-out ``in_fanout``
+    (``n_input``), summed, in ``x_flat``'s dtype.
+
+    Summed in float64 (exact for any realistic count), so the result does not depend on how
+    the timesteps and samples are batched: every engine gets the same value.
+    """
+    events = input_events(x_flat).to(torch.float64)
+    return (events @ in_fanout.to(events)).to(x_flat.dtype)
+
+
 @dataclass
 class RunResult:
     """What a run produced. Neurons are the populations' (not the input's), in network order.
@@ -27,8 +47,9 @@ class RunResult:
             of layers that send spikes).
         output_counts: (batch, outputs) output spikes summed over the run.
         membrane: (timesteps, batch, outputs) membrane of a non-spiking output, else ``None``.
-        synops: (timesteps, batch) synaptic operations: delivered spikes times their fan-out
-            (input events included).
+        synops: (timesteps, batch) synaptic operations: delivered spikes times their fan-out,
+            input events included: an input value ``x`` is ``ceil(|x|)`` events (an event
+            count ``k`` is ``k``) times its position's fan-out (:func:`input_synops`).
         undelivered: (timesteps, batch) spikes dropped from the queue when a stop rule ended a
             sample's timestep.
         records: what monitors recorded, by name.

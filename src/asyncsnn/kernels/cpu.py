@@ -6,8 +6,10 @@ handed over as a (timesteps, batch, neurons) current. The kernel does the rest, 
 samples on a pool of threads (samples are independent): leak, integration, threshold, reset,
 refractoriness and refractory dropout (a neuron then holds up to ``max_queued_per_neuron``
 queue places), the queue, the policy, network spike dropout, group delivery through
-per-source tables, stop rules, output spikes, synaptic operations, forward-step counts and
-the membrane of a non-spiking readout. Input spike dropout is applied to the input before.
+per-source tables, stop rules, output spikes, the network's synaptic operations,
+forward-step counts and the membrane of a non-spiking readout. Input spike dropout is applied
+to the input before; the input's synaptic operations are counted on the host
+(:meth:`asyncsnn.kernels.plan.Plan.result`, by :func:`asyncsnn.result.input_synops`).
 
 A group's currents are summed first, in the order of the senders' index, and then added to
 the membranes once; only neurons whose current is non-zero are checked (docs/semantics.md,
@@ -145,12 +147,6 @@ def _simulate(b0, b1, net, rules, inp, out, record):
         mixed = hash32((inp.seeds[b] & 0xFFFFFFFF) ^ 0x5BD1E995)
         for t in range(inp.current.shape[0]):
             # ---- leak, then the input and the biases (not a forward step) --------------------
-            xt = inp.xin[t, b]
-            syn = 0
-            for i in range(xt.shape[0]):
-                if xt[i] != 0:
-                    syn += net.in_fanout[i]
-            out.in_synops[t, b] = syn
             n_touched = leak_and_input(nrn.v, net.beta, inp.current[t, b], nrn.touched)
             queue.size[LIVE] = queue.size[HEAP] = 0
             step = 0

@@ -250,7 +250,7 @@ def _backward(b0, b1, tape, net, slots, adj):
 
 
 #: the outputs of :class:`AsyncTrainFunction`, in order; only the first two carry gradients
-OUTPUTS = ("spikes", "membrane", "forward_steps", "in_synops", "net_synops", "undelivered")
+OUTPUTS = ("spikes", "membrane", "forward_steps", "net_synops", "undelivered")
 
 
 class AsyncTrainFunction(torch.autograd.Function):

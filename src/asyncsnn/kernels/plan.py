@@ -18,7 +18,7 @@ from ..hooks import MaxForwardSteps, NetworkSpikeDropout, StepContext, StopOnOut
 from ..network import INPUT, Network
 from ..options import RunOptions
 from ..queue import queue_layout
-from ..result import RunResult
+from ..result import RunResult, input_synops
 from ..scheduling import FIFO, Layered, Momentum, Random
 from .queue import FIFO_CODE, LAYERED, MOMENTUM, MOMENTUM_NOISE, RANDOM
 
@@ -35,7 +35,6 @@ class KernelNet(NamedTuple):
     ent_start: np.ndarray  # (rows + 1,) CSR: first synaptic entry of each row
     ent_dst: np.ndarray  # (entries,) target neuron
     ent_w: np.ndarray  # (entries,) weight x coefficient
-    in_fanout: np.ndarray  # (n_input,) fan-out of the input positions
     out_lo: int  # the output population's neurons
     out_hi: int
 
@@ -56,7 +55,6 @@ class KernelRules(NamedTuple):
 
 class KernelInputs(NamedTuple):
     current: np.ndarray  # (T, B, n) input and bias current of each timestep
-    xin: np.ndarray  # (T, B, n_input) the input, for its synaptic operations
     seeds: np.ndarray  # (B,) per-sample seeds
 
 
@@ -65,7 +63,6 @@ class KernelOutputs(NamedTuple):
 
     spikes: np.ndarray  # (T, B, n)
     forward_steps: np.ndarray  # (T, B)
-    in_synops: np.ndarray  # (T, B)
     net_synops: np.ndarray  # (T, B)
     undelivered: np.ndarray  # (T, B)
     membrane: np.ndarray  # (T, B, outputs) or empty
@@ -118,7 +115,6 @@ def _structure(net: Network) -> dict:
     ent_widx = remap[widx]
     if (ent_widx < 0).any():
         raise AssertionError("an entry from a population points at an input weight")
-    in_fanout = tab.fanout.cpu().numpy()[:n_in].astype(np.int64)
     out = {
         "slot_of": slot_of,
         "slot_layer": layout.layer.cpu().numpy(),
@@ -130,10 +126,6 @@ def _structure(net: Network) -> dict:
         "ent_coef_t": tab.entries_coef.cpu()[first:].contiguous(),
         "weighted": weighted,
         "spiking": torch.from_numpy(spiking),
-        "in_fanout": in_fanout,
-        # input synaptic operations are exact integers in float32 below 2**24 per sample and
-        # timestep, whatever the summation order: the kernel may count them then
-        "in_synops_exact": int(in_fanout.sum()) < 2**24,
     }
     tab.derived["numba-cpu"] = out
     return out
@@ -274,21 +266,13 @@ class Plan:
             ent_start=st["ent_start"],
             ent_dst=st["ent_dst"],
             ent_w=ent_w,
-            in_fanout=st["in_fanout"],
             out_lo=self.out_lo,
             out_hi=self.out_hi,
         )
 
     def kernel_inputs(self, current: torch.Tensor) -> KernelInputs:
-        """The input and bias ``current`` and the input itself as the kernel reads them."""
-        xin = self.x.detach().reshape(self.T, self.B, -1)  # a view of batch-first input
-        if xin.stride(2) != 1:
-            xin = xin.contiguous()
-        return KernelInputs(
-            current=current.detach().contiguous().numpy(),
-            xin=xin.numpy(),
-            seeds=self.seeds.numpy(),
-        )
+        """The input and bias ``current`` and the seeds as the kernel reads them."""
+        return KernelInputs(current=current.detach().contiguous().numpy(), seeds=self.seeds.numpy())
 
     def new_outputs(self, record: bool) -> dict[str, torch.Tensor]:
         """Zeroed outputs (the fields of :class:`KernelOutputs`) for the kernel to fill;
@@ -298,7 +282,6 @@ class Plan:
         return {
             "spikes": torch.zeros(T, B, self.n_pop, dtype=dtype),
             "forward_steps": torch.zeros(T, B, dtype=torch.long),
-            "in_synops": torch.zeros(T, B, dtype=torch.long),
             "net_synops": torch.zeros(T, B, dtype=torch.long),
             "undelivered": torch.zeros(T, B, dtype=torch.long),
             "membrane": torch.zeros((T, B, n_out) if self.readout else (0, 0, 0), dtype=dtype),
@@ -307,16 +290,14 @@ class Plan:
 
     def result(self, out: dict, spikes: torch.Tensor, membrane: torch.Tensor | None) -> RunResult:
         """The run's result around ``spikes`` and ``membrane`` (which may carry gradients)."""
-        if self.st["in_synops_exact"]:
-            input_synops = out["in_synops"].to(self.dtype)
-        else:  # as the reference computes them
-            fanout = self.net.tables().fanout[: self.n_in].to(self.dtype)
-            xin = self.x.detach().reshape(self.T, self.B, -1)
-            input_synops = (xin != 0).to(self.dtype) @ fanout
+        # the input's synaptic operations, by the rule every engine uses; the kernel counts
+        # the network's
+        fanout = self.net.tables().fanout[: self.n_in]
+        in_synops = input_synops(self.x.reshape(self.T, self.B, -1), fanout)
         return RunResult(
             spikes=spikes,
             forward_steps=out["forward_steps"],
-            synops=input_synops + out["net_synops"].to(self.dtype),
+            synops=in_synops + out["net_synops"].to(self.dtype),
             undelivered=out["undelivered"],
             output_counts=spikes[:, :, self.out_lo : self.out_hi].sum(0),
             membrane=membrane if self.readout else None,
