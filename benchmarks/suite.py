@@ -116,11 +116,18 @@ class Config:
 def available_backends() -> list[str | None]:
     """``asyncsnn.run``'s backends to report: ``[None]`` where it has no ``backend``
     argument, else ``numba`` (where the kernel can be imported) and ``torch``."""
+    import dataclasses
     import inspect
 
     import asyncsnn
 
-    if "backend" not in inspect.signature(asyncsnn.run).parameters:
+    settings = getattr(asyncsnn, "RunSettings", None)  # the settings of a run, by name
+    names = (
+        {f.name for f in dataclasses.fields(settings)}
+        if settings is not None
+        else set(inspect.signature(asyncsnn.run).parameters)
+    )
+    if "backend" not in names:
         return [None]
     try:
         from asyncsnn.kernels import numba_available

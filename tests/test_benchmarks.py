@@ -83,3 +83,10 @@ def test_quick_json_run(shared_data, tmp_path):
     assert json.loads((tmp_path / "latest.json").read_text())["configs"] == rows
     table = (tmp_path / "latest.md").read_text()
     assert "| fc | inference | 1 |" in table and "Targets" in table
+
+
+def test_both_backends_are_benchmarked():
+    from asyncsnn.kernels import numba_available
+    from benchmarks.suite import available_backends
+
+    assert available_backends() == (["numba", "torch"] if numba_available() else ["torch"])
