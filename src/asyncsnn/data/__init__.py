@@ -13,6 +13,7 @@ Times are in seconds in the API (``dt``) and in integer microseconds inside even
 
 from .audio import encode_folder, read_wav, write_shd
 from .base import EventDataset, FrameDataset
+from .cochlea import CochleaParameters, cochlea_channel_frequencies, cochlea_events
 from .datasets import CIFAR10, NMNIST, SHD, DVSGesture
 from .digits import Digits, EventImageDataset, ImageSetOptions, resize_images, stratified_split
 from .emulator import EmulatorConfig, image_to_events, images_to_events, saccade_offsets
@@ -36,6 +37,7 @@ __all__ = [
     "AUDIO_EVENT_DTYPE",
     "CAMERA_EVENT_DTYPE",
     "CIFAR10",
+    "CochleaParameters",
     "Compose",
     "CorruptDatasetError",
     "DVSGesture",
@@ -55,6 +57,8 @@ __all__ = [
     "available_datasets",
     "encode_folder",
     "bin_events",
+    "cochlea_channel_frequencies",
+    "cochlea_events",
     "default_data_root",
     "downsample_events",
     "downsample_sensor_size",
