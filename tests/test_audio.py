@@ -102,3 +102,23 @@ def test_encode_folder_writes_one_entry_per_file(tmp_path):
     out = encode_folder(tmp_path, tmp_path / "out.h5", encode, progress=False)
     data = SHD.from_file(out, dt=1e-3, n_timesteps=3)
     assert data.targets == [1, 2] and data.events(1)["x"].tolist() == [0, 1, 2]
+
+
+def test_a_spike_file_binned_for_a_model(tmp_path):
+    from asyncsnn.rundir import DataFacts
+    from asyncsnn.training import TrainConfig, load_spike_file
+
+    path = write_shd(
+        tmp_path / "s.h5", [_events([1000, 25000], [5, 6]), _events([0], [1])], [2, 0], ["a"] * 3
+    )
+    facts = DataFacts(
+        input_shape=(700,), timesteps=4, n_classes=3, dt=0.01, classes=("a", "b", "c")
+    )
+    cfg = TrainConfig(dataset="fsdd", dt=0.01)
+    split = load_spike_file(path, cfg, facts)
+    assert split.x.shape == (2, 4, 700) and split.y.tolist() == [2, 0]
+    assert split.x[0, 0, 5] == 1 and split.x[0, 2, 6] == 1 and float(split.x.sum()) == 3
+    with pytest.raises(ValueError, match="has labels up to 2; the model has 2 classes"):
+        load_spike_file(path, cfg, DataFacts(**{**facts.to_dict(), "n_classes": 2}))
+    with pytest.raises(ValueError, match="700 channels, the model takes"):
+        load_spike_file(path, cfg, DataFacts(**{**facts.to_dict(), "input_shape": (24,)}))

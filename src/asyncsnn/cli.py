@@ -201,24 +201,33 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     type=click.IntRange(min=1),
     help="Evaluate on N test samples only (a stratified subset).",
 )
+@click.option(
+    "--spikes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Evaluate on the recordings of this SHD-schema .h5 file instead (e.g. another "
+    "encoder's spikes of the same audio; asyncsnn encode-audio writes such files).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
-    run, execution, scheduler, group_size, checkpoint, data_dir, limit_test, seed, as_json
+    run, execution, scheduler, group_size, checkpoint, data_dir, limit_test, spikes, seed, as_json
 ) -> None:
     """Evaluate a trained model on its data set's test split under one execution."""
     from .evaluation import Execution
     from .evaluation import evaluate as do_evaluate
-    from .training import load_run, load_test_split
+    from .training import load_run, load_spike_file, load_test_split
 
     try:
         how = Execution(execution, scheduler, group_size)
-        net, cfg, _ = load_run(run, checkpoint)
+        net, cfg, facts = load_run(run, checkpoint)
         if data_dir is not None:
             cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
         if limit_test is not None:
             cfg = dataclasses.replace(cfg, limit_test=limit_test)
-        test = load_test_split(cfg, progress=not as_json)
+        if spikes is not None:
+            test = load_spike_file(spikes, cfg, facts, progress=not as_json)
+        else:
+            test = load_test_split(cfg, progress=not as_json)
         result = do_evaluate(net, test, cfg, how, seed=seed)
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None

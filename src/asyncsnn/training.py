@@ -396,6 +396,24 @@ def load_test_split(cfg: TrainConfig, progress: bool = False) -> Split:
     return _materialize(test, cfg.limit_test, progress, "loading test", cfg.seed)
 
 
+def load_spike_file(path, cfg: TrainConfig, facts: DataFacts, progress: bool = False) -> Split:
+    """The recordings of an HDF5 file in SHD's schema (:meth:`asyncsnn.data.SHD.from_file`)
+    binned as the model's data (its ``dt`` and timesteps), to evaluate a model on spikes
+    made otherwise (another encoder, other recordings). Its channels and classes must fit
+    the model's."""
+    from .data import SHD
+
+    data = SHD.from_file(path, train=False, dt=cfg.dt, n_timesteps=facts.timesteps)
+    if data.n_inputs != math.prod(facts.input_shape):
+        raise ValueError(
+            f"{path} has {data.n_inputs} channels, the model takes {tuple(facts.input_shape)}"
+        )
+    top = max(data.targets, default=0)
+    if top >= facts.n_classes:
+        raise ValueError(f"{path} has labels up to {top}; the model has {facts.n_classes} classes")
+    return _materialize(data, cfg.limit_test, progress, "loading spikes", cfg.seed)
+
+
 def subset(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
     """Indices of ``limit`` of the samples with ``labels``, stratified: every class in
     proportion to its size (largest remainders first), each class's samples drawn in a
