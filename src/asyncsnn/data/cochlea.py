@@ -16,7 +16,7 @@ time:
    is the velocity, sampled at ``sample_rate // 2``: every later stage runs at half the
    recording's rate. ``V`` is tabulated once per channel count on a logarithmic frequency grid
    (100 points per e-fold, cubic splines of log-magnitude and unwrapped phase; relative error of
-   the velocity about 1e-5) instead of being evaluated, with its Hankel functions, at every
+   the velocity below 1e-5) instead of being evaluated, with its Hankel functions, at every
    bin of every recording.
 3. **Inner hair cell** (Meddis, 1986 and 1988): a transmitter-reservoir model, integrated with
    lauscher's explicit steps (one per sample, values clipped at zero), turns the velocity into
@@ -232,7 +232,8 @@ def _check_channels(n_channels: int) -> int:
 # ----------------------------------------------------------------------------- level stage
 def _level(x: np.ndarray, rms_level: float) -> np.ndarray:
     """Scale to the RMS level, then fade each half in and out by half a Hann window."""
-    y = x * (rms_level / np.sqrt(np.mean(np.square(x))))
+    y = x / np.max(np.abs(x))  # first to a peak of 1: no overflow or underflow in the RMS
+    y *= rms_level / np.sqrt(np.mean(np.square(y)))
     half = y.size // 2
     ramp = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(half) / (2 * half - 1))
     y[:half] *= ramp
@@ -646,7 +647,7 @@ def cochlea_events(
         seed: seed of the fibres' randomness (0 to 2**32 - 1): the same input and seed give the
             same spikes.
         encoder: ``"builtin"`` (this module's vectorised model) or ``"lauscher"`` (the
-            lauscher package itself: the reference, about a thousand times slower).
+            lauscher package itself: the reference, some 300 times slower).
         params: the model's constants (default: lauscher's).
 
     Returns:
