@@ -186,3 +186,19 @@ def test_a_user_policy_must_declare_what_it_reads():
     net = asyncsnn.Network.sequential(layers, tau_m=1e-3, threshold=0.3)
     with pytest.raises(AttributeError, match="needs_potential = True"):
         asyncsnn.run(net, torch.ones(2, 1, 4), dt=1e-3, scheduler=Sneaky())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf"), float("inf")])
+def test_a_user_policy_must_give_finite_priorities(bad):
+    class Broken(asyncsnn.Scheduler):
+        name = "broken"
+
+        def priority(self, q):
+            return torch.full(q.pending.shape, bad)
+
+    layers = [nn.Linear(4, 3, bias=False), nn.Linear(3, 2, bias=False)]
+    for layer in layers:
+        nn.init.constant_(layer.weight, 1.0)
+    net = asyncsnn.Network.sequential(layers, tau_m=1e-3, threshold=0.3)
+    with pytest.raises(ValueError, match="'broken' gave a queued spike a priority that is not"):
+        asyncsnn.run(net, torch.ones(2, 1, 4), dt=1e-3, scheduler=Broken())

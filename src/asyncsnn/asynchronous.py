@@ -32,9 +32,8 @@ from .options import RunOptions
 from .queue import queue_layout
 from .result import RunResult, input_events, input_synops
 from .rng import Stream, step_counter
-from .scheduling import QueueView
+from .scheduling import BUILTIN_POLICIES, QueueView
 
-_INT64_MIN = torch.iinfo(torch.int64).min
 _SINKS = 64
 
 
@@ -72,17 +71,6 @@ def _queue_tables(net: Network, queued_input: bool, slots: int):
     }
     cache[key] = out
     return out
-
-
-def _order_key(priority: torch.Tensor, live: torch.Tensor, tie_break: torch.Tensor):
-    """int64 keys ordering by priority (descending), then by lower slot (neuron) index.
-
-    The float32 priority's bits are mapped to an order-preserving integer and placed above
-    the tie-break; empty slots get the smallest key.
-    """
-    bits = priority.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
-    ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
-    return ((ordered << 32) | tie_break).masked_fill(~live, _INT64_MIN)
 
 
 @dataclass
@@ -141,7 +129,9 @@ class _Engine:
             slot_state = slice(first, first + len(slot_state))
         self.slot_state = slot_state  # the state column of each slot's neuron (input -> sink)
         self.slot_fanout = qt["slot_fanout"].to(dtype)
-        self.tie_break = 0xFFFFFFFF - self.slot_id  # equal priorities: the lower slot first
+        # a user's policy may return anything: its priorities are checked (the built-in ones
+        # are finite by construction)
+        self.check_priorities = type(options.scheduler) not in BUILTIN_POLICIES
         self.n_slots = len(self.slot_row)
         self.group = min(options.group_size, self.n_slots)
         self.track_value = self.grad or not options.prioritized_input
@@ -346,8 +336,17 @@ class _Engine:
         view = self.view
         view.pending, view.timestep, view.step = s.pending, s.t, s.step
         view._potential, view._fired_at = s.potential, s.fired_at
-        order = _order_key(self.o.scheduler.priority(view), s.pending, self.tie_break)
-        sel = order.topk(self.group, dim=1, sorted=False).indices.sort(dim=1).values
+        priority = self.o.scheduler.priority(view)
+        if self.check_priorities and not bool(torch.isfinite(priority[s.pending]).all()):
+            raise ValueError(
+                f"the policy {self.o.scheduler.name!r} gave a queued spike a priority that is "
+                "not finite (NaN or infinite); priorities must be finite numbers"
+            )
+        # the highest priorities, equal ones in ascending slot order (a stable sort), the
+        # empty places after every queued spike
+        order = priority.masked_fill(~s.pending, -torch.inf)
+        ranked = order.sort(dim=1, descending=True, stable=True).indices
+        sel = ranked[:, : self.group].sort(dim=1).values
         valid = s.pending.gather(1, sel)
         s.pending = s.pending.scatter(1, sel, False)  # only empty slots fill an unused place
         s.chosen.append(sel)
@@ -373,7 +372,8 @@ class _Engine:
             s.V = self.neuron.integrate(s.V, current)
         else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
             s.V = self.neuron.reset(self.neuron.integrate(s.V, current), s.refractory)
-        s.took_step = valid.any(1)
+        if self.hooks["after_step"]:  # what the stop rules read
+            s.took_step = valid.any(1)
 
     # ------------------------------------------------------------------ timestep and run
     def timestep(self, t: int, V: torch.Tensor, x_t: torch.Tensor):

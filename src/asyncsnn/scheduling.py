@@ -91,7 +91,8 @@ class Scheduler:
     needs_fired_at: bool = False
 
     def priority(self, q: QueueView) -> torch.Tensor:
-        """(batch, slots) priorities, higher first; no NaN."""
+        """(batch, slots) priorities, higher first, finite (no NaN, no infinity) for every
+        queued spike; equal priorities go to the lower slot (docs/semantics.md, 3.4)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -148,6 +149,9 @@ class Layered(Scheduler):
     def priority(self, q: QueueView) -> torch.Tensor:
         return -q.layer.to(torch.float32).expand(q.pending.shape)
 
+
+#: the built-in policies, exactly these classes (the compiled kernel knows them)
+BUILTIN_POLICIES = (Random, Momentum, FIFO, Layered)
 
 _REGISTRY: dict[str, type[Scheduler]] = {
     "random": Random,

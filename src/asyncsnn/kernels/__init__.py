@@ -33,10 +33,9 @@ import torch
 from ..dynamics import LIF
 from ..hooks import InputSpikeDropout, MaxForwardSteps, NetworkSpikeDropout, StopOnOutputSpike
 from ..options import RunOptions
-from ..scheduling import FIFO, Layered, Momentum, Random
+from ..scheduling import BUILTIN_POLICIES
 from ..surrogate import ArcTan, FastSigmoid
 
-_POLICIES = (Random, Momentum, FIFO, Layered)
 _STOP_RULES = (MaxForwardSteps, StopOnOutputSpike)
 _DROPOUTS = (InputSpikeDropout, NetworkSpikeDropout)
 _SURROGATES = (ArcTan, FastSigmoid)
@@ -75,7 +74,7 @@ def unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str | None:
         return f"the tensors are {x.dtype}, the kernel runs float32 only"
     if not options.prioritized_input:
         return "the input is queued (prioritized_input=False)"
-    if type(options.scheduler) not in _POLICIES:
+    if type(options.scheduler) not in BUILTIN_POLICIES:
         return (
             f"the policy {type(options.scheduler).__name__} is user-defined; the kernel knows "
             "random, momentum, fifo and layered"
