@@ -379,3 +379,31 @@ def test_ctrl_c_while_loading_the_data_says_nothing_was_saved(tmp_path, monkeypa
     assert not (out / "config.json").exists()
     r = CliRunner().invoke(main, ["train", "--out", str(out), *SMALL])  # starts afresh
     assert r.exit_code == 0, r.output
+
+
+def test_encode_audio_writes_a_file_the_shd_loader_reads(tmp_path):
+    import wave
+
+    import numpy as np
+
+    from asyncsnn.data import SHD
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    t = np.arange(1600) / 8000
+    for name, freq in [("1_a_0.wav", 500.0), ("2_a_0.wav", 2000.0)]:
+        with wave.open(str(folder / name), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(8000)
+            f.writeframes((np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes())
+    out = tmp_path / "spikes.h5"
+    r = CliRunner().invoke(
+        main, ["encode-audio", str(folder), "--out", str(out), "--channels", "64"]
+    )
+    assert r.exit_code == 0, r.output
+    data = SHD.from_file(out, dt=0.01, n_timesteps=20)
+    assert data.targets == [1, 2] and len(data.events(0)) > 0
+    assert int(data.events(0)["x"].max()) < 64
+    r = CliRunner().invoke(main, ["encode-audio", str(tmp_path / "spikes.h5"), "--out", str(out)])
+    _one_line_error(r, "is a file")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -323,12 +324,9 @@ def encode_audio(folder, out, encoder, channels, seed) -> None:
     from .data.audio import encode_folder
     from .data.cochlea import cochlea_events
 
-    def encode(samples, rate):
-        return cochlea_events(samples, rate, channels, seed=seed, encoder=encoder)
-
     settings = {"encoder": encoder, "n_channels": channels, "seed": seed}
     try:
-        path = encode_folder(folder, out, encode, attrs=settings)
+        path = encode_folder(folder, out, partial(cochlea_events, **settings), attrs=settings)
     except (OSError, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"written: {path}")

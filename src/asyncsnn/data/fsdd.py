@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +121,10 @@ def _cache_key(files: list[Path], settings: dict[str, Any]) -> str:
 
 
 def _encode_split(files: list[Path], path: Path, settings: dict[str, Any], progress: bool):
-    from .cochlea import cochlea_events
-
-    n, seed, encoder = settings["n_channels"], settings["seed"], settings["encoder"]
-
-    def encode(samples, rate):
-        return cochlea_events(samples, rate, n, seed=seed, encoder=encoder)
+    from . import cochlea
 
     split = path.stem.split("_")[1]
+    encode = partial(cochlea.cochlea_events, **settings)
     events = encode_files(files, encode, progress, label=f"encoding FSDD {split}")
     parts = [_NAME.fullmatch(f.name).groups() for f in files]
     speakers = sorted({p[1] for p in parts})
