@@ -47,11 +47,12 @@ class QueueLayout:
     def csr(self) -> tuple[int, torch.Tensor]:
         """The rows' entries as CSR: the first entry of the first row, and (rows + 1,) row
         offsets relative to it. The rows' entries are contiguous (the input's, where it is not
-        queued, come before them)."""
+        queued, come before them) and run to the last entry."""
         first = int(self.start[0]) if self.rows else self.n_entries
         offsets = torch.zeros(self.rows + 1, dtype=torch.long, device=self.neuron.device)
         offsets[1:] = torch.cumsum(self.count, 0)
-        if self.rows and not torch.equal(self.start - first, offsets[:-1]):
+        contiguous = torch.equal(self.start - first, offsets[:-1]) if self.rows else True
+        if not contiguous or first + int(offsets[-1]) != self.n_entries:
             raise AssertionError("the synaptic entries are not sorted by source")
         return first, offsets
 

@@ -86,8 +86,6 @@ def _structure(net: Network) -> dict:
     neuron = layout.neuron.cpu().numpy()
     first, ent_start = layout.csr()  # the input's entries come before the rows'
     ent_start = ent_start.cpu().numpy()
-    if first + ent_start[-1] != len(tab.entries_src):
-        raise AssertionError("the synaptic entries are not sorted by source")
     slot_of = np.full(n_pop, -1, np.int64)
     slot_of[neuron - n_in] = np.arange(len(neuron))
     spiking = np.zeros(n_pop, bool)
