@@ -44,7 +44,7 @@ from .hooks import InputSpikeDropout
 from .interrupts import Interrupts
 from .network import Network
 from .rng import hash32
-from .rundir import DataFacts, RunDir, RunRecord, checkpoint_meta
+from .rundir import DataFacts, RunDir, RunRecord, _is_int, checkpoint_meta
 from .scheduling import Momentum, get_scheduler
 from .surrogate import ArcTan, FastSigmoid
 
@@ -212,10 +212,6 @@ PRESETS: dict[str, dict] = {
 def _choice(name, value, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _positive(name, value):
