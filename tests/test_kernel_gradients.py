@@ -69,6 +69,13 @@ SETTINGS = {
             asyncsnn.MaxForwardSteps(5),
         ],
     },
+    "silent": {"silent_gradients": True},  # docs/semantics.md, section 8.1
+    "silent_study": {
+        "silent_gradients": True,
+        "refractory_dropout": 0.5,
+        "max_queued_per_neuron": 16,
+        "hooks": [asyncsnn.MaxForwardSteps(5)],
+    },
 }
 
 
@@ -178,3 +185,80 @@ def test_training_config_sets_the_queue_places():
     assert r.spikes.max() > 1  # neurons fired more than once in a timestep
     with pytest.raises(ValueError, match="max_queued_per_neuron must be an int >= 1"):
         TrainConfig(max_queued_per_neuron=0)
+
+
+def silent_net(readout):
+    """input -> h -> out with weights 0.3 and 0.7, threshold 0.5: h does not fire."""
+    l1, l2 = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        l1.weight.fill_(0.3)
+        l2.weight.fill_(0.7)
+    net = asyncsnn.Network.sequential([l1, l2], tau_m=1e-3, threshold=0.5, readout=readout)
+    return net, l1, l2
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_silent_gradients_by_hand(backend):
+    """One timestep, a membrane readout. h's membrane is 0.3 < 0.5: it does not fire, and
+    without silent gradients nothing reaches w1. With them, h's ghost (value 0, gradient
+    s'(0.3 - 0.5)) reaches the readout through w2, so with L = the readout's membrane
+    dL/dw1 = w2 s'(-0.2) x 1 and dL/dw2 = 0 (the ghost's value)."""
+
+    def s(x):  # arctan surrogate, alpha = 2
+        return 1.0 / (1.0 + (math.pi * x) ** 2)
+
+    for silent in (False, True):
+        net, l1, l2 = silent_net("membrane")
+        r = asyncsnn.run(net, torch.ones(1, 1, 1), dt=DT, backend=backend, silent_gradients=silent)
+        assert r.membrane.item() == 0.0 and r.spikes.sum().item() == 0
+        r.membrane.sum().backward()
+        expected = 0.7 * s(-0.2) if silent else 0.0
+        assert l1.weight.grad.item() == pytest.approx(expected, rel=1e-6, abs=0.0)
+        assert l2.weight.grad is None or l2.weight.grad.item() == 0.0
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_silent_gradients_chain_through_the_layers_and_skip_refractory_targets(backend):
+    """input -> a -> b -> readout, one timestep, a and b silent: a's ghost reaches b's
+    membrane before b's ghost is taken, so dL/dw1 = w3 s'(b) w2 s'(a) (b's membrane 0: the
+    ghost adds nothing). A refractory b (it fired) receives no ghost: its spike and reset end
+    the path, and dL/dw1 only goes through the real spike (none here: a is silent)."""
+
+    def s(x):
+        return 1.0 / (1.0 + (math.pi * x) ** 2)
+
+    lin = [nn.Linear(1, 1, bias=False) for _ in range(3)]
+    with torch.no_grad():
+        for m, w in zip(lin, (0.3, 0.6, 0.9), strict=True):
+            m.weight.fill_(w)
+    net = asyncsnn.Network.sequential(lin, tau_m=1e-3, threshold=0.5, readout="membrane")
+    r = asyncsnn.run(net, torch.ones(1, 1, 1), dt=DT, backend=backend, silent_gradients=True)
+    r.membrane.sum().backward()
+    assert lin[0].weight.grad.item() == pytest.approx(0.9 * s(-0.5) * 0.6 * s(-0.2), rel=1e-6)
+    # b gets a bias that makes it fire at the input: refractory, so a's ghost stops there
+    for m in lin:
+        m.weight.grad = None
+    lin[1] = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin[1].weight.fill_(0.6)
+        lin[1].bias.fill_(0.8)
+    net = asyncsnn.Network.sequential(lin, tau_m=1e-3, threshold=0.5, readout="membrane")
+    r = asyncsnn.run(net, torch.ones(1, 1, 1), dt=DT, backend=backend, silent_gradients=True)
+    assert r.spikes[0, 0].tolist() == [0.0, 1.0, 0.0]
+    r.membrane.sum().backward()
+    assert lin[0].weight.grad is None or lin[0].weight.grad.item() == 0.0
+    assert lin[1].bias.grad.item() == pytest.approx(0.9 * s(0.3), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fc", "conv_bias_membrane", "recurrent"])
+def test_silent_gradients_change_no_value(name):
+    """The ghosts' value is 0: every output of a run is the same with and without them, and
+    the gradients differ (some neurons are silent)."""
+    runs = []
+    for silent in (False, True):
+        net, x = make(name)
+        runs.append(gradients(net, x, "numba", silent_gradients=silent, scheduler="momentum"))
+    (ra, ga), (rb, gb) = runs
+    for f in OUTPUTS:
+        assert torch.equal(getattr(ra, f).detach(), getattr(rb, f).detach()), f
+    assert any(not torch.allclose(ga[k], gb[k]) for k in ga)

@@ -155,6 +155,10 @@ def test_membrane_readout_and_spike_regulariser(tmp_path, splits):
         ("surrogate_alpha", 0.0, "surrogate_alpha must be a number > 0"),
         ("surrogate_slope", -25.0, "surrogate_slope must be a number > 0"),
         ("surrogate", "sigmoid", "surrogate must be one of"),
+        ("silent_gradients", 1, "silent_gradients must be true or false"),
+        ("mix_schedulers", "random", "mix_schedulers must be a list"),
+        ("mix_schedulers", ["priority"], "unknown scheduler"),
+        ("mix_group_sizes", [8, 0], "mix_group_sizes must be ints >= 1"),
     ],
 )
 def test_config_validation(key, value, message):
@@ -232,3 +236,42 @@ def test_a_recurrent_model_trains(tmp_path, splits, kind):
     assert [(p.source, p.target) for p in recurrent] == [("hidden1", "hidden1")]
     line = Trainer(cfg, tmp_path / "run", quiet=True, splits=splits).fit()
     assert line["val_accuracy"] >= 0.6  # chance is 1/3
+
+
+def test_a_mix_of_schedules_draws_each_batch_reproducibly():
+    """Each batch draws its policy and F from the mixes, the same on every call (a resume
+    draws the same), and over many batches every combination occurs; without a mix every
+    batch gets ``scheduler`` and ``group_size``."""
+    cfg = _cfg(training="unlayered", mix_schedulers=["random", "fifo"], mix_group_sizes=[1, 8, 64])
+    draws = [
+        (cfg.schedule_for(e, b)[0].name, cfg.schedule_for(e, b)[1])
+        for e in range(4)
+        for b in range(30)
+    ]
+    assert draws == [
+        (cfg.schedule_for(e, b)[0].name, cfg.schedule_for(e, b)[1])
+        for e in range(4)
+        for b in range(30)
+    ]
+    assert set(draws) == {(p, f) for p in ("random", "fifo") for f in (1, 8, 64)}
+    counts = {d: draws.count(d) for d in set(draws)}
+    assert min(counts.values()) >= 10  # 120 draws over 6 combinations, none starved
+    plain = _cfg(scheduler="fifo", group_size=3)
+    assert {(plain.schedule_for(0, b)[0].name, plain.schedule_for(0, b)[1]) for b in range(9)} == {
+        ("fifo", 3)
+    }
+
+
+def test_training_with_silent_gradients_and_a_mix_of_schedules(tmp_path, splits):
+    cfg = _cfg(
+        training="unlayered",
+        silent_gradients=True,
+        mix_schedulers=["random", "momentum"],
+        mix_group_sizes=[1, 8],
+    )
+    line = Trainer(cfg, tmp_path / "s", quiet=True, splits=splits).fit()
+    assert line["val_accuracy"] >= 0.8
+    recorded = json.loads((tmp_path / "s" / "config.json").read_text())["config"]
+    assert recorded["silent_gradients"] is True
+    assert recorded["mix_group_sizes"] == [1, 8]
+    assert TrainConfig.from_dict(recorded) == cfg

@@ -163,6 +163,17 @@ class _Engine:
         )
         out = net.output
         self.out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
+        # silent gradients: the spiking populations with outgoing projections, in network
+        # order, each with its projections and their targets' columns
+        self.ghosts = []
+        if options.silent_gradients and self.grad:
+            cols = {
+                p.name: slice(p.offset - n_in, p.offset - n_in + p.size) for p in net.populations
+            }
+            for pop in net.populations:
+                outgoing = [(q, cols[q.target]) for q in net.projections if q.source == pop.name]
+                if pop.spiking and outgoing:
+                    self.ghosts.append((pop, cols[pop.name], outgoing))
         self.ctx = StepContext(net, self.B, options.rng, options.training)
         self.hooks = {
             m: [h for h in options.hooks if overrides(h, m)]
@@ -375,6 +386,21 @@ class _Engine:
         if self.hooks["after_step"]:  # what the stop rules read
             s.took_step = valid.any(1)
 
+    def deliver_ghosts(self, s: _Timestep) -> None:
+        """Silent gradients (docs/semantics.md, section 8.1): after the last forward step, each
+        spiking population in network order sends, from every neuron that is not refractory,
+        a spike of value 0 with the surrogate gradient of its final membrane, through its
+        projections to the targets that are not refractory. The values add nothing; the
+        gradients reach a later population's membrane before its own ghosts are taken."""
+        B = self.B
+        for pop, cols, outgoing in self.ghosts:
+            z = self.neuron.fire(s.V[:, cols], self.theta[cols], None, self.o.spike_fn)
+            ghost = (z - z.detach()).masked_fill(s.refractory[:, cols], 0.0)
+            ghost = ghost.view(B, *pop.shape)
+            for proj, tcols in outgoing:
+                c = proj.apply(ghost).masked_fill(s.refractory[:, tcols], 0.0)
+                s.V = s.V.slice_scatter(s.V[:, tcols] + c, 1, tcols.start, tcols.stop)
+
     # ------------------------------------------------------------------ timestep and run
     def timestep(self, t: int, V: torch.Tensor, x_t: torch.Tensor):
         """One timestep from membrane ``V``: the new membranes, the timestep's spikes and its
@@ -391,6 +417,8 @@ class _Engine:
                 break
             s.step += 1
             self.deliver_group(s, *self.choose_group(s))
+        if self.ghosts:
+            self.deliver_ghosts(s)
         if self.o.recompute and replay is None and self.hooks["after_step"]:
             self.stop_log[t] = s.stops
         return self.end_timestep(s)

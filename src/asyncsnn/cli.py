@@ -74,12 +74,13 @@ def _load_config_file(path: Path) -> dict:
     return data
 
 
-def _hidden(value) -> tuple[int, ...]:
+def _hidden(value, option: str = "--hidden") -> tuple[int, ...]:
+    """Integers separated by commas (layer widths, group sizes)."""
     try:
         return tuple(int(v) for v in str(value).split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(
-            f"layer widths separated by commas, e.g. 128,128; got {value!r}", param_hint="--hidden"
+            f"integers separated by commas, e.g. 128,128; got {value!r}", param_hint=option
         ) from None
 
 
@@ -116,6 +117,18 @@ def _hidden(value) -> tuple[int, ...]:
 @click.option("--refractory-dropout", type=float)
 @click.option("--lambda-ms", type=float, help="Momentum policy's tie-breaking noise.")
 @click.option("--spike-reg", type=float, help="Weight of the spike-count regulariser.")
+@click.option(
+    "--silent-gradients/--no-silent-gradients",
+    default=None,
+    help="Unlayered training: surrogate gradients also through neurons that did not fire.",
+)
+@click.option(
+    "--mix-schedulers",
+    help="Unlayered training: each batch draws its policy from these, e.g. random,momentum.",
+)
+@click.option(
+    "--mix-group-sizes", help="Unlayered training: each batch draws F from these, e.g. 1,8,64."
+)
 @click.option(
     "--first-saccade",
     is_flag=True,
@@ -165,6 +178,10 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
             continue
         if key == "hidden":
             value = _hidden(value)
+        if key == "mix_schedulers":
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if key == "mix_group_sizes":
+            value = _hidden(value, "--mix-group-sizes")
         if key == "data_dir":
             value = str(value)
         settings[key] = value

@@ -54,6 +54,12 @@ class RunSettings:
             pass of time. Policies and ``keep_spikes`` hooks must then be pure functions of
             what they are given (the built-in ones are); stop decisions are replayed, and
             monitors see each step once. The compiled CPU path always works so.
+        silent_gradients: with gradients, also pass surrogate gradients through the neurons
+            that did not fire: at the end of each timestep every spiking neuron that is not
+            refractory sends a spike of value 0 whose gradient is the surrogate's at its final
+            membrane, to its targets, population by population (docs/semantics.md, section
+            8.1). It changes no membrane, spike or count; it costs the backward pass about
+            one layered timestep per timestep.
     """
 
     dt: float
@@ -70,6 +76,7 @@ class RunSettings:
     max_queued_per_neuron: int = 4
     backend: str = "auto"
     recompute: bool = False
+    silent_gradients: bool = False
 
     @classmethod
     def of(cls, settings: RunSettings | None, overrides: dict) -> RunSettings:
@@ -108,6 +115,8 @@ class RunOptions:
         max_queued_per_neuron: queue places per neuron where refractory dropout acts.
         backend: ``"auto"``, ``"torch"`` or ``"numba"``.
         recompute: the PyTorch engine recomputes each timestep in the backward pass.
+        silent_gradients: surrogate gradients also pass through the neurons that did not fire
+            (only where gradients are required).
     """
 
     dt: float
@@ -123,6 +132,7 @@ class RunOptions:
     max_queued_per_neuron: int
     backend: str
     recompute: bool
+    silent_gradients: bool = False
 
     @property
     def slots(self) -> int:
@@ -163,8 +173,9 @@ def resolve(network: Network, x: torch.Tensor, settings: RunSettings) -> RunOpti
             f"backend='numba' runs asynchronous execution only, not execution={s.execution!r}; "
             "use backend='auto' or 'torch'"
         )
-    if not isinstance(s.recompute, bool):
-        raise TypeError(f"recompute must be True or False, got {s.recompute!r}")
+    for name in ("recompute", "silent_gradients"):
+        if not isinstance(getattr(s, name), bool):
+            raise TypeError(f"{name} must be True or False, got {getattr(s, name)!r}")
     training = network.training if s.training is None else bool(s.training)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in network.parameters())
@@ -196,4 +207,5 @@ def resolve(network: Network, x: torch.Tensor, settings: RunSettings) -> RunOpti
         max_queued_per_neuron=s.max_queued_per_neuron,
         backend=s.backend,
         recompute=s.recompute and spike_fn is not None,
+        silent_gradients=s.silent_gradients and spike_fn is not None,
     )

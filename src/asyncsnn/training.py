@@ -103,12 +103,30 @@ class TrainConfig:
     # timestep in the backward pass, so that memory does not grow with forward steps (the
     # compiled CPU path, which the built-in policies take, always works so)
     recompute: bool = False
+    # unlayered training: surrogate gradients also through the neurons that did not fire
+    # (docs/semantics.md, section 8.1)
+    silent_gradients: bool = False
+    # unlayered training under a mix of schedules: each batch draws its policy and F from
+    # these (empty: always ``scheduler`` and ``group_size``); validation uses those two
+    mix_schedulers: tuple[str, ...] = ()
+    mix_group_sizes: tuple[int, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.hidden, (list, tuple)) or not all(_is_int(h) for h in self.hidden):
             raise ValueError(f"hidden must be a list of layer widths (ints), got {self.hidden!r}")
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        for name in ("mix_schedulers", "mix_group_sizes"):
+            v = getattr(self, name)
+            if isinstance(v, str) or not isinstance(v, (list, tuple)):
+                raise ValueError(f"{name} must be a list, got {v!r}")
+            object.__setattr__(self, name, tuple(v))
+        for name in self.mix_schedulers:
+            if not isinstance(name, str):
+                raise ValueError(f"mix_schedulers must name policies, got {name!r}")
+            get_scheduler(name)  # raises for an unknown name
+        if not all(_is_int(f) and f >= 1 for f in self.mix_group_sizes):
+            raise ValueError(f"mix_group_sizes must be ints >= 1, got {self.mix_group_sizes!r}")
         _choice("training", self.training, TRAININGS)
         _choice("loss", self.loss, LOSSES)
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
@@ -123,8 +141,9 @@ class TrainConfig:
             raise ValueError(
                 f"max_queued_per_neuron must be an int >= 1, got {self.max_queued_per_neuron!r}"
             )
-        if not isinstance(self.recompute, bool):
-            raise ValueError(f"recompute must be true or false, got {self.recompute!r}")
+        for name in ("recompute", "silent_gradients", "first_saccade"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("tau_m", "threshold", "lr", "surrogate_alpha", "surrogate_slope"):
             _positive(name, getattr(self, name))
         if self.dt is not None:
@@ -161,10 +180,22 @@ class TrainConfig:
     def readout(self) -> str:
         return "membrane" if self.loss == "membrane" else "spikes"
 
-    def policy(self):
-        if self.scheduler == "momentum":
+    def policy(self, name: str | None = None):
+        """The policy ``name`` (default: ``scheduler``); momentum with ``lambda_ms``."""
+        name = self.scheduler if name is None else name
+        if name == "momentum":
             return Momentum(lambda_ms=self.lambda_ms)
-        return get_scheduler(self.scheduler)
+        return get_scheduler(name)
+
+    def schedule_for(self, epoch: int, batch: int) -> tuple[object, int]:
+        """The policy and ``F`` of training batch ``(epoch, batch)``: drawn from
+        ``mix_schedulers`` and ``mix_group_sizes`` where given (a pure function of the seed
+        and the position, so that a resumed training draws the same), else ``scheduler`` and
+        ``group_size``."""
+        names = self.mix_schedulers or (self.scheduler,)
+        sizes = self.mix_group_sizes or (self.group_size,)
+        h = batch_seed(self.seed, epoch, batch, 2)
+        return self.policy(names[h % len(names)]), int(sizes[(h // len(names)) % len(sizes)])
 
     def spike_fn(self):
         if self.surrogate == "arctan":
@@ -311,6 +342,7 @@ def forward(
         surrogate=cfg.spike_fn(),
         backend=backend,
         recompute=cfg.recompute,
+        silent_gradients=cfg.silent_gradients,
     )
 
 
@@ -661,7 +693,16 @@ class Trainer:
         cfg, net, optimizer = self.cfg, state["net"], state["optimizer"]
         epoch, batch = where
         try:
-            result = forward(net, x, cfg, training=True, seed=batch_seed(cfg.seed, epoch, batch, 1))
+            policy, group_size = cfg.schedule_for(epoch, batch)
+            result = forward(
+                net,
+                x,
+                cfg,
+                training=True,
+                seed=batch_seed(cfg.seed, epoch, batch, 1),
+                scheduler=policy,
+                group_size=group_size,
+            )
             loss, scores = loss_and_scores(result, y, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -24,7 +24,13 @@ autograd graph (up to the order of float additions):
   :math:`\partial L/\partial w_{im} \mathrel{+}= \lambda_m` (the spike's value is 1);
 - the start of timestep :math:`t`: :math:`\partial L/\partial I_t = \lambda` for the input
   and bias current, then :math:`\lambda \leftarrow \beta\lambda` (+ the gradient of a
-  non-spiking readout's membrane at the end of timestep :math:`t - 1`).
+  non-spiking readout's membrane at the end of timestep :math:`t - 1`);
+- with silent gradients, the end of timestep :math:`t` (walked first): population by
+  population in reverse network order, each neuron :math:`i` that is not refractory gets
+  :math:`\lambda_i \mathrel{+}= \sigma'(V_i - \theta_i) \sum_m w_{im}\lambda_m` over its
+  targets that are not refractory, the sums of a population taken before any of its
+  adjoints changes (its ghosts leave together); the ghosts' value is 0, so they add nothing
+  to the weights' gradients.
 
 The current of the input projections and the biases is computed by PyTorch (as in inference)
 and receives its gradient through autograd; the populations' weights receive theirs through
@@ -92,6 +98,7 @@ class Adjoint(NamedTuple):
     grad_spikes: np.ndarray  # (T, B, n) dL/dS
     grad_membrane: np.ndarray  # (T, B, outputs) dL/dV of a non-spiking readout, or empty
     grad_current: np.ndarray  # (T, B, n) written: dL/dI of the input and bias current
+    ghosts: np.ndarray  # (k, 2) silent gradients: the populations that send ghosts, or empty
 
 
 class Replay(NamedTuple):
@@ -217,6 +224,28 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_plac
         lam[i] = lif.adjoint_leak(lam[i], net.beta[i])
 
 
+@njit(cache=True, inline="always")
+def _ghost_adjoint(t, b, net, adj, nrn, lam, dz):
+    """Backwards through timestep ``t``'s ghosts (silent gradients), after its replay: the
+    populations in reverse network order, each one's sums taken before its adjoints change."""
+    v_end = adj.v_end[t, b]
+    for k in range(adj.ghosts.shape[0] - 1, -1, -1):
+        lo, hi = adj.ghosts[k, 0], adj.ghosts[k, 1]
+        for i in range(lo, hi):
+            total = np.float32(0.0)
+            row = net.slot_of[i]
+            if nrn.refractory[i] != t and row >= 0:
+                for e in range(net.ent_start[row], net.ent_start[row + 1]):
+                    j = net.ent_dst[e]
+                    if nrn.refractory[j] != t:
+                        total += net.ent_w[e] * lam[j]
+            dz[i] = total
+        for i in range(lo, hi):
+            if dz[i] != 0.0:
+                g = _derivative(adj.kind, adj.parameter, v_end[i] - net.theta[i])
+                lam[i] = lam[i] + g * dz[i]
+
+
 @njit(cache=True, nogil=True)
 def _backward(b0, b1, tape, net, slots, adj):
     """Gradients of samples ``b0 .. b1 - 1`` from their :class:`Tape`, on the network
@@ -229,6 +258,7 @@ def _backward(b0, b1, tape, net, slots, adj):
     # dL/dz of a queued spike, once delivered
     dz_place = np.zeros(max(net.slot_layer.shape[0] * slots, 1), np.float32)
     rep = _new_replay(n)
+    dz_ghost = np.zeros(n, np.float32)
     readout = adj.grad_membrane.shape[0] > 0
     stamp = 0
     for b in range(b0, b1):
@@ -245,6 +275,8 @@ def _backward(b0, b1, tape, net, slots, adj):
                 r -= 1
             r_start = r + 1
             rep, stamp = _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp)
+            if adj.ghosts.shape[0]:
+                _ghost_adjoint(t, b, net, adj, nrn, lam, dz_ghost)
             _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_place, grad_w)
     return grad_w
 
@@ -291,6 +323,7 @@ class AsyncTrainFunction(torch.autograd.Function):
             grad_spikes=grad_spikes.contiguous().numpy(),
             grad_membrane=gm.to(plan.dtype).numpy(),
             grad_current=gc.numpy(),
+            ghosts=plan.ghosts,
         )
         tapes = {b0: Tape(*tape[:5]) for b0, _, tape in ctx.chunks}
         bounds = [(b0, b1) for b0, b1, _ in ctx.chunks]

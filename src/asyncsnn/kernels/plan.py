@@ -237,6 +237,15 @@ class Plan:
         self.out_lo = out.offset - self.n_in
         self.out_hi = self.out_lo + out.size
         self.readout = not out.spiking
+        # silent gradients (backward pass only): the spiking populations with outgoing
+        # projections, in network order, as (first neuron, end)
+        ghosts = []
+        if o.silent_gradients:
+            sources = {q.source for q in net.projections}
+            for pop in net.populations:
+                if pop.spiking and pop.name in sources:
+                    ghosts.append((pop.offset - self.n_in, pop.offset - self.n_in + pop.size))
+        self.ghosts = np.array(ghosts, np.int64).reshape(-1, 2)
         self.seeds = o.rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
 
     def entry_weights(self) -> torch.Tensor:
