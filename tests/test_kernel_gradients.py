@@ -69,7 +69,7 @@ SETTINGS = {
             asyncsnn.MaxForwardSteps(5),
         ],
     },
-    "silent": {"silent_gradients": True},  # docs/semantics.md, section 8.1
+    "silent": {"silent_gradients": True},  # docs/semantics.md, section 8.7
     "silent_study": {
         "silent_gradients": True,
         "refractory_dropout": 0.5,

@@ -10,7 +10,9 @@ One timestep (docs/semantics.md, section 3), each phase a method of :class:`_Eng
    without outgoing projections are recorded and never queued), :meth:`~_Engine.stop_rules`,
    :meth:`~_Engine.choose_group` (up to ``F`` queued spikes per sample, by the policy) and
    :meth:`~_Engine.deliver_group` (their currents, summed in the senders' order, added to
-   their targets once).
+   their targets once);
+4. with silent gradients, :meth:`~_Engine.deliver_ghosts`: the ghost spikes (value 0) of the
+   neurons that did not fire, for the backward pass (section 8.7).
 
 Everything is vectorised over the batch; each sample has its own queue, stop decisions and
 random stream, so a sample's result does not depend on the rest of its batch. A forward step
@@ -387,7 +389,7 @@ class _Engine:
             s.took_step = valid.any(1)
 
     def deliver_ghosts(self, s: _Timestep) -> None:
-        """Silent gradients (docs/semantics.md, section 8.1): after the last forward step, each
+        """Silent gradients (docs/semantics.md, section 8.7): after the last forward step, each
         spiking population in network order sends, from every neuron that is not refractory,
         a spike of value 0 with the surrogate gradient of its final membrane, through its
         projections to the targets that are not refractory. The values add nothing; the

@@ -58,7 +58,7 @@ class RunSettings:
             that did not fire: at the end of each timestep every spiking neuron that is not
             refractory sends a spike of value 0 whose gradient is the surrogate's at its final
             membrane, to its targets, population by population (docs/semantics.md, section
-            8.1). It changes no membrane, spike or count; it costs the backward pass about
+            8.7). It changes no membrane, spike or count; it costs the backward pass about
             one layered timestep per timestep.
     """
 

@@ -104,7 +104,7 @@ class TrainConfig:
     # compiled CPU path, which the built-in policies take, always works so)
     recompute: bool = False
     # unlayered training: surrogate gradients also through the neurons that did not fire
-    # (docs/semantics.md, section 8.1)
+    # (docs/semantics.md, section 8.7)
     silent_gradients: bool = False
     # unlayered training under a mix of schedules: each batch draws its policy and F from
     # these (empty: always ``scheduler`` and ``group_size``); validation uses those two
