@@ -204,7 +204,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
+        for name in ("hidden", "mix_schedulers", "mix_group_sizes"):
+            d[name] = list(d[name])  # JSON has lists; from_dict makes them tuples again
         return d
 
     @classmethod
