@@ -364,7 +364,15 @@ def test_cifar10_missing_batch_and_unsafe_pickle(tmp_path: Path) -> None:
 
 
 def test_registry_names_and_defaults(nmnist_root: Path) -> None:
-    assert available_datasets() == ["cifar10", "digits", "dvsgesture", "fsdd", "nmnist", "shd"]
+    assert available_datasets() == [
+        "cifar10",
+        "digits",
+        "dvsgesture",
+        "fsdd",
+        "mnist-saccades",
+        "nmnist",
+        "shd",
+    ]
     assert get_dataset_class("N-MNIST") is NMNIST and get_dataset_class("dvs_gesture") is DVSGesture
     data = load_dataset("nmnist", nmnist_root, train=False)
     assert (data.dt, data.n_timesteps) == (0.01, 30)

@@ -30,6 +30,7 @@ from .events import (
 )
 from .fsdd import FSDD
 from .io import load_pickle_arrays, read_cifar_batch, read_idx, read_mnist, read_nmnist_bin
+from .mnist import MNISTSaccades
 from .registry import available_datasets, default_data_root, get_dataset_class, load_dataset
 from .transforms import Compose, Downsample, FirstSaccade, ToFrames
 
@@ -51,6 +52,7 @@ __all__ = [
     "ImageSetOptions",
     "FirstSaccade",
     "FrameDataset",
+    "MNISTSaccades",
     "NMNIST",
     "SHD",
     "ToFrames",

@@ -2,16 +2,20 @@
 
 Each name maps to a class whose class attributes hold its defaults:
 
-===========  ==========  ===========  ======================================
-name         default dt  n_timesteps  options
-===========  ==========  ===========  ======================================
-digits       10 ms       30 (300 ms)  seed, config, transform
-nmnist       10 ms       30 (300 ms)  first_saccade, transform
-shd          10 ms       100 (1 s)    transform
-fsdd         10 ms       100 (1 s)    encoder, seed, cache_dir, progress, transform
-dvsgesture   20 ms       300 (6 s)    downsample (default 4), transform
-cifar10      10 ms       10           normalize
-===========  ==========  ===========  ======================================
+==============  ==========  ===========  ======================================
+name            default dt  n_timesteps  options
+==============  ==========  ===========  ======================================
+digits          10 ms       30 (300 ms)  seed, config, transform
+mnist-saccades  10 ms       30 (300 ms)  seed, config, transform
+nmnist          10 ms       30 (300 ms)  first_saccade, transform
+shd             10 ms       100 (1 s)    transform
+fsdd            10 ms       100 (1 s)    encoder, seed, cache_dir, progress, transform
+dvsgesture      20 ms       300 (6 s)    downsample (default 4), transform
+cifar10         10 ms       10           normalize
+==============  ==========  ===========  ======================================
+
+Names are looked up with case, ``-``, ``_`` and spaces ignored (``"N-MNIST"``,
+``"MNIST_saccades"``); :func:`available_datasets` gives them as the classes spell them.
 
 When only ``dt`` is given, ``n_timesteps`` keeps the default duration (except for CIFAR-10,
 where it stays 10).
@@ -28,6 +32,7 @@ from .base import FrameDataset
 from .datasets import CIFAR10, NMNIST, SHD, DVSGesture
 from .digits import Digits
 from .fsdd import FSDD
+from .mnist import MNISTSaccades
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -40,18 +45,21 @@ __all__ = [
 DATA_ROOT_ENV = "ASYNCSNN_DATA"
 """Environment variable naming the default data folder (else ``./data``)."""
 
-_DATASETS: dict[str, type[FrameDataset]] = {
-    cls.name: cls for cls in (Digits, NMNIST, SHD, FSDD, DVSGesture, CIFAR10)
-}
-
 
 def _normalise(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "").replace(" ", "")
 
 
+_DATASETS: dict[str, type[FrameDataset]] = {
+    _normalise(cls.name): cls
+    for cls in (Digits, MNISTSaccades, NMNIST, SHD, FSDD, DVSGesture, CIFAR10)
+}
+
+
 def available_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`."""
-    return sorted(_DATASETS)
+    """Names accepted by :func:`load_dataset` (and by the command line's ``--dataset``), as
+    the classes spell them (``mnist-saccades``)."""
+    return sorted(cls.name for cls in _DATASETS.values())
 
 
 def get_dataset_class(name: str) -> type[FrameDataset]:
@@ -78,8 +86,8 @@ def load_dataset(
     """Open a data set by name from a local copy.
 
     Args:
-        name: one of :func:`available_datasets` (``digits``, ``nmnist``, ``shd``, ``fsdd``,
-            ``dvsgesture``, ``cifar10``).
+        name: one of :func:`available_datasets` (``digits``, ``mnist-saccades``, ``nmnist``,
+            ``shd``, ``fsdd``, ``dvsgesture``, ``cifar10``).
         root: the data folder (default :func:`default_data_root`); ignored by ``digits``.
         train: training split if True, else test split.
         dt: timestep in seconds (default: the data set's, see the module docstring).
