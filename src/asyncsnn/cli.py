@@ -7,6 +7,7 @@ asyncsnn compare RUN RUN ...       side-by-side table of models under several ex
 asyncsnn import MODEL.nir ...      a NIR model into a run directory (then evaluate, compare)
 asyncsnn export RUN --out F.nir    a run's model as a NIR graph
 asyncsnn encode-audio DIR --out F  a folder of WAV files as cochlear spikes (SHD's HDF5 schema)
+asyncsnn reproduce [--budget B]    the study's grid on every data set found, with results.md
 
 Every command that writes a model writes a run directory (:mod:`asyncsnn.rundir`).
 """
@@ -139,6 +140,19 @@ def _hidden(value, option: str = "--hidden") -> tuple[int, ...]:
 @click.option("--limit-test", type=int, help="Use N test samples (a stratified subset).")
 @click.option("--seed", type=int)
 @click.option(
+    "--init",
+    metavar="RUN|MODEL.nir",
+    help="Fine-tune a trained model: a run directory (its best checkpoint; RUN:last for the "
+    "last), whose weights must fit the configured network, or a NIR file (e.g. exported by "
+    "snnTorch or Norse), whose graph becomes the network. Optimizer and epochs start afresh.",
+)
+@click.option(
+    "--init-discretization",
+    type=click.Choice(["exact", "euler"]),
+    help="How a NIR --init's time constants are read at the training's --dt: exact (default) "
+    "or euler (snnTorch, SpikingJelly, Norse); see `asyncsnn import`.",
+)
+@click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),
     help="Start from published settings (the study's N-MNIST Table 6; docs/semantics.md, "
@@ -158,7 +172,10 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
 
     With --resume the training goes on from the last checkpoint, with the configuration it
     records; only --epochs (more) and --data-dir may change. Ctrl-C stops after the batch in
-    flight, with the state saved; a resume then ends exactly as an uninterrupted training."""
+    flight, with the state saved; a resume then ends exactly as an uninterrupted training.
+
+    With --init the training starts from a trained model (fine-tuning); a resume continues
+    its own checkpoint and reads the init no more."""
     from .checkpoint import CheckpointError
     from .rundir import RunDirBusy
     from .training import TrainConfig, Trainer, recorded_config
@@ -465,6 +482,63 @@ def demo(out, epochs, seed, quiet) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+# ------------------------------------------------------------------------------ reproduce
+@main.command()
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder holding the data sets' local copies (default $ASYNCSNN_DATA, else ./data): "
+    "nmnist or nmnist-subset, mnist, fsdd; the built-in digits need none.",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(["quick", "full"]),
+    default="quick",
+    show_default=True,
+    help="quick: about 30 minutes on a 2-core CPU (N-MNIST at the study's settings, the "
+    "others reduced); full: every data set whole (a GPU or a cluster).",
+)
+@click.option("--datasets", help="Only these data sets of the grid, e.g. nmnist,digits.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Trainings in parallel (one process and one thread each).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default runs/reproduce-BUDGET); a second call goes on where the "
+    "first stopped.",
+)
+def reproduce(data_root, budget, datasets, jobs, out) -> None:
+    """The study's grid on every data set found: results.md, results.json and plots.
+
+    Trains layered, unlayered-random, unlayered-momentum and the best unlayered recipe with
+    3 seeds per data set, evaluates each under layered, async-random and async-momentum
+    execution with F = 1, 8, 64, and writes the means and spreads over the seeds and the gap to
+    each of the study's claims. Finished trainings and evaluations are not run again."""
+    from .data.registry import default_data_root
+    from .reproduce import main_command
+    from .reproduce import reproduce as do_reproduce
+
+    root = data_root if data_root is not None else default_data_root()
+    folder = out if out is not None else Path(f"runs/reproduce-{budget}")
+    names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+    try:
+        do_reproduce(
+            folder, data_root=root, budget=budget, datasets=names, jobs=jobs,
+            command=main_command(), say=click.echo,
+        )
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; run the same command again to go on ({folder})", err=True)
+        sys.exit(130)
+    except (OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@
     RUN/checkpoints/best.safetensors  the model of the best validation accuracy (and best.json)
     RUN/training.png                loss and accuracy curves
     RUN/model.nir                   an imported model (``asyncsnn import``), instead of checkpoints
+    RUN/init.nir                    the NIR graph a fine-tuning started from (``init``): its network
     RUN/.lock                       held by the one process writing the run (RunDir.lock)
 
 ``config.json`` holds a :class:`RunRecord`: the training configuration (the keys of
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -52,6 +54,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CURVES = "training.png"
 MODEL_NIR = "model.nir"
+INIT_NIR = "init.nir"
 CHECKPOINT_NAMES = ("best", "last")
 CHECKPOINT_FORMAT = "asyncsnn-checkpoint-1"
 LOCK = ".lock"
@@ -262,6 +265,12 @@ class RunDir:
     def nir_path(self) -> Path:
         return self.path / MODEL_NIR
 
+    @property
+    def init_nir_path(self) -> Path:
+        """The copy of the NIR graph a training fine-tuned from (its network's architecture and
+        neurons; the checkpoints hold the trained weights)."""
+        return self.path / INIT_NIR
+
     def checkpoint(self, which: str) -> Path:
         """The checkpoint file ``which`` (``"best"`` or ``"last"``)."""
         if which not in CHECKPOINT_NAMES:
@@ -279,7 +288,7 @@ class RunDir:
     def written(self) -> list[str]:
         """The files of a run the folder holds (configuration, metrics, checkpoints, model),
         by name; empty for a new or empty folder."""
-        names = [CONFIG, METRICS, MODEL_NIR]
+        names = [CONFIG, METRICS, MODEL_NIR, INIT_NIR]
         names += [f"{CHECKPOINTS}/{w}.safetensors" for w in CHECKPOINT_NAMES]
         return [n for n in names if (self.path / n).is_file()]
 
@@ -319,6 +328,20 @@ class RunDir:
     def is_imported(self) -> bool:
         """Whether the run's model is an imported NIR graph rather than checkpoints."""
         return self.nir_path.is_file()
+
+    def write_init_nir(self, source: str | Path) -> None:
+        """Copy the NIR file ``source`` to :attr:`init_nir_path` atomically."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{INIT_NIR}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
+                shutil.copyfileobj(src, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.init_nir_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     # ---------------------------------------------------------------- config.json
     def write_record(self, record: RunRecord) -> None:

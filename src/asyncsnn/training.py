@@ -8,6 +8,11 @@ the training into a run directory (its layout: :mod:`asyncsnn.rundir`)::
     RUN/checkpoints/last.*      model + optimizer + position, after every epoch (and on Ctrl-C)
     RUN/checkpoints/best.*      the model of the best validation accuracy
     RUN/training.png            loss and accuracy curves
+    RUN/init.nir                a fine-tuning's NIR graph (``init``): the network's structure
+
+A training starts from ``torch``'s initialisation or, with ``init``, from a trained model: a
+run directory's checkpoint (the weights) or a NIR file (the whole network); see
+:class:`InitSource`.
 
 Training resumes exactly from ``last`` (model, optimizer, learning-rate schedule, epoch and
 batch): the data order and every random decision are functions of the seed, the epoch and
@@ -41,10 +46,11 @@ from .checkpoint import (
 )
 from .execution import RunResult, run
 from .hooks import InputSpikeDropout
+from .interchange import DISCRETIZATIONS
 from .interrupts import Interrupts
 from .network import Network
 from .rng import hash32
-from .rundir import DataFacts, RunDir, RunRecord, _is_int, checkpoint_meta
+from .rundir import CHECKPOINT_NAMES, DataFacts, RunDir, RunRecord, _is_int, checkpoint_meta
 from .scheduling import Momentum, get_scheduler
 from .surrogate import ArcTan, FastSigmoid
 
@@ -65,6 +71,15 @@ class TrainConfig:
     ``surrogate_alpha`` is the arctan surrogate's ``alpha`` (2, as in snnTorch and
     SpikingJelly); ``surrogate_slope`` is the fast-sigmoid surrogate's slope ``k`` (25, as in
     snnTorch): see :mod:`asyncsnn.surrogate` and ``docs/semantics.md`` (training).
+
+    ``init`` fine-tunes a trained model (:class:`InitSource`): ``"RUN"`` (the run directory's
+    best checkpoint) or ``"RUN:last"`` gives the weights of a network built as usual (``arch``,
+    ``hidden``, ``tau_m`` and ``threshold`` as configured; the weights must fit), ``"F.nir"``
+    gives the network itself, the graph's structure, weights and neurons read with the
+    training's ``dt`` and ``init_discretization`` (``arch``, ``hidden``, ``tau_m`` and
+    ``threshold`` do not apply). The optimizer and the epochs start afresh. Only the text is
+    checked here; the files are checked when a training starts, and a resume continues its
+    checkpoint without reading them.
     """
 
     dataset: str = "digits"
@@ -111,6 +126,9 @@ class TrainConfig:
     mix_schedulers: tuple[str, ...] = ()
     mix_group_sizes: tuple[int, ...] = ()
     seed: int = 0
+    # fine-tuning: start from a run directory ("RUN", "RUN:last") or a NIR file ("F.nir")
+    init: str | None = None
+    init_discretization: str = "exact"  # how a NIR init's time constants are read (from_nir)
 
     def __post_init__(self) -> None:
         if not isinstance(self.hidden, (list, tuple)) or not all(_is_int(h) for h in self.hidden):
@@ -171,6 +189,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden layer widths must be >= 1, got {self.hidden}")
+        if self.init is not None:
+            InitSource.parse(self.init)  # its text; the files are checked when training starts
+        _choice("init_discretization", self.init_discretization, DISCRETIZATIONS)
+
+    @property
+    def init_source(self) -> InitSource | None:
+        """Where the training starts from (``init``), or ``None``."""
+        return None if self.init is None else InitSource.parse(self.init)
 
     @property
     def execution(self) -> str:
@@ -294,6 +320,170 @@ def build_network(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int) 
         for pop in net.populations[:-1]:
             net.connect(pop.name, pop.name, [nn.Linear(pop.size, pop.size, bias=False)])
     return net
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Where a fine-tuning starts (:attr:`TrainConfig.init`): checkpoint ``which`` of the run
+    directory ``path``, or the NIR file ``path`` (``which`` is ``None``).
+
+    Which of the two is read from the text alone, so that a run's record says it whatever
+    becomes of the file later: a name ending in ``.nir`` is a NIR file; anything else is a run
+    directory, ``RUN:best`` or ``RUN:last`` picking its checkpoint (``best`` by default).
+
+    >>> InitSource.parse("runs/a:last").which, InitSource.parse("m.nir").is_nir
+    ('last', True)
+    """
+
+    spec: str
+    path: Path
+    which: str | None
+
+    @classmethod
+    def parse(cls, spec: str) -> InitSource:
+        if not isinstance(spec, str) or not spec.strip():
+            raise ValueError(
+                f"init must name a run directory (RUN, RUN:last) or a .nir file, got {spec!r}"
+            )
+        path, which = spec, "best"
+        for name in CHECKPOINT_NAMES:
+            if spec.endswith(f":{name}"):
+                path, which = spec[: -len(name) - 1], name
+        if path.lower().endswith(".nir"):
+            if path != spec:
+                raise ValueError(
+                    f"init {spec!r}: ':{which}' picks a run directory's checkpoint; a NIR file "
+                    f"holds one model: use {path!r}"
+                )
+            which = None
+        return cls(spec, Path(path), which)
+
+    @property
+    def is_nir(self) -> bool:
+        return self.which is None
+
+    def check(self) -> None:
+        """Raise, naming the problem, where the files are not what :attr:`spec` names: no
+        such path, a run directory without the checkpoint, a file that is not NIR."""
+        what = "NIR file" if self.is_nir else "run directory"
+        if not self.path.exists():
+            raise FileNotFoundError(f"init {self.spec!r}: no {what} at {self.path}")
+        if self.is_nir:
+            if not self.path.is_file():
+                raise ValueError(f"init {self.spec!r}: {self.path} is a folder, not a NIR file")
+            from .interchange import _nir
+
+            try:
+                nir = _nir()
+            except ImportError as e:  # it says what to install
+                raise ValueError(f"init {self.spec!r}: {e}") from None
+            try:
+                nir.read(str(self.path), type_check=False)
+            except Exception as e:  # h5py's and nir's errors: the file is not a NIR graph
+                raise ValueError(
+                    f"init {self.spec!r}: {self.path} cannot be read as a NIR graph "
+                    f"({type(e).__name__}: {e})"
+                ) from None
+            return
+        if not self.path.is_dir():
+            raise ValueError(
+                f"init {self.spec!r}: {self.path} is a file, not a run directory (the name of a "
+                "NIR file ends in .nir)"
+            )
+        run = RunDir(self.path)
+        if not run.checkpoint(self.which).is_file():
+            if run.is_imported():
+                why = f"it holds an imported model: pass {run.nir_path} as init"
+            elif run.holds_run():
+                why = "its training has not finished an epoch"
+            else:
+                why = "it is not a run directory"
+            raise CheckpointError(
+                f"init {self.spec!r}: no checkpoint {run.checkpoint(self.which)} ({why})"
+            )
+
+
+def network_for(cfg: TrainConfig, facts: DataFacts, run_dir: str | Path | None = None) -> Network:
+    """The network a training of ``cfg`` on data of ``facts`` trains (``cfg.dt`` resolved):
+    :func:`build_network`'s or, where ``init`` is a NIR file, that graph's, read from the file
+    or, with ``run_dir``, from the run directory's copy of it (``RUN/init.nir``). The graph
+    must take the data's input (as many values) and have one readout neuron per class, spiking
+    for ``loss="rate"`` and not for ``loss="membrane"``."""
+    source = cfg.init_source
+    if source is None or not source.is_nir:
+        return build_network(cfg, facts.input_shape, facts.n_classes)
+    from .interchange import from_nir
+
+    path = source.path if run_dir is None else RunDir(run_dir).init_nir_path
+    how = f"init {cfg.init!r} (read with dt {cfg.dt:g} s, discretization {cfg.init_discretization})"
+    try:
+        with warnings.catch_warnings():
+            if run_dir is not None:  # warned about (another dt) when the training started
+                warnings.simplefilter("ignore")
+            net = from_nir(path, dt=cfg.dt, discretization=cfg.init_discretization)
+    except ValueError as e:  # NIRConversionError names the node
+        raise ValueError(f"{how}: {e}") from None
+    if net.n_input != math.prod(facts.input_shape):
+        raise ValueError(
+            f"{how}: the graph takes inputs of shape {net.input_shape} ({net.n_input} values), "
+            f"the data set {cfg.dataset!r} gives {facts.input_shape} "
+            f"({math.prod(facts.input_shape)} values)"
+        )
+    out = net.output
+    if out.size != facts.n_classes:
+        raise ValueError(
+            f"{how}: the graph's readout {out.name!r} has {out.size} neurons, the data set "
+            f"{cfg.dataset!r} has {facts.n_classes} classes"
+        )
+    if out.spiking != (cfg.readout == "spikes"):
+        kind, loss = ("spiking", "rate") if out.spiking else ("non-spiking", "membrane")
+        raise ValueError(
+            f"{how}: the graph's readout {out.name!r} is {kind}: train it with loss={loss!r} "
+            f"(not {cfg.loss!r})"
+        )
+    return net
+
+
+def _start_from_run(net: Network, cfg: TrainConfig, facts: DataFacts) -> None:
+    """Load the weights and biases of the init run's checkpoint into ``net``; its neurons
+    (``tau_m``, threshold) stay the configuration's (a warning where the run's differ)."""
+    source = cfg.init_source
+    path = RunDir(source.path).checkpoint(source.which)
+    tensors, meta = load_checkpoint(path)
+    record = _recorded(meta, path)
+    theirs = record.config.get("init")
+    if isinstance(theirs, str) and theirs.strip() and InitSource.parse(theirs).is_nir:
+        raise ValueError(
+            f"init {cfg.init!r}: that run's network is the NIR graph it was fine-tuned from "
+            f"({theirs}), not one a configuration builds: export it (asyncsnn export "
+            f"{source.path} --out F.nir) and pass F.nir as init"
+        )
+    neurons = {"model.tau_m": net.tau_m, "model.threshold": net.threshold}
+    try:
+        load_model_state(net, {**tensors, **neurons})
+    except CheckpointError as e:
+        ours = cfg.to_dict()
+        differ = [
+            f"{k} {record.config.get(k)!r} there, {ours[k]!r} here"
+            for k in ("arch", "hidden")
+            if record.config.get(k) != ours[k]
+        ]
+        for k in ("input_shape", "n_classes"):
+            if getattr(record.data, k) != getattr(facts, k):
+                differ.append(f"{k} {getattr(record.data, k)!r} there, {getattr(facts, k)!r} here")
+        hint = f" (the init run's settings and data differ: {'; '.join(differ)})" if differ else ""
+        raise CheckpointError(f"init {cfg.init!r}: {path}: {e}{hint}") from None
+    if any(
+        k not in tensors or tensors[k].shape != v.shape or not torch.equal(tensors[k], v)
+        for k, v in neurons.items()
+    ):
+        warnings.warn(
+            f"init {cfg.init!r}: that run's neurons have other tau_m or threshold values than "
+            f"this configuration (tau_m {cfg.tau_m:g}, threshold {cfg.threshold:g}); the "
+            "fine-tuning uses the configuration's (set tau_m and threshold to the run's to keep "
+            "its neurons)",
+            stacklevel=4,  # the caller of Trainer.fit
+        )
 
 
 def batch_seed(seed: int, *keys: int) -> int:
@@ -528,6 +718,10 @@ class Trainer:
 
         Ctrl-C stops at the next safe point (after the batch in flight) with the state saved
         in ``last``; a resume then goes on exactly where it stopped (:mod:`asyncsnn.interrupts`).
+
+        A configuration with ``init`` starts from that model (its files checked first) when the
+        training starts afresh; a resume continues its checkpoint, whose weights win, and a NIR
+        init's network is then rebuilt from the run directory's copy (``RUN/init.nir``).
         """
         with self.rundir.lock():
             self.rundir.remove_leftovers()
@@ -552,6 +746,9 @@ class Trainer:
                 f"{self.run_dir} already holds a run ({', '.join(self.rundir.written())}); "
                 "resume it (--resume) or choose another folder"
             )
+        fresh = meta is None  # no checkpoint to continue: the init (if any) applies
+        if fresh and self.cfg.init is not None:
+            self.cfg.init_source.check()  # before the data are loaded
         torch.manual_seed(self.cfg.seed)
         fit, val, test, facts = self._splits or load_splits(self.cfg, progress=not self.quiet)
         if not isinstance(facts, DataFacts):
@@ -565,7 +762,10 @@ class Trainer:
         if self.cfg.dt is None:
             self.cfg = dataclasses.replace(self.cfg, dt=facts.dt)
         cfg = self.cfg
-        net = build_network(cfg, facts.input_shape, facts.n_classes)
+        net = network_for(cfg, facts, None if fresh else self.run_dir)
+        init = cfg.init_source if fresh else None
+        if init is not None and not init.is_nir:
+            _start_from_run(net, cfg, facts)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = self._schedule(optimizer)
         epoch, start_batch, partial, best = 0, 0, None, -1.0
@@ -577,6 +777,8 @@ class Trainer:
                 )
             epoch, start_batch, partial, best = self._restore(tensors, meta, net, optimizer)
             self._restore_schedule(schedule, meta, epoch)
+        if init is not None and init.is_nir:
+            self.rundir.write_init_nir(init.path)  # the network, for a resume and load_run
         record = RunRecord(config=cfg.to_dict(), data=facts)
         self.rundir.write_record(record)
         self.rundir.trim_metrics(epoch)
@@ -792,23 +994,32 @@ class Trainer:
 
 
 def load_model_state(net: Network, tensors: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's ``model.*`` tensors into ``net``; where they do not fit (another
+    architecture or data shape), a :class:`CheckpointError` lists every tensor whose shape
+    differs and those missing on either side."""
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        missing, unexpected = net.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # a parameter of another shape: another architecture
-        first = str(e).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"the checkpoint does not fit the network: {first}") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"the checkpoint does not fit the network: missing {missing}, unexpected {unexpected}"
-        )
+    own = net.state_dict()
+    shapes = [
+        f"{k} {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the network"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if shapes or missing or unexpected:
+        parts = [f"shapes differ: {'; '.join(shapes)}"] if shapes else []
+        parts += [f"missing {missing}"] if missing else []
+        parts += [f"unexpected {unexpected}"] if unexpected else []
+        raise CheckpointError(f"the checkpoint does not fit the network: {', '.join(parts)}")
+    net.load_state_dict(state)
 
 
 def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainConfig, DataFacts]:
     """The trained network of a run directory, its configuration and data facts.
 
     A run made by ``asyncsnn import`` holds its network as ``model.nir`` instead of a
-    checkpoint.
+    checkpoint. A run fine-tuned from a NIR file rebuilds its network from its copy of the
+    graph (``init.nir``), then loads the checkpoint (:func:`network_for`).
     """
     run = RunDir(run_dir)
     if run.is_imported():
@@ -829,7 +1040,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainCo
     facts = record.data
     if cfg.dt is None:
         cfg = dataclasses.replace(cfg, dt=facts.dt)
-    net = build_network(cfg, facts.input_shape, facts.n_classes)
+    net = network_for(cfg, facts, run_dir)
     load_model_state(net, tensors)
     net.eval()
     return net, cfg, facts
