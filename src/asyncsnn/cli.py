@@ -531,8 +531,13 @@ def reproduce(data_root, budget, datasets, jobs, out) -> None:
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
     try:
         do_reproduce(
-            folder, data_root=root, budget=budget, datasets=names, jobs=jobs,
-            command=main_command(), say=click.echo,
+            folder,
+            data_root=root,
+            budget=budget,
+            datasets=names,
+            jobs=jobs,
+            command=main_command(),
+            say=click.echo,
         )
     except KeyboardInterrupt:
         click.echo(f"interrupted; run the same command again to go on ({folder})", err=True)

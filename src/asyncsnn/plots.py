@@ -87,3 +87,20 @@ def raster(runs: dict[str, torch.Tensor], boundaries: Sequence[int], path: Path)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def latency_histograms(samples: dict[str, Sequence[float]], path: Path, title: str = "") -> None:
+    """Distributions of per-sample decision latencies (forward steps), one per model."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    values = [v for vs in samples.values() for v in vs]
+    top = max(values) if values else 1.0
+    bins = [top * j / 30 for j in range(31)]
+    for name, vs in samples.items():
+        ax.hist(vs, bins=bins, histtype="step", linewidth=1.5, label=f"{name} (n={len(vs)})")
+    ax.set(xlabel="forward steps to a settled correct decision", ylabel="samples", title=title)
+    if samples:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

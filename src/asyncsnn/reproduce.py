@@ -1,0 +1,709 @@
+"""``asyncsnn reproduce``: the study's grid on every data set found, resumable, with its report.
+
+The grid (section 1 of the specification; ``docs/results.md`` is one run of it): for each data
+set found under the data root, each training recipe of :data:`RECIPES` and each seed of
+:data:`SEEDS`, one training into ``OUT/runs/DATASET/RECIPE/seedS``; each trained model is
+evaluated on the test split under every execution of :data:`EXECUTIONS` (layered, and
+asynchronous under the random and momentum policies with F in 1, 8, 64), into
+``OUT/evaluations/DATASET/RECIPE-seedS.json``. Then ``results.json`` (one row per data set,
+recipe, seed and execution), ``results.md`` (means and spreads over the seeds, and the gap to
+each of the study's claims) and the plots in ``OUT/plots``.
+
+A second call goes on where the first stopped: a finished training is not run again, an
+unfinished one resumes from its last checkpoint, an evaluation of an unchanged checkpoint is
+read back. A run directory trained with other settings than the grid's (another budget, say)
+is an error, not silently reused.
+
+Models are chosen on validation data only (each training keeps its best epoch by validation
+accuracy); the test split is only evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .evaluation import Execution
+from .rundir import RunDir, atomic_write_text, write_json
+
+__all__ = [
+    "BUDGETS",
+    "CLAIMS",
+    "EXECUTIONS",
+    "RECIPES",
+    "REFERENCE",
+    "SEEDS",
+    "Study",
+    "claims",
+    "reproduce",
+    "studies",
+    "summarise",
+]
+
+SEEDS = (0, 1, 2)
+GROUP_SIZES = (1, 8, 64)
+POLICIES = ("random", "momentum")
+EXECUTIONS: tuple[Execution, ...] = (Execution("layered"),) + tuple(
+    Execution("async", p, f) for p in POLICIES for f in GROUP_SIZES
+)
+#: The asynchronous execution the claims compare under: the study's momentum policy, F = 8.
+REFERENCE = Execution("async", "momentum", 8)
+#: The policy an unlayered model was not trained with, for the robustness claim.
+OTHER = Execution("async", "random", 8)
+
+#: The training recipes: layer-synchronous BPTT; unlayered backprop under each policy; and the
+#: best unlayered recipe, chosen on validation accuracy of the N-MNIST subset (docs/results.md,
+#: "choosing the recipe"): momentum policy, surrogate gradients through silent neurons and a
+#: mix of policies and group sizes during training.
+RECIPES: dict[str, dict] = {
+    "layered": {"training": "layered"},
+    "unlayered-random": {"training": "unlayered", "scheduler": "random"},
+    "unlayered-momentum": {"training": "unlayered", "scheduler": "momentum"},
+    "unlayered-best": {
+        "training": "unlayered",
+        "scheduler": "momentum",
+        "silent_gradients": True,
+        "mix_schedulers": ["random", "momentum"],
+        "mix_group_sizes": [1, 8, 64],
+    },
+}
+BEST = "unlayered-best"
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One data set's part of the grid.
+
+    ``folders``: candidate folders under the data root, the first present is used (an empty
+    tuple: a built-in data set, always found). ``settings``: the TrainConfig settings shared by
+    every recipe (a recipe's own settings override them).
+    """
+
+    dataset: str
+    folders: tuple[str, ...]
+    settings: dict
+    note: str = ""
+
+    def locate(self, data_root: Path) -> Path | None | bool:
+        """The data folder, ``None`` for a built-in data set, ``False`` where it is missing."""
+        if not self.folders:
+            return None
+        for folder in self.folders:
+            if (data_root / folder).is_dir():
+                return data_root / folder
+        return False
+
+
+_NMNIST = {  # the study's Table 6 (the nmnist-study preset) at batch 32
+    "dataset": "nmnist",
+    "dt": 10e-3,
+    "timesteps": 30,
+    "hidden": [128, 128],
+    "batch_size": 32,
+    "epochs": 50,
+    "lr": 5e-4,
+    "threshold": 0.3,
+    "weight_decay": 1e-5,
+    "tau_m": 1e-3,
+    "surrogate_alpha": 2.0,
+    "input_dropout": 0.25,
+    "group_size": 8,
+    "refractory_dropout": 0.8,
+    "lambda_ms": 1e-6,
+}
+_FSDD = {  # docs/experiments.md: the recurrent model on spoken digits
+    "dataset": "fsdd",
+    "arch": "recurrent",
+    "loss": "membrane",
+    "tau_m": 1.0,
+    "threshold": 10.0,
+    "lr": 3e-3,
+    "batch_size": 32,
+    "input_dropout": 0.0,
+    "refractory_dropout": 0.0,
+    "group_size": 8,
+}
+_DIGITS = {  # the demo's settings
+    "dataset": "digits",
+    "hidden": [64],
+    "batch_size": 32,
+    "lr": 2e-3,
+    "tau_m": 20e-3,
+    "threshold": 0.5,
+    "input_dropout": 0.1,
+    "group_size": 8,
+}
+
+#: The grid's data sets per budget. ``quick`` fits in about 30 minutes on a 2-core CPU: the
+#: N-MNIST subset at the study's settings (50 epochs), the others reduced; ``full`` is for a
+#: GPU or a cluster.
+BUDGETS: dict[str, tuple[Study, ...]] = {
+    "quick": (
+        Study("nmnist", ("nmnist", "nmnist-subset"), _NMNIST),
+        Study(
+            "mnist-saccades",
+            ("mnist",),
+            {
+                **_NMNIST,
+                "dataset": "mnist-saccades",
+                "epochs": 15,
+                "limit_train": 1000,
+                "limit_test": 500,
+            },
+            "1,000 training and 500 test images of the 8,000/2,000 split, 15 epochs",
+        ),
+        Study("digits", (), {**_DIGITS, "epochs": 12}),
+        Study(
+            "fsdd",
+            ("fsdd",),
+            {**_FSDD, "hidden": [128], "epochs": 8, "limit_train": 500, "limit_test": 100},
+            "500 training and 100 test recordings, 128 hidden neurons, 8 epochs",
+        ),
+    ),
+    "full": (
+        Study("nmnist", ("nmnist", "nmnist-subset"), _NMNIST),
+        Study("mnist-saccades", ("mnist",), {**_NMNIST, "dataset": "mnist-saccades"}),
+        Study("digits", (), {**_DIGITS, "epochs": 50}),
+        Study("fsdd", ("fsdd",), {**_FSDD, "hidden": [256], "epochs": 60}),
+    ),
+}
+
+#: The study's three claims and this project's targets for them (docs/results.md).
+CLAIMS = (
+    ("accuracy", "accuracy gap (points)", "up to +10", ">= 0"),
+    ("spikes", "fewer spikes", "up to 50%", ">= 30%"),
+    ("latency", "decision speed-up", "up to 2x", ">= 1.5x"),
+    ("robustness", "loss under the other policy (points)", "-", "<= 3"),
+)
+
+
+def studies(budget: str, data_root: Path, datasets: Sequence[str] | None = None):
+    """The (study, data folder) pairs of ``budget`` found under ``data_root``, and the names of
+    the data sets not found (with the folders looked for)."""
+    if budget not in BUDGETS:
+        raise ValueError(f"the budget is one of {sorted(BUDGETS)}, got {budget!r}")
+    chosen = BUDGETS[budget]
+    if datasets:
+        known = {s.dataset for s in chosen}
+        unknown = sorted(set(datasets) - known)
+        if unknown:
+            raise ValueError(f"unknown data sets {unknown}; the grid has {sorted(known)}")
+        chosen = tuple(s for s in chosen if s.dataset in datasets)
+    found, missing = [], []
+    for study in chosen:
+        where = study.locate(Path(data_root))
+        if where is False:
+            folders = " or ".join(str(Path(data_root) / f) for f in study.folders)
+            missing.append(f"{study.dataset} (looked for {folders})")
+        else:
+            found.append((study, where))
+    return found, missing
+
+
+# ---------------------------------------------------------------------------- one task
+def _task_config(study: Study, data_dir: Path | None, recipe: str, seed: int) -> dict:
+    settings = {**study.settings, **RECIPES[recipe], "seed": seed}
+    if data_dir is not None:
+        settings["data_dir"] = str(data_dir)
+    return settings
+
+
+def _run_task(task: dict) -> dict:
+    """Train (or resume, or skip) one run and evaluate it under every execution; returns the
+    evaluation record (also written to ``task["evaluation"]``). Runs in a worker process."""
+    import torch
+
+    from .evaluation import evaluate
+    from .training import TrainConfig, Trainer, load_run, unfinished
+
+    if task.get("threads"):
+        torch.set_num_threads(task["threads"])
+    cfg = TrainConfig.from_dict(task["config"])
+    run_dir = Path(task["run_dir"])
+    run = RunDir(run_dir)
+    trained = 0.0
+    if not run.checkpoint("best").is_file() or unfinished(run_dir) is not None:
+        start = time.perf_counter()
+        splits = _splits(cfg)
+        Trainer(cfg, run_dir, quiet=True, splits=splits).fit(resume=run.holds_run())
+        trained = time.perf_counter() - start
+    best = json.loads(run.checkpoint_json("best").read_text())
+    stamp = {"epoch": best.get("epoch"), "best_val_accuracy": best.get("best_val_accuracy")}
+    labels = [h.label for h in EXECUTIONS]
+    path = Path(task["evaluation"])
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("checkpoint") == stamp and [r["label"] for r in old["rows"]] == labels:
+            return {**old, "trained_s": trained, "evaluated_s": 0.0}
+    start = time.perf_counter()
+    net, run_cfg, _ = load_run(run_dir, "best")
+    test = _splits(cfg)[2]  # the task's own data (its dt may be left to the data set)
+    rows, curves, latencies, layers = [], {}, {}, {}
+    for how in EXECUTIONS:
+        result = evaluate(net, test, run_cfg, how, seed=0, stop_on_first_output=False)
+        s = result["summary"]
+        rows.append(
+            {
+                "dataset": task["dataset"],
+                "training": task["recipe"],
+                "seed": task["seed"],
+                "execution": how.execution,
+                "policy": how.scheduler if how.execution == "async" else None,
+                "group_size": how.group_size if how.execution == "async" else None,
+                "label": how.label,
+                "accuracy": s["accuracy"],
+                "spikes_per_sample": s["spikes_per_sample"],
+                "spike_density": s["spike_density"],
+                "synops_per_sample": s["synops_per_sample"],
+                "forward_steps_per_timestep": s["forward_steps_per_timestep"],
+                "latency_steps": s.get("latency_steps_median", math.nan),
+                "latency_spikes": s.get("latency_spikes_median", math.nan),
+                "settled_fraction": s.get("settled_fraction", math.nan),
+                "test_samples": len(test),
+            }
+        )
+        curves[how.label] = result["budget"]
+        if "latency_steps" in result["per_sample"]:
+            latencies[how.label] = result["per_sample"]["latency_steps"].tolist()
+        layers[how.label] = result["spikes_per_population"]
+    record = {
+        "checkpoint": stamp,
+        "rows": rows,
+        "budget": curves,
+        "latency_steps": latencies,
+        "spikes_per_population": layers,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+    return {**record, "trained_s": trained, "evaluated_s": time.perf_counter() - start}
+
+
+_LOADED: dict = {}
+
+
+def _splits(cfg):
+    """:func:`~asyncsnn.training.load_splits` of ``cfg``, the last one kept in this process: the
+    grid's tasks are ordered so that consecutive ones share their data (one data set and seed,
+    four recipes)."""
+    from .training import load_splits
+
+    key = tuple(
+        getattr(cfg, k)
+        for k in (
+            "dataset",
+            "data_dir",
+            "dt",
+            "timesteps",
+            "limit_train",
+            "limit_test",
+            "val_fraction",
+            "first_saccade",
+            "seed",
+        )
+    )
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_splits(cfg)
+    return _LOADED[key]
+
+
+def _check_recorded(run_dir: Path, planned: dict) -> None:
+    """A run directory of the grid must hold the grid's training: its recorded settings equal
+    the planned ones (the data folder may have moved)."""
+    from .training import TrainConfig, recorded_config
+
+    if not RunDir(run_dir).holds_run():
+        return
+    recorded = TrainConfig.from_dict(recorded_config(run_dir)).to_dict()
+    want = TrainConfig.from_dict(planned).to_dict()
+    differ = [
+        f"{k} (recorded {recorded[k]!r}, planned {want[k]!r})"
+        for k in want
+        if k not in ("data_dir", "dt") and recorded.get(k) != want[k]
+    ]
+    if differ:
+        raise ValueError(
+            f"{run_dir} holds a training with other settings than this grid's: "
+            f"{', '.join(differ)}; give another --out (or remove that run)"
+        )
+
+
+# ---------------------------------------------------------------------------- the grid
+def reproduce(
+    out: str | Path,
+    *,
+    data_root: str | Path,
+    budget: str = "quick",
+    datasets: Sequence[str] | None = None,
+    jobs: int = 1,
+    command: str = "",
+    grid: Sequence[tuple[Study, Path | None]] | None = None,
+    seeds: Sequence[int] = SEEDS,
+    say: Callable[[str], None] = print,
+) -> dict:
+    """Run (or go on with) the grid into ``out``; returns ``{"rows", "summary", "claims"}``.
+
+    ``jobs``: trainings run in parallel, each in its own process with one thread. ``grid``
+    replaces the budget's data sets (tests and custom grids: ``(Study, data folder)`` pairs).
+    """
+    out = Path(out)
+    if grid is None:
+        grid, missing = studies(budget, Path(data_root), datasets)
+    else:
+        missing = []
+    if not grid:
+        raise ValueError(f"no data set of the grid found under {data_root}: {'; '.join(missing)}")
+    for line in missing:
+        say(f"not found, skipped: {line}")
+    tasks = []
+    for study, data_dir in grid:
+        for seed in seeds:
+            for recipe in RECIPES:
+                config = _task_config(study, data_dir, recipe, seed)
+                run_dir = out / "runs" / study.dataset / recipe / f"seed{seed}"
+                _check_recorded(run_dir, config)
+                tasks.append(
+                    {
+                        "dataset": study.dataset,
+                        "recipe": recipe,
+                        "seed": seed,
+                        "config": config,
+                        "run_dir": str(run_dir),
+                        "evaluation": str(
+                            out / "evaluations" / study.dataset / f"{recipe}-seed{seed}.json"
+                        ),
+                        "threads": 1 if jobs > 1 else None,
+                    }
+                )
+    start = time.perf_counter()
+    records = _execute(tasks, jobs, _run_task, _reporter(tasks, say))
+    elapsed = time.perf_counter() - start
+    rows = [r for rec in records for r in rec["rows"]]
+    summary = summarise(rows)
+    found = claims(rows)
+    write_json(out / "results.json", rows)
+    _plots(tasks, records, out / "plots")
+    header = _header(command, budget, elapsed, grid, missing, jobs)
+    atomic_write_text(out / "results.md", results_markdown(summary, found, grid, header))
+    say(f"written: {out}/results.md, results.json, plots/ ({elapsed:.0f} s)")
+    return {"rows": rows, "summary": summary, "claims": found}
+
+
+def _execute(tasks: Sequence, jobs: int, work: Callable = _run_task, done=None) -> list:
+    """``work(task)`` of each task, in the tasks' order; ``done(i, result)`` as each finishes.
+    With ``jobs`` > 1, in that many worker processes (spawned: each imports asyncsnn afresh,
+    with one thread)."""
+    if jobs <= 1:
+        results = []
+        for i, task in enumerate(tasks):
+            results.append(work(task))
+            if done is not None:
+                done(i, results[-1])
+        return results
+    import concurrent.futures
+    import multiprocessing
+
+    env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the spawned workers inherit them
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+            futures = {pool.submit(work, t): i for i, t in enumerate(tasks)}
+            results: list = [None] * len(tasks)
+            for f in concurrent.futures.as_completed(futures):
+                i = futures[f]
+                results[i] = f.result()
+                if done is not None:
+                    done(i, results[i])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return results
+
+
+def _reporter(tasks: Sequence[dict], say):
+    count = 0
+
+    def done(i: int, rec: dict) -> None:
+        nonlocal count
+        count += 1
+        task = tasks[i]
+        ref = next(r for r in rec["rows"] if r["label"] == REFERENCE.label)
+        what = f"trained {rec['trained_s']:.0f} s" if rec["trained_s"] else "trained before"
+        say(
+            f"[{count}/{len(tasks)}] {task['dataset']} {task['recipe']} seed {task['seed']}: "
+            f"{what}; accuracy {ref['accuracy']:.3f} under {REFERENCE.label}"
+        )
+
+    return done
+
+
+# ---------------------------------------------------------------------------- statistics
+_MEASURES = (
+    "accuracy",
+    "spikes_per_sample",
+    "spike_density",
+    "synops_per_sample",
+    "latency_steps",
+    "latency_spikes",
+)
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (NaN for one value) and count of the finite values."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return math.nan, math.nan, 0
+    return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else math.nan), len(v)
+
+
+def summarise(rows: Sequence[dict]) -> list[dict]:
+    """Means and spreads over the seeds per (data set, training, execution)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["training"], r["label"]), []).append(r)
+    out = []
+    for (dataset, training, label), members in groups.items():
+        line = {"dataset": dataset, "training": training, "execution": label, "seeds": len(members)}
+        for m in _MEASURES:
+            mean, sd, _ = _mean_sd([r[m] for r in members])
+            line[m] = mean
+            line[f"{m}_sd"] = sd
+        out.append(line)
+    return out
+
+
+def claims(rows: Sequence[dict]) -> list[dict]:
+    """The gap to each of the study's claims, per data set and unlayered recipe, paired by
+    seed against the layered-trained model of the same seed:
+
+    - ``accuracy``: the recipe under :data:`REFERENCE` minus the layered model run layered
+      (points);
+    - ``spikes``: 1 - spikes of the recipe / spikes of the layered model, both under
+      :data:`REFERENCE`;
+    - ``latency``: the layered model's median decision latency (forward steps) / the recipe's,
+      both under :data:`REFERENCE`;
+    - ``robustness``: the recipe under :data:`REFERENCE` minus under :data:`OTHER` (points).
+    """
+    at = {(r["dataset"], r["training"], r["seed"], r["label"]): r for r in rows}
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset})
+        for recipe in RECIPES:
+            if recipe == "layered":
+                continue
+            per: dict[str, list[float]] = {c[0]: [] for c in CLAIMS}
+            for s in seeds:
+                ours = at.get((dataset, recipe, s, REFERENCE.label))
+                base = at.get((dataset, "layered", s, REFERENCE.label))
+                base_layered = at.get((dataset, "layered", s, "layered"))
+                other = at.get((dataset, recipe, s, OTHER.label))
+                if ours is None or base is None or base_layered is None or other is None:
+                    continue
+                per["accuracy"].append(100 * (ours["accuracy"] - base_layered["accuracy"]))
+                per["spikes"].append(
+                    100 * (1 - ours["spikes_per_sample"] / base["spikes_per_sample"])
+                )
+                per["latency"].append(base["latency_steps"] / ours["latency_steps"])
+                per["robustness"].append(100 * (ours["accuracy"] - other["accuracy"]))
+            if not per["accuracy"]:
+                continue
+            line = {"dataset": dataset, "training": recipe}
+            for key, values in per.items():
+                mean, sd, n = _mean_sd(values)
+                line[key], line[f"{key}_sd"], line[f"{key}_n"] = mean, sd, n
+            line["holds"] = {
+                "accuracy": line["accuracy"] >= 0,
+                "spikes": line["spikes"] >= 30,
+                "latency": line["latency"] >= 1.5,
+                "robustness": line["robustness"] <= 3,
+            }
+            out.append(line)
+    return out
+
+
+# ---------------------------------------------------------------------------- the report
+def _fmt(mean: float, sd: float, f: str) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    text = f.format(mean)
+    if sd is None or not math.isfinite(sd):
+        return text
+    return f"{text} ± {f.replace('+', '').format(sd)}"
+
+
+_TABLE = (
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("spikes_per_sample", "spikes/sample", "{:.0f}"),
+    ("spike_density", "spike density", "{:.4f}"),
+    ("synops_per_sample", "SynOps/sample", "{:.0f}"),
+    ("latency_steps", "latency (steps)", "{:.1f}"),
+    ("latency_spikes", "latency (spikes)", "{:.0f}"),
+)
+
+
+def results_markdown(summary, found, grid, header: str) -> str:
+    """``results.md``: the header, then per data set the claims and the full table."""
+    lines = [header]
+    for study, _ in grid:
+        ds = study.dataset
+        lines += [f"## {ds}", ""]
+        if study.note:
+            lines += [f"Reduced: {study.note}.", ""]
+        mine = [c for c in found if c["dataset"] == ds]
+        if mine:
+            lines += [
+                f"The study's claims, each unlayered recipe against the layered-trained model of "
+                f"the same seed (mean ± sd over seeds; under {REFERENCE.label} unless said):",
+                "",
+                "| recipe | accuracy gap to layered-run-layered (points) | fewer spikes | "
+                "decision speed-up | loss under async-random F=8 (points) |",
+                "|---|---:|---:|---:|---:|",
+            ]
+            for c in mine:
+                cells = [
+                    _fmt(c["accuracy"], c["accuracy_sd"], "{:+.1f}"),
+                    _fmt(c["spikes"], c["spikes_sd"], "{:.0f}") + " %",
+                    _fmt(c["latency"], c["latency_sd"], "{:.2f}") + "x",
+                    _fmt(c["robustness"], c["robustness_sd"], "{:+.1f}"),
+                ]
+                if c["training"] == BEST:
+                    cells = [
+                        f"{cell} {'(holds)' if ok else '(missed)'}"
+                        for cell, ok in zip(cells, c["holds"].values(), strict=True)
+                    ]
+                lines.append(f"| {c['training']} | " + " | ".join(cells) + " |")
+            lines += [
+                "",
+                f"Targets for {BEST}: accuracy gap >= 0, fewer spikes >= 30 %, speed-up >= "
+                "1.5x, loss under the other policy <= 3 points. The study: up to +10 points, "
+                "up to 50 % fewer spikes, up to 2x sooner.",
+                "",
+            ]
+        lines += [
+            "| training | execution | " + " | ".join(t for _, t, _ in _TABLE) + " |",
+            "|---|---|" + "---:|" * len(_TABLE),
+        ]
+        for s in summary:
+            if s["dataset"] != ds:
+                continue
+            cells = [_fmt(s[k], s[f"{k}_sd"], f) for k, _, f in _TABLE]
+            lines.append(f"| {s['training']} | {s['execution']} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"![accuracy against the forward-step budget](plots/{ds}_accuracy_vs_budget.png)",
+            f"![spikes per layer](plots/{ds}_spikes_per_layer.png)",
+            f"![decision latency](plots/{ds}_latency.png)",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _header(command: str, budget: str, elapsed: float, grid, missing, jobs: int) -> str:
+    import torch
+
+    from . import __version__
+
+    commit = "unknown"
+    try:
+        here = Path(__file__).resolve().parent
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+            or "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        pass
+    machine = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, asyncsnn {__version__}"
+    )
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# asyncsnn reproduce ({budget} budget)",
+        "",
+        f"- command: `{command or 'asyncsnn reproduce'}`",
+        f"- commit: {commit}; date: {date}; wall time of this call: {elapsed / 60:.1f} min "
+        f"({jobs} parallel job{'s' if jobs != 1 else ''})",
+        f"- machine: {machine}",
+        f"- data sets: {', '.join(s.dataset for s, _ in grid)}"
+        + (f"; not found: {'; '.join(missing)}" if missing else ""),
+        f"- trainings: {', '.join(RECIPES)}; seeds {', '.join(map(str, SEEDS))}; the epoch of "
+        "each training chosen on validation accuracy; every figure on the test split, "
+        "evaluated without dropout",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plots(tasks, records, folder: Path) -> None:
+    from .plots import budget_curves, latency_histograms, spikes_per_layer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    by_ds: dict[str, list[tuple[dict, dict]]] = {}
+    for t, rec in zip(tasks, records, strict=True):
+        by_ds.setdefault(t["dataset"], []).append((t, rec))
+    for ds, pairs in by_ds.items():
+        curves, bars, hists = {}, {}, {}
+        for recipe in RECIPES:
+            recs = [rec for t, rec in pairs if t["recipe"] == recipe]
+            for how in (REFERENCE, OTHER):
+                c = _mean_curve([rec["budget"][how.label] for rec in recs])
+                if c is not None:
+                    curves[f"{recipe}, {how.label}"] = c
+            for how in (EXECUTIONS[0], REFERENCE):
+                per_pop = [rec["spikes_per_population"][how.label] for rec in recs]
+                layers = list(per_pop[0])
+                bars[f"{recipe}, {how.label}"] = [
+                    statistics.fmean(p[name] for p in per_pop) for name in layers
+                ]
+            lat = [
+                v
+                for rec in recs
+                for v in rec["latency_steps"].get(REFERENCE.label, [])
+                if v is not None and math.isfinite(v)
+            ]
+            if lat:
+                hists[recipe] = lat
+        if curves:
+            budget_curves(curves, folder / f"{ds}_accuracy_vs_budget.png")
+        spikes_per_layer(bars, layers, folder / f"{ds}_spikes_per_layer.png")
+        latency_histograms(hists, folder / f"{ds}_latency.png", title=REFERENCE.label)
+
+
+def _mean_curve(budgets: Sequence[dict]):
+    """The mean over seeds of accuracy-against-budget curves, on the union of their budgets
+    (each curve held at its last value beyond its own largest budget)."""
+    import numpy as np
+
+    budgets = [b for b in budgets if b["forward_steps"]]
+    if not budgets:
+        return None
+    grid = sorted({k for b in budgets for k in b["forward_steps"]})
+    acc = np.mean([np.interp(grid, b["forward_steps"], b["accuracy"]) for b in budgets], axis=0)
+    return grid, acc.tolist()
+
+
+def main_command() -> str:
+    """The command line of this process, for the report's header."""
+    return " ".join(["asyncsnn", *sys.argv[1:]]) if sys.argv else "asyncsnn reproduce"
