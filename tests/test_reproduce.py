@@ -14,6 +14,7 @@ from asyncsnn.cli import main
 from asyncsnn.reproduce import (
     BUDGETS,
     EXECUTIONS,
+    GRID_RECIPES,
     OTHER,
     RECIPES,
     REFERENCE,
@@ -83,7 +84,8 @@ def test_summarise_gives_mean_and_sample_spread_over_seeds_ignoring_undefined_la
 
 
 def test_the_budgets_cover_the_study_grid():
-    assert list(RECIPES) == ["layered", "unlayered-random", "unlayered-momentum", "unlayered-best"]
+    assert GRID_RECIPES == ("layered", "unlayered-random", "unlayered-momentum", "unlayered-best")
+    assert set(GRID_RECIPES) < set(RECIPES)
     labels = [e.label for e in EXECUTIONS]
     assert labels[0] == "layered"
     assert {(e.scheduler, e.group_size) for e in EXECUTIONS[1:]} == {
@@ -130,15 +132,16 @@ def test_a_tiny_grid_runs_resumes_and_reports(tmp_path):
     lines = []
     first = reproduce(out, data_root=tmp_path, grid=[(TINY, None)], seeds=(0,), say=lines.append)
     rows = json.loads((out / "results.json").read_text())
-    assert len(rows) == len(RECIPES) * len(EXECUTIONS) == len(first["rows"])
+    assert len(rows) == len(GRID_RECIPES) * len(EXECUTIONS) == len(first["rows"])
     keys = {"dataset", "training", "seed", "execution", "policy", "group_size", "accuracy",
             "spikes_per_sample", "latency_steps", "synops_per_sample"}  # fmt: skip
     assert all(keys <= set(r) for r in rows)
-    assert {r["training"] for r in rows} == set(RECIPES)
+    assert {r["training"] for r in rows} == set(GRID_RECIPES)
+    assert all(0 <= r["val_accuracy"] <= 1 for r in rows)
     layered = [r for r in rows if r["execution"] == "layered"]
     assert all(r["policy"] is None and r["group_size"] is None for r in layered)
     assert all(0 <= r["accuracy"] <= 1 and r["test_samples"] == 40 for r in rows)
-    assert sum("trained" in ln and "trained before" not in ln for ln in lines) == len(RECIPES)
+    assert sum("trained" in ln and "trained before" not in ln for ln in lines) == len(GRID_RECIPES)
     md = (out / "results.md").read_text()
     assert "## digits" in md and "| unlayered-best |" in md and "commit:" in md
     for name in ("accuracy_vs_budget", "spikes_per_layer", "latency"):
@@ -148,13 +151,25 @@ def test_a_tiny_grid_runs_resumes_and_reports(tmp_path):
     stamp = evaluation.stat().st_mtime_ns
     lines.clear()
     again = reproduce(out, data_root=tmp_path, grid=[(TINY, None)], seeds=(0,), say=lines.append)
-    assert sum("trained before" in ln for ln in lines) == len(RECIPES)
+    assert sum("trained before" in ln for ln in lines) == len(GRID_RECIPES)
     assert evaluation.stat().st_mtime_ns == stamp
     assert again["rows"] == first["rows"]
     # a lost evaluation is made again, equal
     evaluation.unlink()
     third = reproduce(out, data_root=tmp_path, grid=[(TINY, None)], seeds=(0,), say=lines.append)
     assert third["rows"] == first["rows"]
+    # another recipe joins the report beside those of the earlier calls
+    lines.clear()
+    more = reproduce(
+        out, data_root=tmp_path, grid=[(TINY, None)], seeds=(0,), recipes=["unlayered-silent"],
+        say=lines.append,
+    )  # fmt: skip
+    assert sum("trained before" in ln for ln in lines) == 1  # layered, for the claims
+    assert len(more["rows"]) == (len(GRID_RECIPES) + 1) * len(EXECUTIONS)
+    assert [r for r in more["rows"] if r["training"] != "unlayered-silent"] == first["rows"]
+    assert {c["training"] for c in more["claims"]} == set(GRID_RECIPES[1:]) | {"unlayered-silent"}
+    with pytest.raises(ValueError, match="unknown recipes"):
+        reproduce(out, data_root=tmp_path, grid=[(TINY, None)], recipes=["fast"])
     # the same folder with other settings is refused, not silently reused
     other = Study("digits", (), {**TINY.settings, "hidden": [13]})
     with pytest.raises(ValueError, match="other settings than this grid's: hidden"):

@@ -502,6 +502,12 @@ def demo(out, epochs, seed, quiet) -> None:
 )
 @click.option("--datasets", help="Only these data sets of the grid, e.g. nmnist,digits.")
 @click.option(
+    "--recipes",
+    help="Training recipes (default: the study's grid, layered, unlayered-random, "
+    "unlayered-momentum, unlayered-best; also unlayered-silent, unlayered-mix); layered is "
+    "always trained.",
+)
+@click.option(
     "--jobs",
     "-j",
     type=click.IntRange(min=1),
@@ -515,7 +521,7 @@ def demo(out, epochs, seed, quiet) -> None:
     help="Output folder (default runs/reproduce-BUDGET); a second call goes on where the "
     "first stopped.",
 )
-def reproduce(data_root, budget, datasets, jobs, out) -> None:
+def reproduce(data_root, budget, datasets, recipes, jobs, out) -> None:
     """The study's grid on every data set found: results.md, results.json and plots.
 
     Trains layered, unlayered-random, unlayered-momentum and the best unlayered recipe with
@@ -529,6 +535,7 @@ def reproduce(data_root, budget, datasets, jobs, out) -> None:
     root = data_root if data_root is not None else default_data_root()
     folder = out if out is not None else Path(f"runs/reproduce-{budget}")
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
+    chosen = {"recipes": [r.strip() for r in recipes.split(",") if r.strip()]} if recipes else {}
     try:
         do_reproduce(
             folder,
@@ -538,6 +545,7 @@ def reproduce(data_root, budget, datasets, jobs, out) -> None:
             jobs=jobs,
             command=main_command(),
             say=click.echo,
+            **chosen,
         )
     except KeyboardInterrupt:
         click.echo(f"interrupted; run the same command again to go on ({folder})", err=True)

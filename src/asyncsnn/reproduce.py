@@ -40,6 +40,7 @@ __all__ = [
     "BUDGETS",
     "CLAIMS",
     "EXECUTIONS",
+    "GRID_RECIPES",
     "RECIPES",
     "REFERENCE",
     "SEEDS",
@@ -61,23 +62,35 @@ REFERENCE = Execution("async", "momentum", 8)
 #: The policy an unlayered model was not trained with, for the robustness claim.
 OTHER = Execution("async", "random", 8)
 
-#: The training recipes: layer-synchronous BPTT; unlayered backprop under each policy; and the
-#: best unlayered recipe, chosen on validation accuracy of the N-MNIST subset (docs/results.md,
-#: "choosing the recipe"): momentum policy, surrogate gradients through silent neurons and a
-#: mix of policies and group sizes during training.
+_MIX = {  # a policy and a group size drawn per batch; F = 1 queues more spikes per neuron
+    "mix_schedulers": ["random", "momentum"],
+    "mix_group_sizes": [1, 8, 64],
+    "max_queued_per_neuron": 16,
+}
+#: The training recipes: layer-synchronous BPTT; unlayered backprop under each policy; the
+#: candidate improvements, one option each (surrogate gradients through silent neurons, a mix
+#: of policies and group sizes); and the best unlayered recipe, chosen among them on the
+#: validation accuracy of the N-MNIST subset (docs/results.md, "choosing the recipe").
 RECIPES: dict[str, dict] = {
     "layered": {"training": "layered"},
     "unlayered-random": {"training": "unlayered", "scheduler": "random"},
     "unlayered-momentum": {"training": "unlayered", "scheduler": "momentum"},
+    "unlayered-silent": {
+        "training": "unlayered",
+        "scheduler": "momentum",
+        "silent_gradients": True,
+    },
+    "unlayered-mix": {"training": "unlayered", "scheduler": "momentum", **_MIX},
     "unlayered-best": {
         "training": "unlayered",
         "scheduler": "momentum",
         "silent_gradients": True,
-        "mix_schedulers": ["random", "momentum"],
-        "mix_group_sizes": [1, 8, 64],
+        **_MIX,
     },
 }
 BEST = "unlayered-best"
+#: The recipes of the study's grid (``reproduce``'s default; the others on request).
+GRID_RECIPES = ("layered", "unlayered-random", "unlayered-momentum", BEST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,10 +260,11 @@ def _run_task(task: dict) -> dict:
             return {**old, "trained_s": trained, "evaluated_s": 0.0}
     start = time.perf_counter()
     net, run_cfg, _ = load_run(run_dir, "best")
-    test = _splits(cfg)[2]  # the task's own data (its dt may be left to the data set)
+    _, val, test, _ = _splits(cfg)  # the task's own data (its dt may be left to the data set)
     rows, curves, latencies, layers = [], {}, {}, {}
     for how in EXECUTIONS:
         result = evaluate(net, test, run_cfg, how, seed=0, stop_on_first_output=False)
+        on_val = evaluate(net, val, run_cfg, how, seed=0, stop_on_first_output=False)
         s = result["summary"]
         rows.append(
             {
@@ -262,6 +276,7 @@ def _run_task(task: dict) -> dict:
                 "group_size": how.group_size if how.execution == "async" else None,
                 "label": how.label,
                 "accuracy": s["accuracy"],
+                "val_accuracy": on_val["summary"]["accuracy"],
                 "spikes_per_sample": s["spikes_per_sample"],
                 "spike_density": s["spike_density"],
                 "synops_per_sample": s["synops_per_sample"],
@@ -277,6 +292,9 @@ def _run_task(task: dict) -> dict:
             latencies[how.label] = result["per_sample"]["latency_steps"].tolist()
         layers[how.label] = result["spikes_per_population"]
     record = {
+        "dataset": task["dataset"],
+        "recipe": task["recipe"],
+        "seed": task["seed"],
         "checkpoint": stamp,
         "rows": rows,
         "budget": curves,
@@ -349,14 +367,22 @@ def reproduce(
     command: str = "",
     grid: Sequence[tuple[Study, Path | None]] | None = None,
     seeds: Sequence[int] = SEEDS,
+    recipes: Sequence[str] = GRID_RECIPES,
     say: Callable[[str], None] = print,
 ) -> dict:
     """Run (or go on with) the grid into ``out``; returns ``{"rows", "summary", "claims"}``.
 
     ``jobs``: trainings run in parallel, each in its own process with one thread. ``grid``
     replaces the budget's data sets (tests and custom grids: ``(Study, data folder)`` pairs).
+    ``recipes``: names of :data:`RECIPES` (``layered`` is always trained: the claims compare
+    with it). The report covers every evaluation in ``out`` of the grid's data sets, those of
+    earlier calls with other recipes included.
     """
     out = Path(out)
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
+    recipes = ["layered", *(r for r in dict.fromkeys(recipes) if r != "layered")]
     if grid is None:
         grid, missing = studies(budget, Path(data_root), datasets)
     else:
@@ -368,7 +394,7 @@ def reproduce(
     tasks = []
     for study, data_dir in grid:
         for seed in seeds:
-            for recipe in RECIPES:
+            for recipe in recipes:
                 config = _task_config(study, data_dir, recipe, seed)
                 run_dir = out / "runs" / study.dataset / recipe / f"seed{seed}"
                 _check_recorded(run_dir, config)
@@ -386,17 +412,32 @@ def reproduce(
                     }
                 )
     start = time.perf_counter()
-    records = _execute(tasks, jobs, _run_task, _reporter(tasks, say))
+    _execute(tasks, jobs, _run_task, _reporter(tasks, say))
     elapsed = time.perf_counter() - start
+    records = _evaluations(out, [study.dataset for study, _ in grid])
     rows = [r for rec in records for r in rec["rows"]]
     summary = summarise(rows)
     found = claims(rows)
     write_json(out / "results.json", rows)
-    _plots(tasks, records, out / "plots")
-    header = _header(command, budget, elapsed, grid, missing, jobs)
+    _plots(records, out / "plots")
+    header = _header(command, budget, elapsed, grid, missing, jobs, records)
     atomic_write_text(out / "results.md", results_markdown(summary, found, grid, header))
     say(f"written: {out}/results.md, results.json, plots/ ({elapsed:.0f} s)")
     return {"rows": rows, "summary": summary, "claims": found}
+
+
+def _evaluations(out: Path, datasets: Sequence[str]) -> list[dict]:
+    """Every evaluation record in ``out`` of ``datasets``, ordered by data set, recipe (in the
+    order of :data:`RECIPES`) and seed."""
+    order = {name: i for i, name in enumerate(RECIPES)}
+    records = []
+    for d, dataset in enumerate(datasets):
+        for path in sorted((out / "evaluations" / dataset).glob("*-seed*.json")):
+            rec = json.loads(path.read_text())
+            if rec.get("recipe") not in order:
+                continue
+            records.append(((d, order[rec["recipe"]], rec["seed"]), rec))
+    return [rec for _, rec in sorted(records, key=lambda kv: kv[0])]
 
 
 def _execute(tasks: Sequence, jobs: int, work: Callable = _run_task, done=None) -> list:
@@ -455,6 +496,7 @@ def _reporter(tasks: Sequence[dict], say):
 # ---------------------------------------------------------------------------- statistics
 _MEASURES = (
     "accuracy",
+    "val_accuracy",
     "spikes_per_sample",
     "spike_density",
     "synops_per_sample",
@@ -480,7 +522,7 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     for (dataset, training, label), members in groups.items():
         line = {"dataset": dataset, "training": training, "execution": label, "seeds": len(members)}
         for m in _MEASURES:
-            mean, sd, _ = _mean_sd([r[m] for r in members])
+            mean, sd, _ = _mean_sd([r.get(m) for r in members])
             line[m] = mean
             line[f"{m}_sd"] = sd
         out.append(line)
@@ -503,9 +545,7 @@ def claims(rows: Sequence[dict]) -> list[dict]:
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset})
-        for recipe in RECIPES:
-            if recipe == "layered":
-                continue
+        for recipe in [r for r in RECIPES if r != "layered"]:
             per: dict[str, list[float]] = {c[0]: [] for c in CLAIMS}
             for s in seeds:
                 ours = at.get((dataset, recipe, s, REFERENCE.label))
@@ -547,6 +587,7 @@ def _fmt(mean: float, sd: float, f: str) -> str:
 
 
 _TABLE = (
+    ("val_accuracy", "val. accuracy", "{:.3f}"),
     ("accuracy", "accuracy", "{:.3f}"),
     ("spikes_per_sample", "spikes/sample", "{:.0f}"),
     ("spike_density", "spike density", "{:.4f}"),
@@ -613,7 +654,7 @@ def results_markdown(summary, found, grid, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _header(command: str, budget: str, elapsed: float, grid, missing, jobs: int) -> str:
+def _header(command: str, budget: str, elapsed: float, grid, missing, jobs: int, records) -> str:
     import torch
 
     from . import __version__
@@ -648,7 +689,8 @@ def _header(command: str, budget: str, elapsed: float, grid, missing, jobs: int)
         f"- machine: {machine}",
         f"- data sets: {', '.join(s.dataset for s, _ in grid)}"
         + (f"; not found: {'; '.join(missing)}" if missing else ""),
-        f"- trainings: {', '.join(RECIPES)}; seeds {', '.join(map(str, SEEDS))}; the epoch of "
+        f"- trainings: {', '.join(dict.fromkeys(r['recipe'] for r in records))}; seeds "
+        f"{', '.join(map(str, sorted({r['seed'] for r in records})))}; the epoch of "
         "each training chosen on validation accuracy; every figure on the test split, "
         "evaluated without dropout",
         "",
@@ -656,17 +698,17 @@ def _header(command: str, budget: str, elapsed: float, grid, missing, jobs: int)
     return "\n".join(lines)
 
 
-def _plots(tasks, records, folder: Path) -> None:
+def _plots(records: Sequence[dict], folder: Path) -> None:
     from .plots import budget_curves, latency_histograms, spikes_per_layer
 
     folder.mkdir(parents=True, exist_ok=True)
-    by_ds: dict[str, list[tuple[dict, dict]]] = {}
-    for t, rec in zip(tasks, records, strict=True):
-        by_ds.setdefault(t["dataset"], []).append((t, rec))
-    for ds, pairs in by_ds.items():
+    by_ds: dict[str, list[dict]] = {}
+    for rec in records:
+        by_ds.setdefault(rec["dataset"], []).append(rec)
+    for ds, recs_of_ds in by_ds.items():
         curves, bars, hists = {}, {}, {}
-        for recipe in RECIPES:
-            recs = [rec for t, rec in pairs if t["recipe"] == recipe]
+        for recipe in dict.fromkeys(rec["recipe"] for rec in recs_of_ds):
+            recs = [rec for rec in recs_of_ds if rec["recipe"] == recipe]
             for how in (REFERENCE, OTHER):
                 c = _mean_curve([rec["budget"][how.label] for rec in recs])
                 if c is not None:
