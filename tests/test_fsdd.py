@@ -87,3 +87,27 @@ def test_missing_recordings_say_where_they_were_looked_for(tmp_path):
     (tmp_path / "recordings").mkdir()
     with pytest.raises(DatasetNotFoundError, match="no recordings named"):
         FSDD(tmp_path, train=True, progress=False)
+
+
+def test_one_process_encodes_a_split_while_the_others_wait(tmp_path):
+    """The cache's lock: a second holder waits until the first lets go (two reproduce
+    workers loading FSDD at once encode it once)."""
+    import threading
+
+    from asyncsnn.data.fsdd import _held
+
+    lock = tmp_path / ".fsdd_train.lock"
+    order = []
+
+    def second():
+        with _held(lock):
+            order.append("second")
+
+    with _held(lock):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and order == []  # it waits for the first holder
+        order.append("first")
+    t.join(5)
+    assert order == ["first", "second"]

@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -85,13 +87,31 @@ class FSDD(SHD):
         split = "train" if train else "test"
         path = cache / f"fsdd_{split}_{key}.h5"
         if not path.is_file():
-            _encode_split(files, path, settings, progress)
-            for stale in cache.glob(f"fsdd_{split}_*.h5"):  # other settings' spikes
-                if stale != path:
-                    stale.unlink(missing_ok=True)
+            cache.mkdir(parents=True, exist_ok=True)
+            with _held(cache / f".fsdd_{split}.lock"):  # one process encodes, the others wait
+                if not path.is_file():
+                    _encode_split(files, path, settings, progress)
+                    for stale in cache.glob(f"fsdd_{split}_*.h5"):  # other settings' spikes
+                        if stale != path:
+                            stale.unlink(missing_ok=True)
         super().__init__(cache, train, dt, n_timesteps, transform=transform, _path=path)
         self.cache_path = path
         self.settings = settings
+
+
+@contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """An exclusive OS lock on ``path`` for the block, waiting for it where another process
+    holds it (POSIX ``flock``; elsewhere no lock). It ends with the process, however that
+    ends."""
+    with open(path, "a+") as f:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no waiting; the cache is written atomically anyway
+            yield
+            return
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
 
 
 def _split_files(folder: Path, train: bool) -> list[Path]:
