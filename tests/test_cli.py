@@ -42,7 +42,16 @@ def trained(tmp_path_factory):
 def test_help_explains_the_commands():
     r = CliRunner().invoke(main, ["--help"])
     assert r.exit_code == 0
-    for command in ("demo", "train", "evaluate", "compare", "import", "export", "encode-audio"):
+    for command in (
+        "demo",
+        "train",
+        "evaluate",
+        "compare",
+        "import",
+        "export",
+        "encode-audio",
+        "reproduce",
+    ):
         assert command in r.output
     r = CliRunner().invoke(main, ["train", "--help"])
     assert "--group-size" in r.output and "--preset" in r.output
