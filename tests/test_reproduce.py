@@ -20,6 +20,7 @@ from asyncsnn.reproduce import (
     REFERENCE,
     Study,
     _execute,
+    choose,
     claims,
     reproduce,
     studies,
@@ -66,6 +67,44 @@ def test_claims_pair_each_recipe_with_the_layered_model_of_the_same_seed():
     # robustness: 2 and 8 points lost under the other policy
     assert c["robustness"] == pytest.approx(5.0)
     assert c["holds"] == {"accuracy": True, "spikes": True, "latency": True, "robustness": False}
+
+
+def test_the_recipe_is_chosen_on_validation_by_targets_met_then_accuracy():
+    def claim(name, holds, accuracy, dataset="d"):
+        keys = ("accuracy", "spikes", "latency", "robustness")
+        return {"dataset": dataset, "training": name, "accuracy": accuracy,
+                "holds": dict(zip(keys, holds, strict=True))}  # fmt: skip
+
+    found = [
+        claim("a", (True, False, False, False), 1.0),
+        claim("b", (False, True, True, False), -4.0),
+        claim("c", (False, True, False, True), -2.0),
+        claim("z", (True, True, True, True), 0.0, dataset="other"),
+    ]
+    assert choose(found, "d") == "c"  # b and c meet two each; c loses less accuracy
+    assert choose(found, "other") == "z"
+    assert choose(found, "none") is None
+
+
+def test_claims_on_the_validation_split_read_the_val_columns():
+    rows = []
+    for training, label, acc, spikes, lat in [
+        ("layered", "layered", 0.9, 500, math.nan),
+        ("layered", REFERENCE.label, 0.8, 1000, 40),
+        ("layered", OTHER.label, 0.7, 1000, 40),
+        ("unlayered-best", REFERENCE.label, 0.85, 700, 20),
+        ("unlayered-best", OTHER.label, 0.84, 700, 20),
+    ]:
+        row = _row(training, 0, label, 0.0, 1.0, 1.0)  # test columns: not read
+        row.update(val_accuracy=acc, val_spikes_per_sample=spikes, val_latency_steps=lat)
+        rows.append(row)
+    (c,) = claims(rows, "val")
+    assert c["accuracy"] == pytest.approx(-5.0)
+    assert c["spikes"] == pytest.approx(30.0)
+    assert c["latency"] == pytest.approx(2.0)
+    assert c["robustness"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="split is"):
+        claims(rows, "train")
 
 
 def test_summarise_gives_mean_and_sample_spread_over_seeds_ignoring_undefined_latencies():
