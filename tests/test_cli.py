@@ -55,6 +55,7 @@ def test_help_explains_the_commands():
         assert command in r.output
     r = CliRunner().invoke(main, ["train", "--help"])
     assert "--group-size" in r.output and "--preset" in r.output
+    assert "--max-queued-per-neuron" in r.output and "--mix-group-sizes" in r.output
     assert "docs/semantics.md" in r.output
 
 

@@ -131,6 +131,12 @@ def _hidden(value, option: str = "--hidden") -> tuple[int, ...]:
     "--mix-group-sizes", help="Unlayered training: each batch draws F from these, e.g. 1,8,64."
 )
 @click.option(
+    "--max-queued-per-neuron",
+    type=int,
+    help="Queue slots per neuron and timestep (refractory dropout lets a neuron fire again; "
+    "F = 1 needs more).",
+)
+@click.option(
     "--first-saccade",
     is_flag=True,
     default=None,
