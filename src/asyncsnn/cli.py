@@ -503,7 +503,7 @@ def demo(out, epochs, seed, quiet) -> None:
     type=click.Choice(["quick", "full"]),
     default="quick",
     show_default=True,
-    help="quick: about 30 minutes on a 2-core CPU (N-MNIST at the study's settings, the "
+    help="quick: about 40 minutes on a 2-core CPU (N-MNIST at the study's settings, the "
     "others reduced); full: every data set whole (a GPU or a cluster).",
 )
 @click.option("--datasets", help="Only these data sets of the grid, e.g. nmnist,digits.")

@@ -160,7 +160,7 @@ _FSDD = {  # docs/experiments.md: the recurrent model on spoken digits
 }
 _DIGITS = {**DEMO, "hidden": list(DEMO["hidden"])}  # the demo's settings
 
-#: The grid's data sets per budget. ``quick`` fits in about 30 minutes on a 2-core CPU: the
+#: The grid's data sets per budget. ``quick`` took 40 minutes on a 2-core CPU (docs/results.md): the
 #: N-MNIST subset at the study's settings (50 epochs), the others reduced; ``full`` is for a
 #: GPU or a cluster.
 BUDGETS: dict[str, tuple[Study, ...]] = {
@@ -641,8 +641,8 @@ def _claims_table(mine: Sequence[dict], mark: bool) -> list[str]:
     for c in mine:
         cells = [
             _fmt(c["accuracy"], c["accuracy_sd"], "{:+.1f}"),
-            _fmt(c["spikes"], c["spikes_sd"], "{:.0f}") + " %",
-            _fmt(c["latency"], c["latency_sd"], "{:.2f}") + "x",
+            _fmt(c["spikes"], c["spikes_sd"], "{:.0f} %"),
+            _fmt(c["latency"], c["latency_sd"], "{:.2f}x"),
             _fmt(c["robustness"], c["robustness_sd"], "{:+.1f}"),
         ]
         if mark and c["training"] == BEST:
