@@ -275,3 +275,11 @@ def test_training_with_silent_gradients_and_a_mix_of_schedules(tmp_path, splits)
     assert recorded["silent_gradients"] is True
     assert recorded["mix_group_sizes"] == [1, 8]
     assert TrainConfig.from_dict(recorded) == cfg
+
+
+def test_first_saccade_follows_the_data_set_however_its_name_is_spelled():
+    from asyncsnn.training import _dataset_options
+
+    assert _dataset_options(TrainConfig(dataset="N-MNIST", first_saccade=True))["first_saccade"]
+    with pytest.raises(ValueError, match="applies to the nmnist data set only"):
+        _dataset_options(TrainConfig(dataset="digits", first_saccade=True))

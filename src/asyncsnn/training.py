@@ -572,7 +572,9 @@ def _dataset_options(cfg: TrainConfig) -> dict:
     if cfg.timesteps is not None:
         options["n_timesteps"] = cfg.timesteps
     if cfg.first_saccade:
-        if cfg.dataset != "nmnist":
+        from .data import get_dataset_class
+
+        if get_dataset_class(cfg.dataset).name != "nmnist":  # "N-MNIST" names it too
             raise ValueError("first_saccade applies to the nmnist data set only")
         options["first_saccade"] = True
     return options
