@@ -37,6 +37,8 @@ def budget_curves(curves: dict[str, tuple[Sequence[int], Sequence[float]]], path
     """Accuracy against a forward-step budget, one line per (model, execution)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    if len(curves) > 10:  # the default cycle repeats after 10 colours
+        ax.set_prop_cycle(color=plt.cm.tab20.colors[: len(curves)])
     for name, (budgets, acc) in curves.items():
         ax.plot(budgets, acc, label=name, marker=".", linewidth=1.2)
     ax.set(

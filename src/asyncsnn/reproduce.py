@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -436,9 +437,9 @@ def reproduce(
     found = claims(rows)
     on_val = claims(rows, "val")
     write_json(out / "results.json", rows)
-    _plots(records, out / "plots")
+    plots = _plots(records, out / "plots")
     header = _header(command, budget, elapsed, grid, missing, jobs, records)
-    report = results_markdown(summary, found, grid, header, on_val)
+    report = results_markdown(summary, found, grid, header, on_val, plots)
     atomic_write_text(out / "results.md", report)
     say(f"written: {out}/results.md, results.json, plots/ ({elapsed:.0f} s)")
     return {"rows": rows, "summary": summary, "claims": found, "val_claims": on_val}
@@ -655,9 +656,10 @@ def _claims_table(mine: Sequence[dict], mark: bool) -> list[str]:
     return lines
 
 
-def results_markdown(summary, found, grid, header: str, on_val=()) -> str:
+def results_markdown(summary, found, grid, header: str, on_val=(), plots=()) -> str:
     """``results.md``: the header, then per data set the claims (test split), the same on the
-    validation split (where the recipe is chosen) and the full table."""
+    validation split (where the recipe is chosen), the full table and the ``plots`` (names
+    of the files written in ``plots/``)."""
     lines = [header]
     for study, _ in grid:
         ds = study.dataset
@@ -696,14 +698,19 @@ def results_markdown(summary, found, grid, header: str, on_val=()) -> str:
                 continue
             cells = [_fmt(s[k], s[f"{k}_sd"], f) for k, _, f in _TABLE]
             lines.append(f"| {s['training']} | {s['execution']} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            f"![accuracy against the forward-step budget](plots/{ds}_accuracy_vs_budget.png)",
-            f"![spikes per layer](plots/{ds}_spikes_per_layer.png)",
-            f"![decision latency](plots/{ds}_latency.png)",
-            "",
-        ]
+        lines.append("")
+        for name, title in _PLOTS:
+            if f"{ds}_{name}.png" in plots:
+                lines.append(f"![{title}](plots/{ds}_{name}.png)")
+        lines.append("")
     return "\n".join(lines) + "\n"
+
+
+_PLOTS = (
+    ("accuracy_vs_budget", "accuracy against the forward-step budget"),
+    ("spikes_per_layer", "spikes per layer"),
+    ("latency", "decision latency"),
+)
 
 
 def _header(command: str, budget: str, elapsed: float, grid, missing, jobs: int, records) -> str:
@@ -750,10 +757,13 @@ def _header(command: str, budget: str, elapsed: float, grid, missing, jobs: int,
     return "\n".join(lines)
 
 
-def _plots(records: Sequence[dict], folder: Path) -> None:
+def _plots(records: Sequence[dict], folder: Path) -> set[str]:
+    """The plots of every data set into ``folder``; returns the names of the files written
+    (a data set without a spiking readout has no budget curves and no latencies)."""
     from .plots import budget_curves, latency_histograms, spikes_per_layer
 
     folder.mkdir(parents=True, exist_ok=True)
+    names: set[str] = set()
     by_ds: dict[str, list[dict]] = {}
     for rec in records:
         by_ds.setdefault(rec["dataset"], []).append(rec)
@@ -779,10 +789,16 @@ def _plots(records: Sequence[dict], folder: Path) -> None:
             ]
             if lat:
                 hists[recipe] = lat
+        written = [(f"{ds}_spikes_per_layer.png", spikes_per_layer, (bars, layers))]
         if curves:
-            budget_curves(curves, folder / f"{ds}_accuracy_vs_budget.png")
-        spikes_per_layer(bars, layers, folder / f"{ds}_spikes_per_layer.png")
-        latency_histograms(hists, folder / f"{ds}_latency.png", title=REFERENCE.label)
+            written.append((f"{ds}_accuracy_vs_budget.png", budget_curves, (curves,)))
+        if hists:
+            titled = functools.partial(latency_histograms, title=REFERENCE.label)
+            written.append((f"{ds}_latency.png", titled, (hists,)))
+        for name, plot, args in written:
+            plot(*args, folder / name)
+            names.add(name)
+    return names
 
 
 def _mean_curve(budgets: Sequence[dict]):
