@@ -37,6 +37,7 @@ from pathlib import Path
 from .demo import DEMO
 from .evaluation import Execution
 from .rundir import RunDir, atomic_write_text, write_json
+from .training import PRESETS
 
 __all__ = [
     "BUDGETS",
@@ -130,23 +131,8 @@ class Study:
         return False
 
 
-_NMNIST = {  # the study's Table 6 (the nmnist-study preset) at batch 32
-    "dataset": "nmnist",
-    "dt": 10e-3,
-    "timesteps": 30,
-    "hidden": [128, 128],
-    "batch_size": 32,
-    "epochs": 50,
-    "lr": 5e-4,
-    "threshold": 0.3,
-    "weight_decay": 1e-5,
-    "tau_m": 1e-3,
-    "surrogate_alpha": 2.0,
-    "input_dropout": 0.25,
-    "group_size": 8,
-    "refractory_dropout": 0.8,
-    "lambda_ms": 1e-6,
-}
+_NMNIST = {**PRESETS["nmnist-study"], "hidden": [128, 128], "batch_size": 32}
+"""The study's Table 6 (the ``nmnist-study`` preset) at batch 32."""
 _FSDD = {  # docs/experiments.md: the recurrent model on spoken digits
     "dataset": "fsdd",
     "arch": "recurrent",
