@@ -2,9 +2,10 @@
 
 One timestep (docs/semantics.md, section 3), each phase a method of :class:`_Engine`:
 
-1. :meth:`~_Engine.start_timestep`: leak ``V <- beta V``; clear refractory flags;
+1. :meth:`~_Engine.start_timestep`: leak ``V <- beta V`` (and a current-based neuron's
+   ``I <- alpha I``); clear refractory flags;
 2. :meth:`~_Engine.deliver_input`: the input (all at once when ``prioritized_input``, else
-   queued) and the biases;
+   queued) and the biases (joined, for a current-based neuron, by its carried current);
 3. forward steps while a sample has queued spikes: :meth:`~_Engine.check_thresholds` (fire,
    reset, refractoriness), :meth:`~_Engine.enqueue` (new spikes join the queue; neurons
    without outgoing projections are recorded and never queued), :meth:`~_Engine.stop_rules`,
@@ -81,6 +82,7 @@ class _Timestep:
 
     t: int
     V: torch.Tensor  # (batch, width) membranes: populations (global index - n_in), sinks
+    I: torch.Tensor | None  # (batch, width) synaptic currents (current-based networks)
     refractory: torch.Tensor  # (batch, width) bool
     spikes: torch.Tensor | None  # (batch, width) spike counts (None: the refractory flags)
     pending: torch.Tensor  # (batch, slots) bool: a spike waits in the slot
@@ -146,6 +148,16 @@ class _Engine:
         self.beta = decay_factor(options.dt, torch.cat([net.tau_m.to(dtype), one]))
         theta = torch.cat([net.threshold.to(dtype), one])
         self.theta = theta.masked_fill(~spiking, float("inf"))
+        # the variants (docs/semantics.md, section 2): a synaptic current (the sinks carry
+        # none) and the reset by subtraction
+        self.alpha = None
+        if net.current_based:
+            self.alpha = decay_factor(options.dt, torch.cat([net.tau_syn.to(dtype), 0 * one]))
+        sub = net.subtract_mask()
+        self.subtract = None if sub is None else torch.cat([sub, (0 * one).bool()])
+        # the checks of the neurons that received current and the resets at once; without
+        # gradients and with resets to zero, a shortcut gives the same spikes (below)
+        self.exact = self.grad or self.subtract is not None
         self.bias = torch.cat([net.bias_vector()[n_in:].to(dtype), 0 * one])
         self.has_bias = bool((self.bias != 0).any())
         w_all = net.weight_vector().to(dtype)
@@ -159,12 +171,13 @@ class _Engine:
         self.in_fanout = tab.fanout[:n_in].to(dtype)
         # without refractory dropout a neuron fires at most once per timestep: its refractory
         # flag is its spike record, and its reset can wait for the masking after a delivery
-        self.once = options.refractory_dropout == 0 and not self.grad
+        self.once = options.refractory_dropout == 0 and not self.exact
         self.input_projs = (
             [p for p in net.projections if p.source == INPUT] if options.prioritized_input else []
         )
         out = net.output
         self.out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
+        self.record_current = not out.spiking and bool((net.tau_syn[self.out_slice] > 0).any())
         # silent gradients: the spiking populations with outgoing projections, in network
         # order, each with its projections and their targets' columns
         self.ghosts = []
@@ -205,13 +218,14 @@ class _Engine:
         return torch.zeros(*shape, dtype=dtype or self.dtype, device=self.device)
 
     # ------------------------------------------------------------------ the phases
-    def start_timestep(self, t: int, V: torch.Tensor) -> _Timestep:
-        """Leak, clear the refractory flags, empty the queue."""
+    def start_timestep(self, t: int, V: torch.Tensor, I: torch.Tensor | None) -> _Timestep:
+        """Leak (and decay the currents), clear the refractory flags, empty the queue."""
         B, W, Q = self.B, self.width, self.n_slots
         sched = self.o.scheduler
         return _Timestep(
             t=t,
             V=self.neuron.leak(V, self.beta),
+            I=None if I is None else self.neuron.decay_current(I, self.alpha),
             refractory=self.zeros(B, W, dtype=torch.bool),
             spikes=None if self.once else self.zeros(B, W),
             pending=self.zeros(B, Q, dtype=torch.bool),
@@ -226,7 +240,9 @@ class _Engine:
 
     def deliver_input(self, s: _Timestep, x_t: torch.Tensor) -> None:
         """The input and the biases: one current, added at once (not a forward step); with
-        queued input, the input events join the queue instead (layer 0, the oldest)."""
+        queued input, the input events join the queue instead (layer 0, the oldest). A
+        current-based neuron's input joins its current, and the membrane receives the whole
+        current, the carried part with the input."""
         B = self.B
         parts = []
         for pop in self.net.populations:
@@ -253,6 +269,9 @@ class _Engine:
             s.value = torch.where(s.pending, ev, s.value)
             # a queued input place delivers its value's events, a network spike one
             s.place_synops = self.slot_fanout * torch.where(in_slots, input_events(ev), 1.0)
+        if s.I is not None:
+            s.I = self.neuron.integrate(s.I, current)
+            current = s.I
         s.V = self.neuron.integrate(s.V, current)
         s.checked = current != 0
 
@@ -263,12 +282,12 @@ class _Engine:
         neuron, o = self.neuron, self.o
         track_potential = o.scheduler.needs_potential
         z = None
-        if self.grad:
+        if self.exact:
             z = neuron.fire(s.V, self.theta, s.checked, o.spike_fn)
             fired = z.detach() > 0
             s.spikes = s.spikes + z
             v_pre = s.V.detach() if track_potential else None
-            s.V = neuron.reset(s.V, fired)
+            s.V = neuron.reset(s.V, fired, self.theta, self.subtract)
         else:  # V <= theta holds for every neuron that received nothing
             fired = neuron.crossed(s.V, self.theta)
             v_pre = s.V if track_potential else None
@@ -369,7 +388,8 @@ class _Engine:
     def deliver_group(self, s: _Timestep, sel, valid) -> None:
         """Each target's current is the float32 sum of the group's weights into it in the
         senders' order (``scatter_add`` adds in the order of its index), added to the
-        membrane once; refractory neurons receive nothing."""
+        membrane once; refractory neurons receive nothing. A current-based target's current
+        receives it too, refractory or not."""
         B = self.B
         rows = torch.where(valid, sel if self.slots == 1 else self.slot_row[sel], self.null_row)
         rows = rows.view(-1)
@@ -379,7 +399,9 @@ class _Engine:
             cur = (cur.view(B, self.group, -1) * value).view(B, -1)
         dst = self.tab_dst.index_select(0, rows).view(B, -1)
         current = self.zeros(B, self.width).scatter_add(1, dst, cur)
-        if self.grad:
+        if s.I is not None:
+            s.I = self.neuron.integrate(s.I, current)
+        if self.exact:
             current = current.masked_fill(s.refractory, 0.0)
             s.checked = current != 0
             s.V = self.neuron.integrate(s.V, current)
@@ -392,24 +414,29 @@ class _Engine:
         """Silent gradients (docs/semantics.md, section 8.7): after the last forward step, each
         spiking population in network order sends, from every neuron that is not refractory,
         a spike of value 0 with the surrogate gradient of its final membrane, through its
-        projections to the targets that are not refractory. The values add nothing; the
-        gradients reach a later population's membrane before its own ghosts are taken."""
+        projections to the targets that are not refractory (and, as a delivery does, to the
+        current of every current-based target). The values add nothing; the gradients reach
+        a later population's membrane before its own ghosts are taken."""
         B = self.B
         for pop, cols, outgoing in self.ghosts:
             z = self.neuron.fire(s.V[:, cols], self.theta[cols], None, self.o.spike_fn)
             ghost = (z - z.detach()).masked_fill(s.refractory[:, cols], 0.0)
             ghost = ghost.view(B, *pop.shape)
             for proj, tcols in outgoing:
-                c = proj.apply(ghost).masked_fill(s.refractory[:, tcols], 0.0)
+                c = proj.apply(ghost)
+                if s.I is not None:
+                    s.I = s.I.slice_scatter(s.I[:, tcols] + c, 1, tcols.start, tcols.stop)
+                c = c.masked_fill(s.refractory[:, tcols], 0.0)
                 s.V = s.V.slice_scatter(s.V[:, tcols] + c, 1, tcols.start, tcols.stop)
 
     # ------------------------------------------------------------------ timestep and run
-    def timestep(self, t: int, V: torch.Tensor, x_t: torch.Tensor):
-        """One timestep from membrane ``V``: the new membranes, the timestep's spikes and its
-        counts (forward steps, synaptic operations, dropped spikes, overflow)."""
+    def timestep(self, t: int, V: torch.Tensor, I: torch.Tensor | None, x_t: torch.Tensor):
+        """One timestep from membrane ``V`` and current ``I`` (``None``: not current-based):
+        the new membranes and currents, the timestep's spikes and its counts (forward steps,
+        synaptic operations, dropped spikes, overflow)."""
         self.ctx.timestep, self.ctx.step = t, 0
         replay = self.stop_log.get(t)
-        s = self.start_timestep(t, V)
+        s = self.start_timestep(t, V, I)
         self.deliver_input(s, x_t)
         while True:
             fired, z, v_pre = self.check_thresholds(s)
@@ -438,31 +465,34 @@ class _Engine:
         if self.once:
             s.V = self.neuron.reset(s.V, s.refractory)  # the reset of the last step's spikes
             s.spikes = s.refractory.to(self.dtype)
-        return s.V, s.spikes, (steps, s.synops, s.dropped, s.overflow)
+        return s.V, s.I, s.spikes, (steps, s.synops, s.dropped, s.overflow)
 
     def run(self) -> RunResult:
         x, ctx, T = self.x, self.ctx, self.x.shape[0]
         for h in self.hooks["start"]:
             h.start(ctx)
         V = self.zeros(self.B, self.width)
-        spikes, membrane, counts = [], [], []
+        I = None if self.alpha is None else self.zeros(self.B, self.width)
+        spikes, membrane, currents, counts = [], [], [], []
         for t in range(T):
             x_t = x[t]
             ctx.timestep, ctx.step = t, 0
             for h in self.hooks["transform_input"]:
                 x_t = h.transform_input(ctx, x_t)
             if self.o.recompute:  # keep this timestep's inputs; rerun it in the backward pass
-                V, spk_t, c = checkpoint(
-                    self.timestep, t, V, x_t, use_reentrant=False, preserve_rng_state=False
+                V, I, spk_t, c = checkpoint(
+                    self.timestep, t, V, I, x_t, use_reentrant=False, preserve_rng_state=False
                 )
             else:
-                V, spk_t, c = self.timestep(t, V, x_t)
+                V, I, spk_t, c = self.timestep(t, V, I, x_t)
             counts.append(c)
             spikes.append(spk_t[:, : self.n_pop])
             self.out_counts = self.out_counts + spk_t[:, self.out_slice]
             self.net_spikes = self.net_spikes + spk_t[:, : self.n_pop].detach().sum(1)
             if not self.net.output.spiking:
                 membrane.append(V[:, self.out_slice])
+            if self.record_current:
+                currents.append(I[:, self.out_slice])
             for h in self.hooks["end_timestep"]:
                 h.end_timestep(ctx)
         for h in self.hooks["finish"]:
@@ -479,6 +509,7 @@ class _Engine:
             membrane=torch.stack(membrane) if membrane else None,
             network=self.net,
             records=ctx.records,
+            current=torch.stack(currents) if currents else None,
         )
 
 

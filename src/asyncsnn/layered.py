@@ -1,9 +1,11 @@
 """Layered execution: the classic time-stepped reference (what snnTorch does).
 
 For each timestep, population by population in network order:
-``V <- beta V + sum_proj W s + b``, spike iff ``V > theta``, reset to zero. A projection from
-an earlier population carries this timestep's spikes; a recurrent one (from the population
-itself or a later one) carries the previous timestep's.
+``V <- beta V + sum_proj W s + b``, spike iff ``V > theta``, reset (to zero, or by
+subtracting ``theta``). A current-based population first updates its current,
+``I <- alpha I + sum_proj W s + b``, and integrates it: ``V <- beta V + I``. A projection
+from an earlier population carries this timestep's spikes; a recurrent one (from the
+population itself or a later one) carries the previous timestep's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
         for p in pops
     ]
     theta = [net.threshold[p.offset - n_in : p.offset - n_in + p.size].to(dtype) for p in pops]
+    # current-based populations: their current's decay; the others carry no current
+    tau_syn = [net.tau_syn[p.offset - n_in : p.offset - n_in + p.size] for p in pops]
+    alpha = [decay_factor(dt, ts.to(dtype)) if bool((ts > 0).any()) else None for ts in tau_syn]
+    subtract = [
+        torch.ones(p.size, dtype=torch.bool, device=device) if p.reset == "subtract" else None
+        for p in pops
+    ]
     bias_all = net.bias_vector().to(dtype)
     bias = [bias_all[p.slice] for p in pops]
     has_bias = [bool((b != 0).any()) for b in bias]
@@ -50,10 +59,14 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
         h.start(ctx)
 
     V = [torch.zeros(B, p.size, dtype=dtype, device=device) for p in pops]
+    I = [
+        None if a is None else torch.zeros(B, p.size, dtype=dtype, device=device)
+        for p, a in zip(pops, alpha, strict=True)
+    ]
     prev = [torch.zeros(B, p.size, dtype=dtype, device=device) for p in pops]
     out_counts = torch.zeros(B, pops[-1].size, dtype=dtype, device=device)
     net_spikes = torch.zeros(B, dtype=dtype, device=device)
-    spikes, membrane, synops = [], [], []
+    spikes, membrane, currents, synops = [], [], [], []
     took = torch.ones(B, dtype=torch.bool, device=device)
     n_layers = sum(1 for p in pops if any(q.source == p.name for q in net.projections))
     for t in range(T):
@@ -76,10 +89,13 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
                 current = c if current is None else current + c
             if has_bias[i]:
                 current = current + bias[i]
+            if alpha[i] is not None:
+                I[i] = neuron.integrate(neuron.decay_current(I[i], alpha[i]), current)
+                current = I[i]
             v = neuron.integrate(neuron.leak(V[i], beta[i]), current)
             if p.spiking:
                 z = neuron.fire(v, theta[i], None, spike_fn)
-                v = neuron.reset(v, z.detach() > 0)
+                v = neuron.reset(v, z.detach() > 0, theta[i], subtract[i])
                 syn = syn + z.detach() @ pop_fanout[i]
             else:
                 z = torch.zeros_like(v)
@@ -92,6 +108,8 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
         net_spikes = net_spikes + z_all.detach().sum(1)
         if not pops[-1].spiking:
             membrane.append(V[-1])
+            if I[-1] is not None:
+                currents.append(I[-1])
         if call["after_step"]:
             ctx.step, ctx.took_step, ctx.steps_per_row = n_layers, took, n_layers
             ctx.steps = torch.full((B,), n_layers, dtype=torch.long, device=device)
@@ -110,6 +128,7 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
         undelivered=torch.zeros(T, B, dtype=torch.long, device=device),
         output_counts=out_counts,
         membrane=torch.stack(membrane) if membrane else None,
+        current=torch.stack(currents) if currents else None,
         network=net,
         records=ctx.records,
     )

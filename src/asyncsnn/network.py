@@ -1,9 +1,11 @@
 """The network's structure: LIF populations connected by projections.
 
 A :class:`Network` is an ``nn.Module`` holding the projections' modules (so ``parameters()``,
-``.to(device)`` and ``state_dict()`` work as usual) and per-neuron ``tau_m`` and threshold
-buffers. Neurons are numbered globally: the input first, then each population in network
-order, each in the flattened order of its module output (channel, row, column).
+``.to(device)`` and ``state_dict()`` work as usual) and per-neuron ``tau_m``, threshold and
+``tau_syn`` buffers (``tau_syn = 0``: no synaptic current); each population declares its
+reset (``"zero"`` or ``"subtract"``). Neurons are numbered globally: the input first, then
+each population in network order, each in the flattened order of its module output
+(channel, row, column).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .connectivity import (
     apply_chain,
     chain_footprint,
 )
-from .dynamics import LIF, NeuronModel
+from .dynamics import LIF, RESETS, NeuronModel
 
 INPUT = "input"
 
@@ -43,6 +45,9 @@ class Population:
     spiking: bool = True
     #: the neuron model of its neurons (docs/semantics.md, section 2)
     neuron: NeuronModel = LIF
+    #: what a spike does to the membrane: ``"zero"`` (``V <- 0``) or ``"subtract"``
+    #: (``V <- V - theta``)
+    reset: str = "zero"
 
     @property
     def size(self) -> int:
@@ -129,6 +134,7 @@ class Network(nn.Module):
         self.projections = nn.ModuleList()
         self.register_buffer("tau_m", torch.zeros(0))
         self.register_buffer("threshold", torch.zeros(0))
+        self.register_buffer("tau_syn", torch.zeros(0))
         self._tables: Tables | None = None
 
     # ------------------------------------------------------------------ construction
@@ -141,6 +147,8 @@ class Network(nn.Module):
         tau_m: float | Sequence[float] = 1e-3,
         threshold: float | Sequence[float] = 1.0,
         readout: str = "spikes",
+        tau_syn: float | Sequence[float] | None = None,
+        reset: str | Sequence[str] = "zero",
     ) -> Network:
         """A feed-forward network with a LIF population after each weighted module.
 
@@ -153,6 +161,9 @@ class Network(nn.Module):
             tau_m: membrane time constant in seconds, one value or one per population (each a
                 float or a per-neuron tensor).
             threshold: firing threshold, one value or one per population.
+            tau_syn: synaptic time constant in seconds (current-based LIF), one value or one
+                per population; ``None`` or 0: no synaptic current (the plain LIF).
+            reset: ``"zero"`` or ``"subtract"``, one for all or one per population.
             readout: ``"spikes"`` (the last population spikes) or ``"membrane"`` (it only
                 integrates and its membrane potential is the output).
         """
@@ -187,6 +198,8 @@ class Network(nn.Module):
             input_shape = (first.in_features,)
         taus = _per_population(tau_m, len(groups), "tau_m")
         thresholds = _per_population(threshold, len(groups), "threshold")
+        tau_syns = _per_population(tau_syn, len(groups), "tau_syn")
+        resets = _per_population(reset, len(groups), "reset")
         net = cls(input_shape)
         source = INPUT
         for i, chain in enumerate(groups):
@@ -198,6 +211,8 @@ class Network(nn.Module):
                 source=source,
                 tau_m=taus[i],
                 threshold=thresholds[i],
+                tau_syn=tau_syns[i],
+                reset=resets[i],
                 spiking=not (last and readout == "membrane"),
             )
             source = name
@@ -212,6 +227,8 @@ class Network(nn.Module):
         tau_m: float | torch.Tensor = 1e-3,
         threshold: float | torch.Tensor = 1.0,
         spiking: bool = True,
+        tau_syn: float | torch.Tensor | None = None,
+        reset: str = "zero",
     ) -> Population:
         """Append a LIF population fed from ``source`` through ``modules``.
 
@@ -219,23 +236,33 @@ class Network(nn.Module):
             tau_m: membrane time constant in seconds (> 0), scalar or per neuron.
             threshold: firing threshold (> 0), scalar or per neuron.
             spiking: ``False`` for a non-spiking readout that only integrates.
+            tau_syn: synaptic time constant in seconds (>= 0), scalar or per neuron: a
+                current-based LIF whose current decays by ``exp(-dt/tau_syn)`` per timestep;
+                ``None`` or 0 (for a neuron): no synaptic current, the plain LIF.
+            reset: ``"zero"`` (``V <- 0`` on a spike) or ``"subtract"`` (``V <- V - theta``).
         """
         if not isinstance(name, str) or not name or name == INPUT:
             raise ValueError(f"a population needs a non-empty name other than {INPUT!r}")
         if any(p.name == name for p in self.populations):
             raise ValueError(f"a population named {name!r} already exists")
+        if reset not in RESETS:
+            raise ValueError(
+                f"reset of population {name!r} must be one of {list(RESETS)}, got {reset!r}"
+            )
         src_shape = self._shape_of(source)
         proj = Projection(source, name, modules)
         _, shape = chain_footprint(proj.chain, src_shape)
         n = math.prod(shape)
         layer = len(self.populations) + 1
-        pop = Population(name, tuple(shape), self.n_neurons, layer, spiking)
+        pop = Population(name, tuple(shape), self.n_neurons, layer, spiking, reset=reset)
         tau = _per_neuron(tau_m, n, "tau_m", name)
         thr = _per_neuron(threshold, n, "threshold", name)
+        syn = _per_neuron(0.0 if tau_syn is None else tau_syn, n, "tau_syn", name, zero=True)
         self.populations.append(pop)
         self.projections.append(proj)
         self.tau_m = torch.cat([self.tau_m, tau.to(self.tau_m)])
         self.threshold = torch.cat([self.threshold, thr.to(self.threshold)])
+        self.tau_syn = torch.cat([self.tau_syn, syn.to(self.tau_syn)])
         self._tables = None
         return pop
 
@@ -284,6 +311,23 @@ class Network(nn.Module):
             names = sorted(m.name for m in models)
             raise ValueError(f"the populations mix the neuron models {names}: use one model")
         return models.pop()
+
+    @property
+    def current_based(self) -> bool:
+        """Whether any neuron has a synaptic current (``tau_syn > 0``)."""
+        return bool((self.tau_syn > 0).any())
+
+    def subtract_mask(self) -> torch.Tensor | None:
+        """(population neurons,) bool: the neurons that reset by subtraction, or ``None``
+        where every population resets to zero."""
+        if all(p.reset == "zero" for p in self.populations):
+            return None
+        return torch.cat(
+            [
+                torch.full((p.size,), p.reset == "subtract", device=self.tau_m.device)
+                for p in self.populations
+            ]
+        )
 
     def layer_of(self, name: str) -> int:
         return 0 if name == INPUT else self.population(name).layer
@@ -383,6 +427,13 @@ class Network(nn.Module):
         )
         return self._tables
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a state saved before synaptic currents existed has no tau_syn: none (the plain LIF)
+        key = prefix + "tau_syn"
+        if key not in state_dict and prefix + "tau_m" in state_dict:
+            state_dict[key] = torch.zeros_like(state_dict[prefix + "tau_m"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _apply(self, fn, *args, **kwargs):  # keep cached tables on the right device
         self._tables = None
         return super()._apply(fn, *args, **kwargs)
@@ -400,12 +451,16 @@ def _per_population(value, n: int, what: str) -> list:
     return [value] * n
 
 
-def _per_neuron(value, n: int, what: str, name: str) -> torch.Tensor:
+def _per_neuron(value, n: int, what: str, name: str, zero: bool = False) -> torch.Tensor:
+    """``value`` (a scalar or one per neuron) as ``n`` finite values > 0 (``>= 0`` where
+    ``zero``)."""
     t = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().clone().flatten()
     if t.numel() == 1:
         t = t.expand(n).clone()
     if t.numel() != n:
         raise ValueError(f"{what} of population {name!r} has {t.numel()} values for {n} neurons")
-    if not torch.isfinite(t).all() or not (t > 0).all():
-        raise ValueError(f"{what} of population {name!r} must be finite and > 0, got {value!r}")
+    positive = (t >= 0).all() if zero else (t > 0).all()
+    if not torch.isfinite(t).all() or not positive:
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"{what} of population {name!r} must be finite and {bound}, got {value!r}")
     return t

@@ -46,7 +46,11 @@ class RunResult:
         forward_steps: (timesteps, batch) forward steps each sample took (layered: the number
             of layers that send spikes).
         output_counts: (batch, outputs) output spikes summed over the run.
-        membrane: (timesteps, batch, outputs) membrane of a non-spiking output, else ``None``.
+        membrane: (timesteps, batch, outputs) membrane of a non-spiking output at the end of
+            each timestep, else ``None``.
+        current: (timesteps, batch, outputs) synaptic current of a non-spiking output at the
+            end of each timestep where the output is current-based (``tau_syn > 0``), else
+            ``None``.
         synops: (timesteps, batch) synaptic operations: delivered spikes times their fan-out,
             input events included: an input value ``x`` is ``ceil(|x|)`` events (an event
             count ``k`` is ``k``) times its position's fan-out (:func:`input_synops`).
@@ -63,6 +67,7 @@ class RunResult:
     undelivered: torch.Tensor
     network: Network = field(repr=False)
     records: dict = field(default_factory=dict)
+    current: torch.Tensor | None = None
 
     def population_spikes(self, name: str) -> torch.Tensor:
         """(timesteps, batch, *population shape) spikes of one population."""
