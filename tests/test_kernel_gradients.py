@@ -17,7 +17,7 @@ from torch import nn
 
 pytest.importorskip("numba")
 
-from test_kernels import NETWORKS, POLICIES, make  # noqa: E402
+from test_kernels import NETWORKS, POLICIES, VARIANTS, make  # noqa: E402
 
 import asyncsnn  # noqa: E402
 from asyncsnn.kernels import cpu_grad  # noqa: E402
@@ -34,6 +34,8 @@ def gradients(net, x, backend, loss_seed=1, **kw):
     score = r.output_counts if r.membrane is None else r.membrane.sum(0)
     gen = torch.Generator().manual_seed(loss_seed)
     loss = (score * torch.randn(score.shape, generator=gen)).sum()
+    if r.current is not None:  # a current-based readout's current is an output too
+        loss = loss + (r.current * torch.randn(r.current.shape, generator=gen)).sum()
     loss = loss + 0.01 * (r.spikes * torch.rand(r.spikes.shape, generator=gen)).sum()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in net.named_parameters()}
@@ -48,8 +50,11 @@ def assert_same_run_and_close_gradients(ref, fast):
     for f in OUTPUTS:
         a, b = getattr(ra, f).detach(), getattr(rb, f).detach()
         assert torch.equal(a, b), f"{f} differs in {int((a != b).sum())} places"
-    if ra.membrane is not None:
-        assert torch.equal(ra.membrane.detach(), rb.membrane.detach())
+    for f in ("membrane", "current"):
+        a, b = getattr(ra, f), getattr(rb, f)
+        assert (a is None) == (b is None), f
+        if a is not None:
+            assert torch.equal(a.detach(), b.detach()), f
     assert ga.keys() == gb.keys()
     assert any(bool(g.any()) for g in ga.values()), "no gradient at all"
     for k in ga:
@@ -83,6 +88,21 @@ SETTINGS = {
 @pytest.mark.parametrize("policy", ["random", "momentum", "momentum_noisy", "fifo", "layered"])
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_gradients_equal_autograd_through_the_reference(name, policy, setting):
+    net, x = make(name)
+    net.train()
+    kw = {"scheduler": POLICIES[policy], "group_size": 3, **SETTINGS[setting]}
+    ref = gradients(net, x, "torch", **kw)
+    fast = gradients(net, x, "numba", **kw)
+    assert_same_run_and_close_gradients(ref, fast)
+
+
+@pytest.mark.parametrize("setting", ["plain", "study", "silent_study"])
+@pytest.mark.parametrize("policy", ["random", "momentum_noisy", "fifo", "layered"])
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_gradients_of_the_neuron_variants_equal_autograd(name, policy, setting):
+    """Current-based neurons and the reset by subtraction (docs/semantics.md, section 2):
+    the kernel's adjoint of the synaptic current and of the subtraction equals autograd
+    through the reference."""
     net, x = make(name)
     net.train()
     kw = {"scheduler": POLICIES[policy], "group_size": 3, **SETTINGS[setting]}

@@ -24,7 +24,15 @@ from asyncsnn.kernels import queue as kqueue  # noqa: E402
 from asyncsnn.rng import SampleRNG, hash32, sample_seeds  # noqa: E402
 
 DT = 1e-3
-FIELDS = ("spikes", "forward_steps", "synops", "undelivered", "output_counts", "membrane")
+FIELDS = (
+    "spikes",
+    "forward_steps",
+    "synops",
+    "undelivered",
+    "output_counts",
+    "membrane",
+    "current",
+)
 POLICIES = {
     "random": "random",
     "momentum": "momentum",
@@ -72,9 +80,9 @@ def _spikes_in(gen, shape, density=0.3, counts=False) -> torch.Tensor:
     return x
 
 
-def fc(gen, bias=False, readout="spikes"):
+def fc(gen, bias=False, readout="spikes", **neurons):
     layers = [_lin(gen, 24, 40, bias), _lin(gen, 40, 30, bias), _lin(gen, 30, 6, bias)]
-    net = asyncsnn.Network.sequential(layers, tau_m=2e-3, threshold=0.5, readout=readout)
+    net = asyncsnn.Network.sequential(layers, tau_m=2e-3, threshold=0.5, readout=readout, **neurons)
     return net, _spikes_in(gen, (14, 3, 24), counts=True)
 
 
@@ -84,7 +92,7 @@ def wide(gen):  # 600 queue slots: a heap over many queued spikes
     return net, _spikes_in(gen, (8, 2, 16))
 
 
-def conv(gen, bias=False, readout="spikes"):
+def conv(gen, bias=False, readout="spikes", **neurons):
     modules = [
         _init(gen, nn.Conv2d(2, 6, 3, padding=1, bias=bias), 0.15, 0.4),
         _init(gen, nn.Conv2d(6, 4, 3, padding=1, bias=bias), 0.05, 0.3),
@@ -93,7 +101,7 @@ def conv(gen, bias=False, readout="spikes"):
         _init(gen, nn.Linear(64, 5, bias=bias), 0.05, 0.3),
     ]
     net = asyncsnn.Network.sequential(
-        modules, input_shape=(2, 8, 8), tau_m=2e-3, threshold=0.5, readout=readout
+        modules, input_shape=(2, 8, 8), tau_m=2e-3, threshold=0.5, readout=readout, **neurons
     )
     return net, _spikes_in(gen, (10, 2, 2, 8, 8), density=0.25)
 
@@ -111,20 +119,24 @@ def conv_pooled_input(gen):
     return net, _spikes_in(gen, (10, 2, 2, 8, 8), density=0.3, counts=True)
 
 
-def skip(gen):
+def skip(gen, **neurons):
     net = asyncsnn.Network(input_shape=(20,))
-    net.add_population("h1", [_lin(gen, 20, 30, True)], tau_m=2e-3, threshold=0.5)
-    net.add_population("h2", [_lin(gen, 30, 25)], source="h1", tau_m=3e-3, threshold=0.4)
-    net.add_population("output", [_lin(gen, 25, 5)], source="h2", tau_m=2e-3, threshold=0.5)
+    net.add_population("h1", [_lin(gen, 20, 30, True)], tau_m=2e-3, threshold=0.5, **neurons)
+    net.add_population("h2", [_lin(gen, 30, 25)], source="h1", tau_m=3e-3, threshold=0.4, **neurons)
+    net.add_population(
+        "output", [_lin(gen, 25, 5)], source="h2", tau_m=2e-3, threshold=0.5, **neurons
+    )
     net.connect("h1", "output", [_lin(gen, 30, 5)])
     net.connect("input", "h2", [_lin(gen, 20, 25)])
     return net, _spikes_in(gen, (12, 3, 20))
 
 
-def recurrent(gen):
+def recurrent(gen, **neurons):
     net = asyncsnn.Network(input_shape=(20,))
-    net.add_population("h1", [_lin(gen, 20, 32)], tau_m=2e-3, threshold=0.5)
-    net.add_population("output", [_lin(gen, 32, 6)], source="h1", tau_m=2e-3, threshold=0.5)
+    net.add_population("h1", [_lin(gen, 20, 32)], tau_m=2e-3, threshold=0.5, **neurons)
+    net.add_population(
+        "output", [_lin(gen, 32, 6)], source="h1", tau_m=2e-3, threshold=0.5, **neurons
+    )
     net.connect("h1", "h1", [_lin(gen, 32, 32, mean=0.0, std=0.3)])
     net.connect("output", "h1", [_lin(gen, 6, 32, mean=-0.1, std=0.3)])  # output queued
     return net, _spikes_in(gen, (12, 3, 20))
@@ -141,15 +153,53 @@ NETWORKS = {
     "recurrent": recurrent,
 }
 
+# the neuron variants (docs/semantics.md, section 2): a synaptic current, per neuron where
+# it varies (0: none), and the reset by subtraction
+CUBA = {"tau_syn": 3e-3}
+SUBTRACT = {"reset": "subtract"}
+VARIANTS = {
+    "fc_cuba": lambda g: fc(g, **CUBA),
+    "fc_subtract": lambda g: fc(g, **SUBTRACT),
+    "fc_bias_membrane_cuba_subtract": lambda g: fc(
+        g, bias=True, readout="membrane", **CUBA, **SUBTRACT
+    ),
+    "conv_cuba_subtract": lambda g: conv(g, **CUBA, **SUBTRACT),
+    "conv_bias_membrane_cuba": lambda g: conv(g, bias=True, readout="membrane", **CUBA),
+    "skip_cuba_per_neuron": lambda g: skip_mixed(g),
+    "recurrent_cuba_subtract": lambda g: recurrent(g, **CUBA, **SUBTRACT),
+}
+
+
+def skip_mixed(gen):
+    """The variants mixed: per-neuron synaptic currents (some neurons without), one
+    population resetting to zero among ones that subtract."""
+    tau_syn = torch.where(torch.arange(30) % 3 == 0, 0.0, 1e-3 + torch.rand(30, generator=gen))
+    net = asyncsnn.Network(input_shape=(20,))
+    net.add_population(
+        "h1", [_lin(gen, 20, 30, True)], tau_m=2e-3, threshold=0.5, tau_syn=tau_syn * 4e-3
+    )
+    net.add_population(
+        "h2", [_lin(gen, 30, 25)], source="h1", tau_m=3e-3, threshold=0.4, reset="subtract"
+    )
+    net.add_population(
+        "output", [_lin(gen, 25, 5)], source="h2", threshold=0.5, tau_syn=2e-3, reset="subtract"
+    )
+    net.connect("h1", "output", [_lin(gen, 30, 5)])
+    net.connect("input", "h2", [_lin(gen, 20, 25)])
+    return net, _spikes_in(gen, (12, 3, 20))
+
+
+ALL_NETWORKS = {**NETWORKS, **VARIANTS}
+
 
 def make(name: str, seed: int = 0):
-    return NETWORKS[name](torch.Generator().manual_seed(seed))
+    return ALL_NETWORKS[name](torch.Generator().manual_seed(seed))
 
 
 # ------------------------------------------------------------------------ exact equality
 @pytest.mark.parametrize("group_size", [1, 3, 8])
 @pytest.mark.parametrize("policy", list(POLICIES))
-@pytest.mark.parametrize("name", list(NETWORKS))
+@pytest.mark.parametrize("name", list(ALL_NETWORKS))
 def test_kernel_equals_the_reference(name, policy, group_size):
     net, x = make(name)
     kw = {"scheduler": POLICIES[policy], "group_size": group_size, "seed": 3}

@@ -62,8 +62,6 @@ def unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str | None:
     neuron = net.neuron_model()
     if neuron is not LIF:  # the populations' declaration, never a silent plain LIF
         return f"the neuron model {neuron.name!r} is not one the kernel knows (lif)"
-    if net.current_based or net.subtract_mask() is not None:
-        return "the kernel does not yet run current-based neurons or the reset by subtraction"
     spike_fn = options.spike_fn
     if spike_fn is not None and type(spike_fn) not in _SURROGATES:
         return (

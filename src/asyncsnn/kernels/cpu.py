@@ -3,7 +3,8 @@
 The dense input delivery (each timestep's input through the input projections, plus the
 biases) is computed by PyTorch exactly as the reference does it, one timestep at a time, and
 handed over as a (timesteps, batch, neurons) current. The kernel does the rest, for chunks of
-samples on a pool of threads (samples are independent): leak, integration, threshold, reset,
+samples on a pool of threads (samples are independent): leak, integration (and, in a
+current-based network, the synaptic currents), threshold, reset (to zero or by subtraction),
 refractoriness and refractory dropout (a neuron then holds up to ``max_queued_per_neuron``
 queue places), the queue, the policy, network spike dropout, group delivery through
 per-source tables, stop rules, output spikes, the network's synaptic operations,
@@ -80,7 +81,7 @@ def check_and_enqueue(n_touched, t, step, mixed, nrn, queue, net, rules, spikes_
             made = np.float32(uniform_bits(mixed, refr_key, i)) * UNIT >= rules.p_refractory
         if made:
             refractory[i] = t
-        v[i] = lif.reset(pre)
+        v[i] = lif.reset(pre, net.theta[i], net.subtract[i])
         spikes_tb[i] += 1.0
         if net.out_lo <= i < net.out_hi:
             out_fired = True
@@ -127,6 +128,8 @@ def _simulate(b0, b1, net, rules, inp, out, record):
     nrn = new_neurons(n)
     queue = new_queue(net.slot_layer.shape[0] * rules.slots, rules.group)
     record_membrane = out.membrane.shape[0] > 0
+    record_current = out.current.shape[0] > 0
+    synaptic = net.synaptic
     # the tape: per spike (neuron << 2 | made refractory << 1 | 1, its queue place or -1),
     # per delivery its place, per step a row (timestep, first delivery, deliveries, first
     # spike, spikes), per sample its first row
@@ -142,12 +145,15 @@ def _simulate(b0, b1, net, rules, inp, out, record):
     for b in range(b0, b1):  # samples are independent: each starts from a fresh state
         t_first[b - b0] = n_rows
         nrn.v[:] = 0.0
+        nrn.syn[:] = 0.0
         nrn.refractory[:] = -1
         queue.key[:] = DEAD
         mixed = hash32((inp.seeds[b] & 0xFFFFFFFF) ^ 0x5BD1E995)
         for t in range(inp.current.shape[0]):
             # ---- leak, then the input and the biases (not a forward step) --------------------
-            n_touched = leak_and_input(nrn.v, net.beta, inp.current[t, b], nrn.touched)
+            n_touched = leak_and_input(
+                nrn.v, net.beta, inp.current[t, b], nrn.touched, nrn.syn, net.alpha, synaptic
+            )
             queue.size[LIVE] = queue.size[HEAP] = 0
             step = 0
             first_out = -1
@@ -192,8 +198,13 @@ def _simulate(b0, b1, net, rules, inp, out, record):
             if record_membrane:
                 for i in range(net.out_lo, net.out_hi):
                     out.membrane[t, b, i - net.out_lo] = nrn.v[i]
+            if record_current:
+                for i in range(net.out_lo, net.out_hi):
+                    out.current[t, b, i - net.out_lo] = nrn.syn[i]
             if record:
                 out.v_end[t, b] = nrn.v
+                if synaptic:
+                    out.syn_end[t, b] = nrn.syn
     t_first[b1 - b0] = n_rows
     return t_code, t_slot, t_dlv, t_rows, t_first, overflow
 
@@ -224,4 +235,4 @@ def run_async_cpu(net: Network, x: torch.Tensor, options: RunOptions) -> RunResu
         plan = Plan(net, x, options)
         current = plan.input_current()
         out, _, _ = simulate(plan, current, plan.entry_weights().numpy(), record=False)
-        return plan.result(out, out["spikes"], out["membrane"])
+        return plan.result(out, out["spikes"], out["membrane"], out["current"])

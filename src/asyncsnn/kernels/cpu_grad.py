@@ -17,18 +17,24 @@ autograd graph (up to the order of float additions):
 
 - a check of neuron :math:`i` with membrane :math:`V` (spike :math:`z = H(V - \theta)`):
   :math:`\partial L/\partial z = \partial L/\partial S_{t,i}` (the spike output) plus, if the
-  spike was delivered, the sum over its targets :math:`m` of :math:`w_{im}\lambda_m` at the
+  spike was delivered, the sum over its targets :math:`m` of :math:`w_{im} g_m` at the
   delivery; then :math:`\lambda_i \leftarrow \lambda_i (1 - z) + \sigma'(V - \theta)\,
-  \partial L/\partial z` (the reset passes no gradient);
-- a delivery of a spike to target :math:`m` that was not refractory:
-  :math:`\partial L/\partial w_{im} \mathrel{+}= \lambda_m` (the spike's value is 1);
-- the start of timestep :math:`t`: :math:`\partial L/\partial I_t = \lambda` for the input
-  and bias current, then :math:`\lambda \leftarrow \beta\lambda` (+ the gradient of a
-  non-spiking readout's membrane at the end of timestep :math:`t - 1`);
+  \partial L/\partial z` (a reset to zero passes no gradient; a reset by subtraction
+  passes :math:`\lambda_i` unchanged: :math:`\lambda_i + \sigma'\,\partial L/\partial z`);
+- a delivery of a spike to target :math:`m`: :math:`\partial L/\partial w_{im}
+  \mathrel{+}= g_m`, with :math:`g_m = \lambda_m` if :math:`m` was not refractory (else
+  nothing) and, in a current-based network, :math:`g_m = \mu_m + \lambda_m` (:math:`\mu_m`
+  only if refractory), :math:`\mu = \partial L/\partial I` the current's adjoint, which
+  the forward steps leave unchanged (the spike's value is 1);
+- the start of timestep :math:`t`: :math:`\partial L/\partial c_t = \lambda` for the input
+  and bias current :math:`c_t` (current-based: :math:`\mu + \lambda`, and then
+  :math:`\mu \leftarrow \alpha(\mu + \lambda)`), then :math:`\lambda \leftarrow
+  \beta\lambda` (+ the gradients of a non-spiking readout's membrane and current at the
+  end of timestep :math:`t - 1`);
 - with silent gradients, the end of timestep :math:`t` (walked first): population by
   population in reverse network order, each neuron :math:`i` that is not refractory gets
-  :math:`\lambda_i \mathrel{+}= \sigma'(V_i - \theta_i) \sum_m w_{im}\lambda_m` over its
-  targets that are not refractory, the sums of a population taken before any of its
+  :math:`\lambda_i \mathrel{+}= \sigma'(V_i - \theta_i) \sum_m w_{im} g_m` over its
+  targets (:math:`g_m` as for a delivery), the sums of a population taken before any of its
   adjoints changes (its ghosts leave together); the ghosts' value is 0, so they add nothing
   to the weights' gradients.
 
@@ -93,10 +99,12 @@ class Adjoint(NamedTuple):
 
     current: np.ndarray  # (T, B, n) the forward pass's input and bias current
     v_end: np.ndarray  # (T, B, n) each timestep's final membranes
+    syn_end: np.ndarray  # (T, B, n) and synaptic currents (current-based), or empty
     kind: int  # ARCTAN or FAST_SIGMOID
     parameter: np.float32  # the surrogate's alpha or slope
     grad_spikes: np.ndarray  # (T, B, n) dL/dS
     grad_membrane: np.ndarray  # (T, B, outputs) dL/dV of a non-spiking readout, or empty
+    grad_readout_current: np.ndarray  # (T, B, outputs) dL/dI of its current, or empty
     grad_current: np.ndarray  # (T, B, n) written: dL/dI of the input and bias current
     ghosts: np.ndarray  # (k, 2) silent gradients: the populations that send ghosts, or empty
 
@@ -121,10 +129,10 @@ def _new_replay(n):
 
 
 @njit(cache=True, inline="always")
-def _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, theta):
+def _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, net):
     """The checks of tape row ``rr`` replayed: the membranes are the forward pass's, the
     spikes come from the tape (and must be the same). Returns the number of checks so far."""
-    v = nrn.v
+    v, theta = nrn.v, net.theta
     rep.rows[rr - r_start, 0] = n_chk
     f = tape.rows[rr, 3]
     f_end = f + tape.rows[rr, 4]
@@ -137,7 +145,7 @@ def _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, theta):
             rep.code[n_chk] = tape.code[f]
             rep.place[n_chk] = tape.slot[f]
             f += 1
-            v[i] = lif.reset(pre)
+            v[i] = lif.reset(pre, theta[i], net.subtract[i])
             if rep.code[n_chk] & 2:
                 nrn.refractory[i] = t
         elif theta[i] != np.inf:
@@ -164,9 +172,14 @@ def _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp):
         rep = Replay(rep.code, rep.place, rep.v, np.empty((2 * steps, 2), np.int64))
     if t > 0:
         nrn.v[:] = adj.v_end[t - 1, b]
+        if net.synaptic:
+            nrn.syn[:] = adj.syn_end[t - 1, b]
     else:
         nrn.v[:] = 0.0
-    n_touched = leak_and_input(nrn.v, net.beta, adj.current[t, b], nrn.touched)
+        nrn.syn[:] = 0.0
+    n_touched = leak_and_input(
+        nrn.v, net.beta, adj.current[t, b], nrn.touched, nrn.syn, net.alpha, net.synaptic
+    )
     n_chk = 0
     for rr in range(r_start, r_end + 1):
         if rr > r_start:  # the group delivered before this step's checks
@@ -181,16 +194,30 @@ def _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp):
                 _grow(rep.v, n_chk, n_touched),
                 rep.rows,
             )
-        n_chk = _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, net.theta)
+        n_chk = _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, net)
     return rep, stamp
 
 
 @njit(cache=True, inline="always")
-def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_place, grad_w):
+def _target_adjoint(j, t, lam, mu, nrn, synaptic):
+    """``dL/dc`` of a current ``c`` delivered to neuron ``j`` in timestep ``t``: its
+    membrane's adjoint if it was not refractory, plus, in a current-based network, its
+    current's."""
+    g = np.float32(0.0)
+    if nrn.refractory[j] != t:
+        g = lam[j]
+    if synaptic:
+        g = mu[j] + g
+    return g
+
+
+@njit(cache=True, inline="always")
+def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_place, grad_w):
     """Backwards through timestep ``t`` of sample ``b`` after its replay: each step's checks,
     then the delivery that caused them; then the start of the timestep (the input and bias
-    current's gradient, and the leak)."""
+    current's gradient, the current's decay and the leak)."""
     theta = net.theta
+    synaptic = net.synaptic
     gs = adj.grad_spikes[t, b]
     for rr in range(r_end, r_start - 1, -1):
         c0 = rep.rows[rr - r_start, 0]
@@ -204,7 +231,7 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_plac
                 if q >= 0:
                     dz += dz_place[q]
                     dz_place[q] = 0.0
-            lam[i] = lif.adjoint_check(lam[i], code & 1, g, dz)
+            lam[i] = lif.adjoint_check(lam[i], code & 1, g, dz, net.subtract[i])
             if code & 2:
                 nrn.refractory[i] = -1  # not refractory before this check
         for d in range(tape.rows[rr, 1], tape.rows[rr, 1] + tape.rows[rr, 2]):
@@ -213,19 +240,24 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_plac
             total = np.float32(0.0)
             for e in range(net.ent_start[row], net.ent_start[row + 1]):
                 j = net.ent_dst[e]
-                if nrn.refractory[j] != t:
-                    lj = lam[j]
+                if synaptic or nrn.refractory[j] != t:
+                    lj = _target_adjoint(j, t, lam, mu, nrn, synaptic)
                     grad_w[e] += lj
                     total += net.ent_w[e] * lj
             dz_place[q] = total
     gc = adj.grad_current[t, b]
     for i in range(lam.shape[0]):
-        gc[i] = lam[i]
+        if synaptic:  # the input current joined I, which reached V
+            g = mu[i] + lam[i]
+            gc[i] = g
+            mu[i] = lif.adjoint_leak(g, net.alpha[i])
+        else:
+            gc[i] = lam[i]
         lam[i] = lif.adjoint_leak(lam[i], net.beta[i])
 
 
 @njit(cache=True, inline="always")
-def _ghost_adjoint(t, b, net, adj, nrn, lam, dz):
+def _ghost_adjoint(t, b, net, adj, nrn, lam, mu, dz):
     """Backwards through timestep ``t``'s ghosts (silent gradients), after its replay: the
     populations in reverse network order, each one's sums taken before its adjoints change."""
     v_end = adj.v_end[t, b]
@@ -237,8 +269,8 @@ def _ghost_adjoint(t, b, net, adj, nrn, lam, dz):
             if nrn.refractory[i] != t and row >= 0:
                 for e in range(net.ent_start[row], net.ent_start[row + 1]):
                     j = net.ent_dst[e]
-                    if nrn.refractory[j] != t:
-                        total += net.ent_w[e] * lam[j]
+                    if net.synaptic or nrn.refractory[j] != t:
+                        total += net.ent_w[e] * _target_adjoint(j, t, lam, mu, nrn, net.synaptic)
             dz[i] = total
         for i in range(lo, hi):
             if dz[i] != 0.0:
@@ -254,15 +286,18 @@ def _backward(b0, b1, tape, net, slots, adj):
     n = net.beta.shape[0]
     grad_w = np.zeros(net.ent_w.shape[0], np.float64)
     lam = np.zeros(n, np.float32)  # the adjoint dL/dV of each neuron
+    mu = np.zeros(n, np.float32)  # and dL/dI of its synaptic current (current-based)
     nrn = new_neurons(n)
     # dL/dz of a queued spike, once delivered
     dz_place = np.zeros(max(net.slot_layer.shape[0] * slots, 1), np.float32)
     rep = _new_replay(n)
     dz_ghost = np.zeros(n, np.float32)
     readout = adj.grad_membrane.shape[0] > 0
+    readout_current = adj.grad_readout_current.shape[0] > 0
     stamp = 0
     for b in range(b0, b1):
         lam[:] = 0.0
+        mu[:] = 0.0
         nrn.refractory[:] = -1
         r = tape.first[b - b0 + 1] - 1
         r_lo = tape.first[b - b0]
@@ -270,19 +305,24 @@ def _backward(b0, b1, tape, net, slots, adj):
             if readout:
                 for k in range(adj.grad_membrane.shape[2]):
                     lam[net.out_lo + k] += adj.grad_membrane[t, b, k]
+            if readout_current:
+                for k in range(adj.grad_readout_current.shape[2]):
+                    mu[net.out_lo + k] += adj.grad_readout_current[t, b, k]
             r_end = r
             while r >= r_lo and tape.rows[r, 0] == t:
                 r -= 1
             r_start = r + 1
             rep, stamp = _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp)
             if adj.ghosts.shape[0]:
-                _ghost_adjoint(t, b, net, adj, nrn, lam, dz_ghost)
-            _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, dz_place, grad_w)
+                _ghost_adjoint(t, b, net, adj, nrn, lam, mu, dz_ghost)
+            _adjoint(
+                t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_place, grad_w
+            )
     return grad_w
 
 
-#: the outputs of :class:`AsyncTrainFunction`, in order; only the first two carry gradients
-OUTPUTS = ("spikes", "membrane", "forward_steps", "net_synops", "undelivered")
+#: the outputs of :class:`AsyncTrainFunction`, in order; only the first three carry gradients
+OUTPUTS = ("spikes", "membrane", "current", "forward_steps", "net_synops", "undelivered")
 
 
 class AsyncTrainFunction(torch.autograd.Function):
@@ -296,14 +336,14 @@ class AsyncTrainFunction(torch.autograd.Function):
         current = current.detach().contiguous()
         out, chunks, kernel_net = simulate(plan, current, ent_np, record=True)
         ctx.plan, ctx.chunks, ctx.net, ctx.surrogate = plan, chunks, kernel_net, surrogate
-        ctx.arrays = (current.numpy(), out["v_end"].numpy())
-        counts = [out[k] for k in OUTPUTS[2:]]
+        ctx.arrays = (current.numpy(), out["v_end"].numpy(), out["syn_end"].numpy())
+        counts = [out[k] for k in OUTPUTS[3:]]
         ctx.mark_non_differentiable(*counts)
-        return (out["spikes"], out["membrane"], *counts)
+        return (out["spikes"], out["membrane"], out["current"], *counts)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_spikes, grad_membrane, *_):
+    def backward(ctx, grad_spikes, grad_membrane, grad_readout_current, *_):
         if ctx.plan is None:
             raise RuntimeError(
                 "the graph of a compiled asynchronous run can be differentiated once: its "
@@ -311,17 +351,20 @@ class AsyncTrainFunction(torch.autograd.Function):
                 "it). Run again, or use backend='torch'"
             )
         plan = ctx.plan
-        current, v_end = ctx.arrays
+        current, v_end, syn_end = ctx.arrays
         kind, parameter = ctx.surrogate
         gm = grad_membrane.contiguous() if plan.readout else torch.zeros(0, 0, 0)
+        gi = grad_readout_current.contiguous() if plan.readout_current else torch.zeros(0, 0, 0)
         gc = torch.zeros(plan.T, plan.B, plan.n_pop, dtype=plan.dtype)
         adj = Adjoint(
             current=current,
             v_end=v_end,
+            syn_end=syn_end,
             kind=kind,
             parameter=np.float32(parameter),
             grad_spikes=grad_spikes.contiguous().numpy(),
             grad_membrane=gm.to(plan.dtype).numpy(),
+            grad_readout_current=gi.to(plan.dtype).numpy(),
             grad_current=gc.numpy(),
             ghosts=plan.ghosts,
         )
@@ -348,6 +391,6 @@ def run_async_cpu_grad(net, x: torch.Tensor, options: RunOptions) -> RunResult:
     ent_w = plan.entry_weights()
     surrogate = surrogate_code(options.spike_fn)
     out = dict(zip(OUTPUTS, AsyncTrainFunction.apply(current, ent_w, plan, surrogate), strict=True))
-    result = plan.result(out, out["spikes"], out["membrane"])
+    result = plan.result(out, out["spikes"], out["membrane"], out["current"])
     plan.x = None  # not kept alive by the graph
     return result

@@ -19,8 +19,14 @@ def leak(v, beta):
 
 @njit(cache=True, inline="always")
 def integrate(v, current):
-    """``V <- V + I``."""
+    """``V <- V + c`` (and a current-based neuron's ``I <- I + c``)."""
     return v + current
+
+
+@njit(cache=True, inline="always")
+def decay_current(i, alpha):
+    """Start-of-timestep decay of the synaptic current ``I <- alpha * I``."""
+    return i * alpha
 
 
 @njit(cache=True, inline="always")
@@ -30,17 +36,20 @@ def crossed(v, theta):
 
 
 @njit(cache=True, inline="always")
-def reset(v):
-    """The membrane after a spike: zero."""
+def reset(v, theta, subtract):
+    """The membrane after a spike: zero, or ``V - theta`` where the neuron resets by
+    subtraction."""
+    if subtract:
+        return v - theta
     return np.float32(0.0)
 
 
 @njit(cache=True, inline="always")
-def adjoint_check(lam, fired, g, dz):
+def adjoint_check(lam, fired, g, dz, subtract):
     """``dL/dV`` before a threshold check, from ``lam`` after it: the spike's surrogate
-    gradient ``g * dz``, plus ``lam`` where the neuron did not fire (a fired neuron's reset
-    passes no gradient)."""
-    if fired:
+    gradient ``g * dz``, plus ``lam`` where the neuron did not fire or resets by subtraction
+    (a reset to zero passes no gradient, a subtraction passes it unchanged)."""
+    if fired and not subtract:
         return g * dz
     return lam + g * dz
 

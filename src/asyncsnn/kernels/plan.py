@@ -29,6 +29,9 @@ class KernelNet(NamedTuple):
 
     beta: np.ndarray  # (n,) leak per timestep
     theta: np.ndarray  # (n,) threshold, inf for a non-spiking readout
+    alpha: np.ndarray  # (n,) decay of the synaptic current per timestep (0: none)
+    subtract: np.ndarray  # (n,) bool: the neuron resets by subtraction
+    synaptic: bool  # the network is current-based: the neurons carry a current
     slot_of: np.ndarray  # (n,) queue row of a neuron with outgoing projections, else -1
     slot_layer: np.ndarray  # (rows,) layer of each queue row's neuron
     slot_fanout: np.ndarray  # (rows,) its fan-out
@@ -66,7 +69,9 @@ class KernelOutputs(NamedTuple):
     net_synops: np.ndarray  # (T, B)
     undelivered: np.ndarray  # (T, B)
     membrane: np.ndarray  # (T, B, outputs) or empty
+    current: np.ndarray  # (T, B, outputs) a current-based readout's current, or empty
     v_end: np.ndarray  # (T, B, n) with a tape, else empty
+    syn_end: np.ndarray  # (T, B, n) with a tape in a current-based network, else empty
 
 
 def _structure(net: Network) -> dict:
@@ -233,10 +238,18 @@ class Plan:
         self.beta = decay_factor(o.dt, net.tau_m.to(self.dtype)).detach().contiguous()
         theta = net.threshold.to(self.dtype).masked_fill(~st["spiking"], float("inf"))
         self.theta = theta.detach().contiguous()
+        self.synaptic = net.current_based
+        self.alpha = decay_factor(o.dt, net.tau_syn.to(self.dtype)).detach().contiguous()
+        sub = net.subtract_mask()
+        self.subtract = np.zeros(self.n_pop, bool) if sub is None else sub.cpu().numpy()
         out = net.output
         self.out_lo = out.offset - self.n_in
         self.out_hi = self.out_lo + out.size
         self.readout = not out.spiking
+        # a current-based readout's current is an output too (as the reference's)
+        self.readout_current = self.readout and bool(
+            (net.tau_syn[self.out_lo : self.out_hi] > 0).any()
+        )
         # silent gradients (backward pass only): the spiking populations with outgoing
         # projections, in network order, as (first neuron, end)
         ghosts = []
@@ -267,6 +280,9 @@ class Plan:
         return KernelNet(
             beta=self.beta.numpy(),
             theta=self.theta.numpy(),
+            alpha=self.alpha.numpy(),
+            subtract=self.subtract,
+            synaptic=self.synaptic,
             slot_of=st["slot_of"],
             slot_layer=st["slot_layer"],
             slot_fanout=st["slot_fanout"],
@@ -283,20 +299,33 @@ class Plan:
 
     def new_outputs(self, record: bool) -> dict[str, torch.Tensor]:
         """Zeroed outputs (the fields of :class:`KernelOutputs`) for the kernel to fill;
-        ``v_end`` holds every timestep's final membranes where the tape is ``record``-ed."""
+        ``v_end`` (and ``syn_end``, the currents) holds every timestep's final membranes
+        where the tape is ``record``-ed."""
         T, B, dtype = self.T, self.B, self.dtype
         n_out = self.out_hi - self.out_lo
+        none = (0, 0, 0)
         return {
             "spikes": torch.zeros(T, B, self.n_pop, dtype=dtype),
             "forward_steps": torch.zeros(T, B, dtype=torch.long),
             "net_synops": torch.zeros(T, B, dtype=torch.long),
             "undelivered": torch.zeros(T, B, dtype=torch.long),
-            "membrane": torch.zeros((T, B, n_out) if self.readout else (0, 0, 0), dtype=dtype),
-            "v_end": torch.zeros((T, B, self.n_pop) if record else (0, 0, 0), dtype=dtype),
+            "membrane": torch.zeros((T, B, n_out) if self.readout else none, dtype=dtype),
+            "current": torch.zeros((T, B, n_out) if self.readout_current else none, dtype=dtype),
+            "v_end": torch.zeros((T, B, self.n_pop) if record else none, dtype=dtype),
+            "syn_end": torch.zeros(
+                (T, B, self.n_pop) if record and self.synaptic else none, dtype=dtype
+            ),
         }
 
-    def result(self, out: dict, spikes: torch.Tensor, membrane: torch.Tensor | None) -> RunResult:
-        """The run's result around ``spikes`` and ``membrane`` (which may carry gradients)."""
+    def result(
+        self,
+        out: dict,
+        spikes: torch.Tensor,
+        membrane: torch.Tensor | None,
+        current: torch.Tensor | None = None,
+    ) -> RunResult:
+        """The run's result around ``spikes``, ``membrane`` and a current-based readout's
+        ``current`` (which may carry gradients)."""
         # the input's synaptic operations, by the rule every engine uses; the kernel counts
         # the network's
         fanout = self.net.tables().fanout[: self.n_in]
@@ -309,6 +338,7 @@ class Plan:
             output_counts=spikes[:, :, self.out_lo : self.out_hi].sum(0),
             membrane=membrane if self.readout else None,
             network=self.net,
+            current=current if self.readout_current else None,
         )
 
 

@@ -76,13 +76,17 @@ def momentum_priorities(potential, lam, bits):
 
 # ------------------------------------------------------------------ the phases of a timestep
 @njit(cache=True, inline="always")
-def leak_and_input(v, beta, current, touched):
+def leak_and_input(v, beta, current, touched, syn, alpha, synaptic):
     """The start of a timestep: every membrane leaks and receives the input and bias
-    ``current``; the neurons whose current is non-zero go to ``touched`` (they are checked).
-    Returns their number."""
+    ``current``; in a current-based network (``synaptic``) that current first joins the
+    decayed synaptic current ``syn`` and the membrane receives all of it. The neurons whose
+    current is non-zero go to ``touched`` (they are checked). Returns their number."""
     n_touched = 0
     for i in range(v.shape[0]):
         c = current[i]
+        if synaptic:
+            c = lif.integrate(lif.decay_current(syn[i], alpha[i]), c)
+            syn[i] = c
         v[i] = lif.integrate(lif.leak(v[i], beta[i]), c)
         if c != 0:
             touched[n_touched] = i
@@ -95,6 +99,7 @@ class Neurons(NamedTuple):
     neuron's global index minus the input's size)."""
 
     v: np.ndarray  # (n,) float32 membranes
+    syn: np.ndarray  # (n,) float32 synaptic currents (current-based networks)
     acc: np.ndarray  # (n,) float32 a group's currents, summed before they are added
     refractory: np.ndarray  # (n,) int64 the timestep in which the neuron was made so, or -1
     touch: np.ndarray  # (n,) int64 the last forward step that delivered to it
@@ -107,6 +112,7 @@ class Neurons(NamedTuple):
 def new_neurons(n):
     """Zeroed :class:`Neurons` of ``n`` neurons (never refractory, never touched)."""
     return Neurons(
+        np.zeros(n, np.float32),
         np.zeros(n, np.float32),
         np.zeros(n, np.float32),
         np.full(n, -1, np.int64),
@@ -129,18 +135,20 @@ def deliver_group(chosen, slots, t, net, nrn, stamp):
         row = chosen[k] // slots
         syn += net.slot_fanout[row]
         n_touched = deliver_row(row, t, stamp, n_touched, net, nrn)
-    return apply_summed(n_touched, nrn), syn
+    return apply_summed(n_touched, t, net.synaptic, nrn), syn
 
 
 @njit(cache=True, inline="always")
 def deliver_row(row, t, stamp, n_touched, net, nrn):
     """Add the synaptic entries of one queue row to the group's current ``nrn.acc``, skipping
-    neurons refractory in timestep ``t``; neurons reached for the first time in forward step
+    neurons refractory in timestep ``t`` (unless the network is current-based: their
+    current still receives it); neurons reached for the first time in forward step
     ``stamp`` are appended to ``nrn.touched``. Returns its new length."""
     refractory, touch, touched, acc = nrn.refractory, nrn.touch, nrn.touched, nrn.acc
+    synaptic = net.synaptic
     for e in range(net.ent_start[row], net.ent_start[row + 1]):
         j = net.ent_dst[e]
-        if refractory[j] != t:  # refractory neurons ignore input
+        if synaptic or refractory[j] != t:  # refractory neurons' membranes ignore input
             acc[j] += net.ent_w[e]
             if touch[j] != stamp:
                 touch[j] = stamp
@@ -150,10 +158,12 @@ def deliver_row(row, t, stamp, n_touched, net, nrn):
 
 
 @njit(cache=True, inline="always")
-def apply_summed(n_touched, nrn):
+def apply_summed(n_touched, t, synaptic, nrn):
     """Add a group's summed current to the membranes (and clear it); keep in ``nrn.touched``
-    only the neurons whose current is non-zero (a zero current checks nothing). Returns
-    their number."""
+    only the neurons whose current is non-zero (a zero current checks nothing). In a
+    current-based network (``synaptic``) the current joins every target's synaptic current
+    and reaches the membranes of those not refractory in timestep ``t`` only. Returns the
+    number of neurons to check."""
     touched, acc, v = nrn.touched, nrn.acc, nrn.v
     m = 0
     for k in range(n_touched):
@@ -161,6 +171,10 @@ def apply_summed(n_touched, nrn):
         c = acc[j]
         acc[j] = 0.0
         if c != 0:
+            if synaptic:
+                nrn.syn[j] = lif.integrate(nrn.syn[j], c)
+                if nrn.refractory[j] == t:
+                    continue
             v[j] = lif.integrate(v[j], c)
             touched[m] = j
             m += 1
