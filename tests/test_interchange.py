@@ -483,12 +483,12 @@ def error_graph(case: str) -> tuple[nir.NIRGraph, str]:
         "v_threshold": np.ones(n),
     }
     inp = nir.Input(np.array([4]))
-    if case == "CubaLIF":
+    if case == "CubaLIF v_leak":
         node = nir.CubaLIF(
             tau_syn=np.full(n, 5e-3),
             tau_mem=lif["tau"],
             r=lif["r"],
-            v_leak=lif["v_leak"],
+            v_leak=np.full(n, -0.3),
             v_threshold=lif["v_threshold"],
         )
         return nir.NIRGraph.from_list(inp, w, node), "cubalif"
@@ -591,7 +591,7 @@ def error_graph(case: str) -> tuple[nir.NIRGraph, str]:
 
 
 ERROR_CASES = [
-    ("CubaLIF", "synaptic current"),
+    ("CubaLIF v_leak", "v_leak = -0.3 is not 0"),
     ("v_leak", "v_leak = 0.1"),
     ("v_reset", "v_reset = -0.2"),
     ("Delay", "synaptic delay"),

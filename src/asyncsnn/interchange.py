@@ -7,10 +7,10 @@ package (``pip install "asyncsnn[nir]"``).
 **Neurons.** NIR's LIF is continuous: :math:`\tau \dot v = (v_{leak} - v) + r I`, spike when
 :math:`v > v_{threshold}`, then :math:`v \leftarrow v_{reset}`. asyncsnn's neuron is discrete:
 per timestep :math:`V \leftarrow \beta V`, then :math:`V \leftarrow V + I` for every current,
-spike iff :math:`V > \theta`, reset to 0. A timestep's input is a current impulse of area
-:math:`I\,dt` (a spike is an event, not a constant current), absorbed when it arrives; between
-arrivals :math:`v` leaks. Both discretizations therefore give the same input gain and differ
-only in the leak:
+spike iff :math:`V > \theta`, reset (to 0, or by subtracting :math:`\theta`). A timestep's
+input is a current impulse of area :math:`I\,dt` (a spike is an event, not a constant
+current), absorbed when it arrives; between arrivals :math:`v` leaks. Both discretizations
+therefore give the same input gain and differ only in the leak:
 
 =================  ==============================  ==========================
 ``discretization``  leak per step :math:`\beta`     input gain :math:`g`
@@ -27,7 +27,7 @@ SpikingJelly and Norse read and write NIR. asyncsnn stores :math:`\tau_m` (secon
   (``nn.Linear``: per output row; ``nn.Conv2d``: per output channel, so :math:`g` must be the
   same across a channel's positions). Where a projection has no weighted module, or a
   convolution's gain varies inside a channel, :math:`g` goes into the threshold instead
-  (:math:`\theta / g`, the same spikes since the reset is to 0; spiking neurons with
+  (:math:`\theta / g`, the same spikes for either reset, see below; spiking neurons with
   :math:`g > 0` only). A gain within ``GAIN_RTOL`` of 1 is taken as exactly 1 (the float32
   rounding of :math:`r = \tau/dt`; snnTorch's importer uses the same tolerance).
 * Export writes :math:`r = \tau/dt`, so :math:`g = 1` reproduces asyncsnn's ``V + I``, with
@@ -41,11 +41,37 @@ SpikingJelly and Norse read and write NIR. asyncsnn stores :math:`\tau_m` (secon
   exactly 1 as ``IF`` with ``r = 1``.
 * ``LI`` is a non-spiking leaky readout (``spiking=False``), with the gain of ``LIF``; ``I``
   (:math:`\dot v = r I`) is a non-spiking readout without leak, gain :math:`r`, like ``IF``.
-* An Euler leak of exactly 0 (``dt == tau``) is stored as :math:`\tau_m = dt/1000`
-  (:math:`e^{-1000} = 0`); ``dt > tau`` (a negative leak) cannot be represented.
+* ``CubaLIF`` (:math:`\tau_{syn} \dot I = -I + w_{in} S`,
+  :math:`\tau_{mem} \dot v = (v_{leak} - v) + r I`) is asyncsnn's current-based LIF
+  (``tau_syn``; per timestep :math:`I \leftarrow \alpha I + W s + b`,
+  :math:`V \leftarrow \beta V + I`), ``CubaLI`` its non-spiking readout. Each stage is read
+  like ``LIF``: the decays :math:`\alpha` (from ``tau_syn``) and :math:`\beta` (from
+  ``tau_mem``) follow the discretization, as in the table; the input reaches :math:`I` with
+  the gain :math:`w_{in}\,dt/\tau_{syn}` (an impulse, as above) and each step's :math:`I`
+  reaches :math:`V` with the gain :math:`r\,dt/\tau_{mem}` (the current of a step taken as
+  an impulse of area :math:`I\,dt`), under both discretizations. The voltage uses the current
+  of its own step, as snnTorch's ``Synaptic`` and Norse's importer do. Their product is the
+  population's input gain, folded as above (the current asyncsnn reports is NIR's times
+  :math:`r\,dt/\tau_{mem}`). Export writes :math:`w_{in} = \tau_{syn}/dt` and
+  :math:`r = \tau_{mem}/dt` (gain 1), with NIR's :math:`\tau_{syn}` from :math:`\alpha`
+  like :math:`\tau` from :math:`\beta`: snnTorch's convention for ``Synaptic``. A neuron
+  without current (``tau_syn = 0``) in a current-based population is written with a current
+  that decays to 0 in one step (:math:`\tau_{syn} = dt/1000` exact, :math:`dt` Euler).
+* An Euler decay of exactly 0 (``dt == tau``) is stored as :math:`\tau = dt/1000`
+  (:math:`e^{-1000} = 0`); ``dt > tau`` (a negative decay) cannot be represented.
 * ``Scale`` nodes are folded into the weighted module of their projection (through flatten,
   and through pooling when constant per channel). ``Affine`` becomes ``nn.Linear`` with a bias,
   ``Linear`` one without; ``Conv2d`` gets a bias iff NIR's (always present) bias is non-zero.
+
+**Reset.** NIR's neurons reset to ``v_reset``; asyncsnn requires ``v_reset = 0``, the reset to
+zero. A reset by subtraction (:math:`V \leftarrow V - \theta`) has no NIR parameter: snnTorch
+writes ``v_reset = 0`` for every reset mechanism and Norse writes none. asyncsnn's export
+records it in the spiking node's ``metadata`` as ``{"reset": "subtract"}`` (:data:`RESET_KEY`;
+it survives ``nir.write``/``nir.read``), and import reads it back. For a graph that cannot say
+it, ``from_nir(..., reset="subtract")`` (or a mapping from population names) states it, and
+:func:`with_reset` writes it into a copy of the graph. Without either, a population resets to
+zero. A gain folded into the threshold keeps the spikes of either reset:
+:math:`V/g - \theta/g = (V - \theta)/g`.
 
 **Graph.** Every chain of linear nodes (``Affine``, ``Linear``, ``Conv2d``, ``SumPool2d``,
 ``AvgPool2d``, ``Flatten``, ``Scale``) between two neuron nodes (or from ``Input``) becomes one
@@ -58,7 +84,7 @@ shape (or a ``Flatten``'s dimensions) that counts a leading batch dimension, as 
 exporters (Norse, Sinabs) write it, is read without it when only that reading fits. Imported
 modules remember their NIR node name (``_nir_name``), which :func:`to_nir` reuses.
 
-Whatever asyncsnn cannot run (``CubaLIF``, a non-zero ``v_leak``, a ``v_reset`` other than 0,
+Whatever asyncsnn cannot run (a non-zero ``v_leak``, a ``v_reset`` other than 0, ``Delay``,
 merging edges before a linear node, ...) raises :class:`NIRConversionError` naming the node.
 
 >>> import torch
@@ -76,6 +102,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +112,7 @@ import torch
 from torch import nn
 
 from .connectivity import WEIGHTED, SumPool2d, output_shape
-from .dynamics import decay_factor
+from .dynamics import RESETS, decay_factor
 from .network import INPUT, Network
 
 DISCRETIZATIONS = ("exact", "euler")
@@ -96,6 +123,9 @@ GAIN_RTOL = 1e-5
 #: The time step snnTorch assumes whenever it writes or reads NIR, whatever the data's bins:
 #: pass it as ``dt`` (with ``discretization="euler"``) for graphs to or from snnTorch.
 SNNTORCH_DT = 1e-4
+#: The key of a spiking node's ``metadata`` under which asyncsnn records its reset
+#: (``"zero"`` or ``"subtract"``); NIR's neurons have only ``v_reset``.
+RESET_KEY = "reset"
 
 _NAME_ATTR = "_nir_name"
 
@@ -181,13 +211,10 @@ def _is_pass_through(node: Any) -> bool:
     return identity or isinstance(node, _PassThrough)
 
 
-_NEURON_NAMES = ("LIF", "IF", "LI", "I")
+_NEURON_NAMES = ("LIF", "IF", "LI", "I", "CubaLIF", "CubaLI")
+_SPIKING_NAMES = ("LIF", "IF", "CubaLIF")
 _LINEAR_NAMES = ("Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale")
 _UNSUPPORTED = {
-    "CubaLIF": "a current-based LIF (a synaptic current with its own time constant tau_syn); "
-    "asyncsnn's neurons integrate their input directly: use LIF",
-    "CubaLI": "a current-based leaky integrator (synaptic time constant tau_syn); asyncsnn's "
-    "readout integrates its input directly: use LI",
     "Conv1d": "a 1-D convolution; asyncsnn supports Conv2d",
     "Delay": "a synaptic delay; asyncsnn delivers every spike in its own timestep",
     "Threshold": "a bare threshold without a membrane; asyncsnn needs LIF or IF neurons",
@@ -288,7 +315,9 @@ def _classify(nodes: dict[str, Any], edges: list[tuple[str, str]]):
             f"asyncsnn needs exactly one Input node, the graph has {len(inputs)}",
         )
     if not neurons:
-        raise NIRConversionError("<graph>", "the graph has no neuron node (LIF, IF, LI or I)")
+        raise NIRConversionError(
+            "<graph>", f"the graph has no neuron node ({', '.join(_NEURON_NAMES)})"
+        )
     if len(set(edges)) != len(edges):
         dup = next(e for e in edges if edges.count(e) > 1)
         raise NIRConversionError(dup[0], f"the edge {dup} appears twice")
@@ -641,6 +670,55 @@ class _Neurons:
     threshold: np.ndarray
     gain: np.ndarray
     spiking: bool
+    #: per neuron, for a current-based node (``CubaLIF``, ``CubaLI``); else ``None``
+    tau_syn: np.ndarray | None = None
+    #: the reset the node's metadata records (``None``: it records none)
+    reset: str | None = None
+
+
+def _text(value: Any) -> Any:
+    """A metadata value as written (``bytes`` and 0-d arrays, as HDF5 returns them, unwrapped)."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.item()
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _recorded_reset(name: str, node: Any) -> str | None:
+    """The reset a spiking node's metadata records under :data:`RESET_KEY`, if any."""
+    meta = getattr(node, "metadata", None)
+    if not isinstance(meta, dict) or RESET_KEY not in meta:
+        return None
+    value = _text(meta[RESET_KEY])
+    if value not in RESETS:
+        raise NIRConversionError(
+            name,
+            f"its metadata records {RESET_KEY}={value!r}; asyncsnn knows {list(RESETS)} "
+            "(state the reset with from_nir(..., reset=...))",
+        )
+    return value
+
+
+def _discrete_tau(
+    name: str, field_: str, tau: np.ndarray, dt: float, disc: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The time constant asyncsnn stores for a NIR decay (membrane or synaptic current) and
+    ``dt/tau``: ``tau`` itself (exact, :math:`e^{-dt/\\tau}`), or the one for which
+    :math:`e^{-dt/\\tau'} = 1 - dt/\\tau` (Euler)."""
+    if not np.all(np.isfinite(tau) & (tau > 0)):
+        raise NIRConversionError(name, f"{field_} must be finite and > 0 (seconds)")
+    x = dt / tau
+    if disc == "exact":
+        return tau.copy(), x
+    if np.any(x > 1):
+        raise NIRConversionError(
+            name,
+            f"{field_} = {tau.min():g} s < dt = {dt:g} s: the Euler decay 1 - dt/{field_} is "
+            "negative, which asyncsnn cannot represent",
+        )
+    with np.errstate(divide="ignore"):
+        stored = -dt / np.log1p(-x)
+    stored = np.where(x == 1, dt * 1e-3, stored)  # a decay of 0: exp(-1000) == 0
+    return np.where(x == 0, NO_LEAK_TAU_M, stored), x
 
 
 def _neurons(name: str, node: Any, shape: tuple[int, ...], dt: float, disc: str) -> _Neurons:
@@ -662,11 +740,13 @@ def _neurons(name: str, node: Any, shape: tuple[int, ...], dt: float, disc: str)
             )
         return a.reshape(shape)
 
-    spiking = isinstance(node, (nir.LIF, nir.IF))
+    spiking = isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF))
+    cuba = isinstance(node, (nir.CubaLIF, nir.CubaLI))
     r = per("r")
     if not np.all(np.isfinite(r)):
         raise NIRConversionError(name, "r must be finite")
-    if isinstance(node, (nir.LIF, nir.LI)):
+    tau_syn = None
+    if isinstance(node, (nir.LIF, nir.LI)) or cuba:
         v_leak = per("v_leak", 0.0)
         if np.any(v_leak != 0):
             raise NIRConversionError(
@@ -674,43 +754,38 @@ def _neurons(name: str, node: Any, shape: tuple[int, ...], dt: float, disc: str)
                 f"v_leak = {v_leak.ravel()[np.argmax(v_leak != 0)]:g} is not 0; asyncsnn's "
                 "neurons leak towards 0",
             )
-        tau = per("tau")
-        if not np.all(np.isfinite(tau) & (tau > 0)):
-            raise NIRConversionError(name, "tau must be finite and > 0 (seconds)")
-        x = dt / tau
-        if disc == "exact":
-            tau_m = tau.copy()
-        else:
-            if np.any(x > 1):
-                raise NIRConversionError(
-                    name,
-                    f"tau = {tau.min():g} s < dt = {dt:g} s: the Euler leak 1 - dt/tau is "
-                    "negative, which asyncsnn cannot represent",
-                )
-            with np.errstate(divide="ignore"):
-                tau_m = -dt / np.log1p(-x)
-            tau_m = np.where(x == 1, dt * 1e-3, tau_m)
-            tau_m = np.where(x == 0, NO_LEAK_TAU_M, tau_m)
+        field_ = "tau_mem" if cuba else "tau"
+        tau_m, x = _discrete_tau(name, field_, per(field_), dt, disc)
         gain = r * x
+        if cuba:  # the synaptic current's decay, and the gain of its input, w_in dt/tau_syn
+            w_in = per("w_in", 1.0)
+            if not np.all(np.isfinite(w_in)):
+                raise NIRConversionError(name, "w_in must be finite")
+            tau_syn, x_syn = _discrete_tau(name, "tau_syn", per("tau_syn"), dt, disc)
+            gain = gain * w_in * x_syn
     else:  # IF and I: no leak; gain r per step
         tau_m = np.full(shape, NO_LEAK_TAU_M)
         gain = r
     tau_m = np.where(np.isfinite(tau_m) & (tau_m < NO_LEAK_TAU_M), tau_m, NO_LEAK_TAU_M)
+    if tau_syn is not None:
+        tau_syn = np.minimum(tau_syn, NO_LEAK_TAU_M)
     gain = np.where(np.abs(gain - 1) <= GAIN_RTOL, 1.0, gain)
+    reset = None
     if spiking:
         v_reset = per("v_reset", 0.0)
         if np.any(v_reset != 0):
             raise NIRConversionError(
                 name,
                 f"v_reset = {v_reset.ravel()[np.argmax(v_reset != 0)]:g} is not 0; asyncsnn "
-                "resets to 0",
+                "resets to 0 or by subtracting the threshold",
             )
         theta = per("v_threshold")
         if not np.all(np.isfinite(theta) & (theta > 0)):
             raise NIRConversionError(name, "v_threshold must be finite and > 0")
+        reset = _recorded_reset(name, node)
     else:
         theta = np.ones(shape)
-    return _Neurons(tau_m, theta, gain, spiking)
+    return _Neurons(tau_m, theta, gain, spiking, tau_syn, reset)
 
 
 def _check_metadata(graph, dt: float, discretization: str) -> None:
@@ -839,15 +914,47 @@ def _fold_gains(order: list[str], projections: list[_Proj], pops: _Populations) 
             if not prm.spiking or np.any(prm.gain <= 0):
                 raise NIRConversionError(
                     name,
-                    "its input gain (r dt/tau for LIF/LI, r for IF/I) is not 1 and cannot be "
+                    "its input gain (r dt/tau for LIF/LI, r for IF/I, "
+                    "w_in dt/tau_syn r dt/tau_mem for CubaLIF/CubaLI) is not 1 and cannot be "
                     "folded into the incoming weights (a projection without a weighted module, "
                     "or a convolution whose gain varies inside a channel)",
                 )
             prm.threshold = prm.threshold / prm.gain
 
 
+def _resets(order: list[str], pops: _Populations, reset) -> dict[str, str]:
+    """Each population's reset: as ``reset`` states it (one for every spiking population, or
+    a mapping from population names), else as its node's metadata records it, else
+    ``"zero"`` (what ``v_reset = 0`` says). Checks ``reset``."""
+    if reset is None:
+        stated: dict[str, str] = {}
+    elif isinstance(reset, str):
+        if reset not in RESETS:
+            raise ValueError(f"reset must be one of {list(RESETS)} (or a mapping), got {reset!r}")
+        stated = {n: reset for n in order if pops.params[n].spiking}
+    elif isinstance(reset, Mapping):
+        stated = dict(reset)
+        for n, value in stated.items():
+            if n not in pops.params:
+                raise ValueError(f"reset names {n!r}, which is not a population; there are {order}")
+            if not pops.params[n].spiking:
+                raise ValueError(f"reset names {n!r}, a non-spiking readout, which never resets")
+            if value not in RESETS:
+                raise ValueError(f"reset of {n!r} must be one of {list(RESETS)}, got {value!r}")
+    else:
+        raise TypeError(
+            f"reset must be None, one of {list(RESETS)} or a mapping, got {type(reset).__name__}"
+        )
+    return {n: stated.get(n) or pops.params[n].reset or "zero" for n in order}
+
+
 def _assemble(
-    net: Network, inp: str, order: list[str], projections: list[_Proj], pops: _Populations
+    net: Network,
+    inp: str,
+    order: list[str],
+    projections: list[_Proj],
+    pops: _Populations,
+    resets: dict[str, str],
 ) -> None:
     """Add the populations (with their primary projections) to ``net``, then connect the
     other projections."""
@@ -860,24 +967,37 @@ def _assemble(
             tau_m=torch.as_tensor(prm.tau_m.ravel()),
             threshold=torch.as_tensor(prm.threshold.ravel()),
             spiking=prm.spiking,
+            tau_syn=None if prm.tau_syn is None else torch.as_tensor(prm.tau_syn.ravel()),
+            reset=resets[name],
         )
     others = [p for p in projections if p is not pops.primary[p.target]]
     for p in others:
         net.connect(INPUT if p.source == inp else p.source, p.target, p.modules)
 
 
-def from_nir(graph_or_path, dt: float, discretization: str = "exact") -> Network:
+def from_nir(
+    graph_or_path,
+    dt: float,
+    discretization: str = "exact",
+    reset: str | Mapping[str, str] | None = None,
+) -> Network:
     """A :class:`~asyncsnn.Network` from a NIR graph or ``.nir`` file.
 
     Args:
         graph_or_path: a ``nir.NIRGraph``, or the path of a file written by ``nir.write``.
         dt: timestep length in seconds; run the network with the same ``dt``.
-        discretization: how NIR's continuous LIF becomes a per-step leak: ``"exact"``
+        discretization: how NIR's continuous neurons become per-step decays: ``"exact"``
             (:math:`e^{-dt/\\tau}`) or ``"euler"`` (:math:`1 - dt/\\tau`, as snnTorch,
             SpikingJelly and Norse read and write NIR). See the module docstring.
+        reset: what a spike does to the membrane, which NIR's ``v_reset`` cannot say for a
+            reset by subtraction: ``"zero"`` or ``"subtract"`` for every spiking population,
+            or a mapping from population names to either. ``None`` (default): what the graph
+            says, i.e. the reset a node's metadata records (asyncsnn's export records
+            ``"subtract"``), else ``"zero"``.
 
     Raises:
         NIRConversionError: a node or a topology asyncsnn cannot run (the node is named).
+        ValueError: ``reset`` is not a reset, or names no spiking population.
 
     >>> import nir, numpy as np
     >>> g = nir.NIRGraph.from_list(
@@ -900,10 +1020,11 @@ def from_nir(graph_or_path, dt: float, discretization: str = "exact") -> Network
     input_shape = _input_shape(nodes, inp, projections)
     net = Network(input_shape)
     pops = _populations(nodes, inp, input_shape, order, projections, back, dt, discretization)
+    resets = _resets(order, pops, reset)
     _build_others(nodes, inp, projections, pops)
     # fold each population's input gain into its incoming weights (or its threshold)
     _fold_gains(order, projections, pops)
-    _assemble(net, inp, order, projections, pops)
+    _assemble(net, inp, order, projections, pops, resets)
     return net
 
 
@@ -955,32 +1076,62 @@ def _module_node(m: nn.Module, in_shape: tuple[int, ...], where: str):
     raise NIRConversionError(where, f"no NIR node for {type(m).__name__}")  # pragma: no cover
 
 
+def _nir_tau(tau: np.ndarray, dt: float, disc: str) -> np.ndarray:
+    """NIR's time constant (float64) for asyncsnn's ``tau`` (seconds): ``tau`` (exact), or
+    :math:`dt / (1 - e^{-dt/\\tau})` (Euler), for which :math:`1 - dt/\\tau_{NIR}` is
+    asyncsnn's decay. A decay of exactly 1 keeps ``tau``."""
+    if disc == "exact":
+        return tau
+    decay = np.exp(-dt / tau)
+    with np.errstate(divide="ignore"):
+        return np.where(decay < 1, dt / (1 - decay), tau)
+
+
 def _neuron_node(net: Network, pop, dt: float, disc: str):
     nir = _nir()
     start = pop.offset - net.n_input
     tau_m = net.tau_m[start : start + pop.size]
+    tau_syn = net.tau_syn[start : start + pop.size]
     dtype = tau_m.dtype
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     no_leak = bool((decay_factor(dt, tau_m) == 1).all())
+    cuba = bool((tau_syn > 0).any())
     theta = net.threshold[start : start + pop.size].detach().cpu().numpy().reshape(pop.shape)
     theta = theta.astype(np_dtype)
-    if no_leak:
+    zeros = np.zeros(pop.shape, dtype=np_dtype)
+    meta = {RESET_KEY: pop.reset} if pop.spiking and pop.reset != "zero" else {}
+    if no_leak and not cuba:
         ones = np.ones(pop.shape, dtype=np_dtype)
         if pop.spiking:
-            return nir.IF(r=ones, v_threshold=theta, v_reset=np.zeros_like(ones))
+            return nir.IF(r=ones, v_threshold=theta, v_reset=zeros, metadata=meta)
         return nir.I(r=ones)
     tm = tau_m.detach().cpu().double().numpy().reshape(pop.shape)
-    if disc == "exact":
-        tau = tm
-    else:
-        beta = np.exp(-dt / tm)
-        with np.errstate(divide="ignore"):
-            tau = np.where(beta < 1, dt / (1 - beta), tm)
+    tau = _nir_tau(tm, dt, disc)
     r = (tau / dt).astype(np_dtype)
     tau = tau.astype(np_dtype)
-    zeros = np.zeros(pop.shape, dtype=np_dtype)
+    if cuba:
+        ts = tau_syn.detach().cpu().double().numpy().reshape(pop.shape)
+        # a neuron without current (tau_syn = 0) has a current that decays to 0 in a step
+        ts = np.where(ts > 0, ts, dt * 1e-3)
+        ts = _nir_tau(ts, dt, disc)
+        w_in = (ts / dt).astype(np_dtype)
+        ts = ts.astype(np_dtype)
+        if pop.spiking:
+            return nir.CubaLIF(
+                tau_syn=ts,
+                tau_mem=tau,
+                r=r,
+                v_leak=zeros,
+                v_threshold=theta,
+                v_reset=zeros.copy(),
+                w_in=w_in,
+                metadata=meta,
+            )
+        return nir.CubaLI(tau_syn=ts, tau_mem=tau, r=r, v_leak=zeros, w_in=w_in)
     if pop.spiking:
-        return nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=theta, v_reset=zeros.copy())
+        return nir.LIF(
+            tau=tau, r=r, v_leak=zeros, v_threshold=theta, v_reset=zeros.copy(), metadata=meta
+        )
     return nir.LI(tau=tau, r=r, v_leak=zeros)
 
 
@@ -988,11 +1139,14 @@ def to_nir(network: Network, dt: float, discretization: str = "exact"):
     """The NIR graph of ``network`` run with timestep ``dt`` (seconds).
 
     Populations become ``LIF`` (``IF`` where the leak per step is exactly 1), a non-spiking
-    readout ``LI`` (or ``I``), named after the population; each projection's modules become a
-    chain of ``Affine``/``Linear``/``Conv2d``/``SumPool2d``/``AvgPool2d``/``Flatten`` nodes.
-    ``r = tau/dt`` makes the graph reproduce asyncsnn's dynamics under ``discretization``
-    (see the module docstring). Save it with ``nir.write(path, graph)``. For snnTorch's
-    importer use ``dt=SNNTORCH_DT`` and ``discretization="euler"``.
+    readout ``LI`` (or ``I``), and current-based ones (``tau_syn > 0``) ``CubaLIF`` (or
+    ``CubaLI``), named after the population; each projection's modules become a chain of
+    ``Affine``/``Linear``/``Conv2d``/``SumPool2d``/``AvgPool2d``/``Flatten`` nodes.
+    ``r = tau/dt`` (and ``w_in = tau_syn/dt``) makes the graph reproduce asyncsnn's dynamics
+    under ``discretization`` (see the module docstring); a population that resets by
+    subtraction has ``{"reset": "subtract"}`` in its node's metadata (:data:`RESET_KEY`).
+    Save it with ``nir.write(path, graph)``. For snnTorch's importer use ``dt=SNNTORCH_DT``
+    and ``discretization="euler"``.
 
     Raises:
         NIRConversionError: a module NIR cannot express (named by its projection).
@@ -1037,3 +1191,48 @@ def to_nir(network: Network, dt: float, discretization: str = "exact"):
     edges.append((out.name, output_name))
     metadata = {"generator": "asyncsnn", "dt": dt, "discretization": discretization}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def with_reset(graph_or_path, reset: str | Mapping[str, str]):
+    """A copy of a NIR graph that records the reset of its spiking neuron nodes in their
+    ``metadata`` (:data:`RESET_KEY`), so that :func:`from_nir` reads it without being told.
+
+    For a graph written by a library that cannot say "reset by subtraction" in NIR (snnTorch,
+    Norse): ``nir.write(path, with_reset(graph, "subtract"))``. ``reset`` is ``"zero"`` or
+    ``"subtract"`` for every spiking node (``LIF``, ``IF``, ``CubaLIF``), or a mapping from
+    the node names that :func:`from_nir` gives the populations (``"subgraph.node"`` inside a
+    nested graph) to either.
+
+    Raises:
+        ValueError: ``reset`` is not a reset, or names no spiking node of the graph.
+    """
+    nir = _nir()
+    graph = copy.deepcopy(_load(graph_or_path))
+    spiking: dict[str, Any] = {}
+
+    def collect(g, prefix: str) -> None:
+        for name, node in g.nodes.items():
+            if isinstance(node, nir.NIRGraph):
+                collect(node, f"{prefix}{name}.")
+            elif type(node).__name__ in _SPIKING_NAMES:
+                spiking[f"{prefix}{name}"] = node
+
+    collect(graph, "")
+    if isinstance(reset, str):
+        wanted = dict.fromkeys(spiking, reset)
+    elif isinstance(reset, Mapping):
+        wanted = dict(reset)
+        unknown = sorted(set(wanted) - set(spiking))
+        if unknown:
+            raise ValueError(
+                f"reset names {unknown}, which are not spiking neuron nodes; there are "
+                f"{sorted(spiking)}"
+            )
+    else:
+        raise TypeError(f"reset must be one of {list(RESETS)} or a mapping, got {reset!r}")
+    for name, value in wanted.items():
+        if value not in RESETS:
+            raise ValueError(f"reset of {name!r} must be one of {list(RESETS)}, got {value!r}")
+        node = spiking[name]
+        node.metadata = {**(getattr(node, "metadata", None) or {}), RESET_KEY: value}
+    return graph
