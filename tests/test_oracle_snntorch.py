@@ -6,10 +6,36 @@ timestep, layer by layer, ``cur = layer(spikes); spk, mem = lif(cur, mem)``. The
 ``snntorch.Leaky(beta=exp(-dt/tau_m), threshold=theta, reset_mechanism="zero")``; with its
 default ``reset_delay=True`` the reset of a spike is applied at the next call, before the leak,
 which is the same thing as SPEC's reset to zero followed by the next timestep's leak.
+
+snnTorch's ``reset_delay`` (``snntorch/_neurons/leaky.py``, ``synaptic.py``), against SPEC's
+"reset, then the next timestep's leak":
+
+- ``reset_delay=True`` (the default) returns the membrane before the reset and applies the
+  reset at the next call, from ``H(mem - theta)`` of that stored membrane. ``Leaky`` "zero"
+  zeroes the stored membrane before the leak: SPEC's rule. "subtract" (``Leaky`` and
+  ``Synaptic``) computes ``beta mem + input - theta``, an unleaked subtraction, where SPEC has
+  ``beta (mem - theta) + input``: equal only without leak (``beta = 1``). ``Synaptic`` "zero"
+  zeroes the *new* membrane ``beta mem + syn``, this timestep's input included, so a neuron
+  cannot fire twice in a row.
+- ``reset_delay=False`` resets at once (``V <- 0`` or ``V <- V - theta``) and returns the
+  membrane after the reset: SPEC's rule, for ``Leaky`` and ``Synaptic``, "zero" and "subtract",
+  with one exception for "subtract": where the membrane left after a subtraction is still above
+  the threshold, the next call decides its spike on ``V - theta`` instead of ``V`` (its
+  "avoid double reset" correction), so the oracles below check that this never happens. Its
+  reset is not detached: ``do_reset`` is the spike itself, surrogate gradient included, where
+  asyncsnn's reset (and snnTorch's delayed reset) passes no gradient through the spike.
+- ``RSynaptic`` ignores ``reset_delay`` (its ``forward`` computes the immediate reset from its
+  ``spk`` and ``mem`` arguments into a local variable that is never returned): it always resets
+  with the delay.
+
+The synaptic current of ``Synaptic`` / ``RSynaptic`` is SPEC's: ``syn <- alpha syn + input``
+(``RSynaptic`` adds ``recurrent(spk)`` of the previous timestep's spikes to it), never reset,
+then ``mem <- beta mem + syn``.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -38,16 +64,24 @@ def _beta(tau) -> float | torch.Tensor:
     return math.exp(-DT / tau)
 
 
-def _snntorch_layered(stages, lifs, x: torch.Tensor) -> list[torch.Tensor]:
-    """Step an snnTorch network; return each layer's spikes, (T, B, *layer shape)."""
-    mems = [lif.init_leaky() for lif in lifs]
+def _snntorch_layered(stages, lifs, x: torch.Tensor, membranes=None) -> list[torch.Tensor]:
+    """Step an snnTorch network of ``Leaky`` and ``Synaptic`` neurons; return each layer's
+    spikes, (T, B, *layer shape). ``membranes``, a list of one list per layer, receives the
+    membrane each call returns."""
+    states = [lif.init_synaptic() if _synaptic(lif) else (lif.init_leaky(),) for lif in lifs]
     out: list[list[torch.Tensor]] = [[] for _ in lifs]
     for t in range(x.shape[0]):
         s = x[t]
         for i, (stage, lif) in enumerate(zip(stages, lifs, strict=True)):
-            s, mems[i] = lif(stage(s), mems[i])
+            s, *states[i] = lif(stage(s), *states[i])
             out[i].append(s)
+            if membranes is not None:
+                membranes[i].append(states[i][-1])
     return [torch.stack(o) for o in out]
+
+
+def _synaptic(lif) -> bool:
+    return isinstance(lif, snn.Synaptic)
 
 
 def _assert_same_spikes(result: asyncsnn.RunResult, reference: list[torch.Tensor]) -> None:
@@ -388,3 +422,159 @@ def test_layered_gradients_match_snntorch_bptt(kind):
     for a, b in zip(ours, theirs, strict=True):
         assert b.abs().max() > 0
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------------ neuron variants
+TAU_SYN = [3e-3, 1e-3, 5e-3]
+SLOW = 5.0  # the membrane time constants of a capped drive are this many times longer
+IF_TAU = 1e9  # exp(-dt / IF_TAU) is 1.0 in float32: the IF neuron, no leak
+# name: (tau_syn of the three populations, reset, leaky). The leaky snnTorch twins reset
+# without delay; the IF ones with snnTorch's default delayed reset, which is SPEC's reset by
+# subtraction where there is no leak, whatever the drive.
+VARIANTS = {
+    "leaky-subtract": (None, "subtract", True),
+    "synaptic-zero": (TAU_SYN, "zero", True),
+    "synaptic-subtract": (TAU_SYN, "subtract", True),
+    "if-subtract": (None, "subtract", False),
+    "if-synaptic-subtract": (TAU_SYN, "subtract", False),
+}
+
+
+def test_if_tau_gives_no_leak():
+    assert float(asyncsnn.dynamics.decay_factor(DT, torch.tensor([IF_TAU]))) == 1.0
+    assert torch.tensor(_beta(IF_TAU), dtype=torch.float32) == 1.0
+
+
+def _snntorch_neuron(tau, theta, tau_syn, reset, reset_delay=False):
+    """The snnTorch neuron of a population: ``Leaky`` without a synaptic current, else
+    ``Synaptic`` (``alpha = exp(-dt/tau_syn)``, a tensor for per-neuron values)."""
+    if tau_syn is None:
+        return snn.Leaky(
+            beta=_beta(tau), threshold=theta, reset_mechanism=reset, reset_delay=reset_delay
+        )
+    return snn.Synaptic(
+        alpha=_beta(tau_syn),
+        beta=_beta(tau),
+        threshold=theta,
+        reset_mechanism=reset,
+        reset_delay=reset_delay,
+    )
+
+
+def _variant(name: str, taus, thetas):
+    """(tau_m, tau_syn, reset, snnTorch neurons, per-population drive caps or None)."""
+    tau_syn, reset, leaky = VARIANTS[name]
+    capped = leaky and reset == "subtract"
+    if not leaky:
+        taus = [IF_TAU] * len(taus)
+    elif capped:  # a slower leak lets the neurons fire on a capped drive
+        taus = [SLOW * tau for tau in taus]
+    lifs = [
+        _snntorch_neuron(tau, th, None if tau_syn is None else tau_syn[i], reset, not leaky)
+        for i, (tau, th) in enumerate(zip(taus, thetas, strict=True))
+    ]
+    caps = None
+    if capped:
+        # the membrane before a reset stays below 2 theta when the current of one timestep
+        # stays below (2 - beta) theta: snnTorch's immediate subtraction is then SPEC's
+        caps = [
+            0.99 * (2 - _beta(tau)) * th * (1.0 if tau_syn is None else 1 - _beta(tau_syn[i]))
+            for i, (tau, th) in enumerate(zip(taus, thetas, strict=True))
+        ]
+    return taus, tau_syn, reset, lifs, caps
+
+
+def _cap_drive(stages, in_shape, peak_inputs, caps) -> None:
+    """Scale the output units (rows, channels) of each stage's weighted module so that none of
+    its neurons can receive more than ``cap`` in one timestep from inputs in [0, peak]."""
+    shape = in_shape
+    with torch.no_grad():
+        for stage, peak_in, cap in zip(stages, peak_inputs, caps, strict=True):
+            weighted = [m for m in stage.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+            assert len(weighted) == 1
+            w = weighted[0]
+            positive = copy.deepcopy(stage)  # the largest current: every weight excitatory
+            for m in positive.modules():
+                if isinstance(m, (nn.Linear, nn.Conv2d)):
+                    m.weight.clamp_(min=0)
+                    if m.bias is not None:
+                        m.bias.clamp_(min=0)
+            peak = positive(torch.full((1, *shape), float(peak_in)))[0]
+            shape = peak.shape
+            factor = (cap / peak.reshape(w.weight.shape[0], -1).amax(1)).clamp(max=1.0)
+            w.weight.mul_(factor.view(-1, *[1] * (w.weight.dim() - 1)))
+            if w.bias is not None:
+                w.bias.mul_(factor)
+
+
+def _assert_no_membrane_left_above_threshold(membranes, thetas) -> None:
+    """The one case where snnTorch's immediate subtraction is not SPEC's (the membrane left
+    after a subtraction is above the threshold, see the module docstring) did not arise."""
+    for mems, theta in zip(membranes, thetas, strict=True):
+        assert bool((torch.stack(mems) <= theta).all()), "a reset membrane is above threshold"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_neuron_variants_fully_connected_match_snntorch(seed, bias, variant):
+    taus, tau_syn, reset, lifs, caps = _variant(variant, [2e-3, 4e-3, 1e-3], [0.4, 0.6, 0.5])
+    thetas = [lif.threshold for lif in lifs]
+    # a capped drive fires on mostly excitatory weights and a denser input
+    mean, std, rate = (0.05, 0.4, 0.4) if caps is None else (0.4, 0.3, 0.6)
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [6, 10, 8, 4]
+    layers = [
+        _init(nn.Linear(a, b, bias=bias), gen, mean, std)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+    x = (torch.rand(30, 4, sizes[0], generator=gen) < rate).float()
+    x[5:8, 1] *= 2.0  # event counts, not only binary spikes
+    if caps is not None:
+        _cap_drive(layers, (sizes[0],), [2.0, 1.0, 1.0], caps)
+    net = asyncsnn.Network.sequential(
+        layers, tau_m=taus, threshold=thetas, tau_syn=tau_syn, reset=reset
+    )
+
+    membranes = [[] for _ in lifs]
+    with torch.no_grad():
+        ref = _snntorch_layered(layers, lifs, x, membranes)
+    r = _layered(net, x)
+    _assert_same_spikes(r, ref)
+    assert torch.equal(r.output_counts, ref[-1].sum(0))
+    if caps is not None:
+        _assert_no_membrane_left_above_threshold(membranes, thetas)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_neuron_variants_convolutional_match_snntorch(seed, bias, variant):
+    taus, tau_syn, reset, lifs, caps = _variant(variant, [2e-3, 3e-3, 1e-3], [0.3, 0.5, 0.4])
+    thetas = [lif.threshold for lif in lifs]
+    weights = [(0.05, 0.35), (0.03, 0.3), (0.03, 0.4)] if caps is None else [(0.4, 0.3)] * 3
+    rate = 0.3 if caps is None else 0.6
+    gen = torch.Generator().manual_seed(seed)
+    conv1 = _init(nn.Conv2d(2, 4, 3, padding=1, bias=bias), gen, *weights[0])  # -> 4x10x10
+    conv2 = _init(nn.Conv2d(4, 6, 3, stride=2, bias=bias), gen, *weights[1])  # 4x5x5 -> 6x2x2
+    fc = _init(nn.Linear(24, 5, bias=bias), gen, *weights[2])
+    pool, flatten = asyncsnn.SumPool2d(2), nn.Flatten()
+    stages = [nn.Sequential(conv1, pool), nn.Sequential(conv2, flatten), fc]
+    if caps is not None:
+        _cap_drive(stages, (2, 10, 10), [1.0, 1.0, 1.0], caps)
+    net = asyncsnn.Network.sequential(
+        [conv1, pool, conv2, flatten, fc],
+        input_shape=(2, 10, 10),
+        tau_m=taus,
+        threshold=thetas,
+        tau_syn=tau_syn,
+        reset=reset,
+    )
+    x = (torch.rand(20, 3, 2, 10, 10, generator=gen) < rate).float()
+
+    membranes = [[] for _ in lifs]
+    with torch.no_grad():
+        ref = _snntorch_layered(stages, lifs, x, membranes)
+    _assert_same_spikes(_layered(net, x), ref)
+    if caps is not None:
+        _assert_no_membrane_left_above_threshold(membranes, thetas)
