@@ -67,18 +67,33 @@ def _input(draw, gen, shape, analog=False) -> torch.Tensor:
     return x
 
 
-def _neurons(draw):
-    return {
+def _neurons(draw, variants=False):
+    """A population's neuron parameters; with ``variants``, a synaptic current or none and
+    either reset (docs/semantics.md, section 2)."""
+    kw = {
         "tau_m": draw(st.sampled_from([5e-4, 1e-3, 3e-3, 2e-2])),
         "threshold": draw(st.floats(0.1, 1.0)),
     }
+    if variants:
+        kw["tau_syn"] = draw(st.sampled_from([None, 5e-4, 2e-3, 1e-2]))
+        kw["reset"] = draw(st.sampled_from(["zero", "subtract"]))
+    return kw
 
 
 @st.composite
-def fc_cases(draw, min_batch=1, max_batch=3, equal_widths=False, biases=False, readouts=False):
+def fc_cases(
+    draw,
+    min_batch=1,
+    max_batch=3,
+    equal_widths=False,
+    biases=False,
+    readouts=False,
+    variants=False,
+):
     """Feed-forward FC networks: 2-4 populations of width 1-12, bias-free unless ``biases``
     (then each layer has biases or not, at random); a spiking output unless ``readouts`` (then
-    a membrane readout or not, at random)."""
+    a membrane readout or not, at random); plain LIF neurons unless ``variants`` (then each
+    population's synaptic current and reset at random)."""
     gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
     n_in = draw(st.integers(1, 12))
     depth = draw(st.integers(2, 4))
@@ -93,7 +108,9 @@ def fc_cases(draw, min_batch=1, max_batch=3, equal_widths=False, biases=False, r
         for a, b in zip([n_in] + widths[:-1], widths, strict=True)
     ]
     readout = draw(st.sampled_from(["spikes", "membrane"])) if readouts else "spikes"
-    net = asyncsnn.Network.sequential(layers, readout=readout, **_neurons(draw))
+    per_pop = [_neurons(draw, variants) for _ in layers]
+    kw = {k: [p[k] for p in per_pop] for k in per_pop[0]}
+    net = asyncsnn.Network.sequential(layers, readout=readout, **kw)
     T = draw(st.integers(1, 8))
     B = draw(st.integers(min_batch, max_batch))
     return Case(net, _input(draw, gen, (T, B, n_in), analog=True))
@@ -130,7 +147,7 @@ def conv_cases(draw, min_batch=1, max_batch=2, biases=False):
 
 
 @st.composite
-def recurrent_cases(draw, min_batch=1, max_batch=3):
+def recurrent_cases(draw, min_batch=1, max_batch=3, variants=False):
     """input -> h1 -> h2 -> output with extra projections drawn from: a skip input -> h2, a
     self-recurrence h1 -> h1, a feedback h2 -> h1, a feedback output -> h1 (the output then
     has an outgoing projection and its spikes are queued), a skip h1 -> output."""
@@ -141,7 +158,7 @@ def recurrent_cases(draw, min_batch=1, max_batch=3):
     def lin(a, b):
         return _weights(nn.Linear(a, b, bias=draw(st.booleans())), gen, mean, std)
 
-    kw = _neurons(draw)
+    kw = _neurons(draw, variants)
     net = asyncsnn.Network(input_shape=(n_in,))
     net.add_population("h1", [lin(n_in, n1)], **kw)
     net.add_population("h2", [lin(n1, n2)], source="h1", **kw)
@@ -939,3 +956,78 @@ def test_fanout_counts_the_targets_a_spike_reaches(pool):
     assert reach.sum(1).min() == 0 and reach.sum(1).max() > 3
     assert torch.equal(fanout[162:174], torch.full((12,), 4))
     assert torch.equal(fanout[174:], torch.zeros(4, dtype=fanout.dtype))
+
+
+# ------------------------------------------------------------------------ neuron variants
+VARIANT_CASES = st.one_of(
+    fc_cases(min_batch=2, max_batch=4, biases=True, readouts=True, variants=True),
+    recurrent_cases(min_batch=2, max_batch=4, variants=True),
+)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+@pytest.mark.parametrize("policy", ["random", "momentum", "fifo", "layered"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=VARIANT_CASES, group_size=st.integers(1, 4), seed=st.integers(0, 2**40))
+def test_variant_samples_are_independent_of_their_batch(backend, policy, case, group_size, seed):
+    """Current-based neurons and the reset by subtraction keep each sample independent."""
+    pytest.importorskip("numba") if backend == "numba" else None
+    _check_independence(case, POLICIES[policy], group_size, seed, backend=backend)
+
+
+def _vanishing_current(net: asyncsnn.Network) -> asyncsnn.Network:
+    """A copy of ``net`` whose neurons are current-based with ``tau_syn = 1e-30`` s: their
+    ``alpha = exp(-dt/tau_syn)`` is exactly 0, so they carry no current, but every engine
+    runs its current-based code."""
+    twin = copy.deepcopy(net)
+    twin.tau_syn = torch.full_like(twin.tau_syn, 1e-30)
+    twin._tables = None
+    return twin
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("setting", ["layered", "torch", "numba"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    case=st.one_of(
+        fc_cases(biases=True, readouts=True), recurrent_cases(), conv_cases(biases=True)
+    ),
+    policy=st.sampled_from(sorted(POLICIES)),
+    group_size=st.integers(1, 4),
+)
+def test_without_a_synaptic_current_the_plain_lif_is_unchanged(
+    setting, grad, case, policy, group_size
+):
+    """``tau_syn`` unset and a current that decays to nothing at once give the same spikes,
+    membranes and gradients, bit for bit: the current-based code adds nothing to the plain
+    LIF (whose own results the hand-computed and cross-library tests pin down)."""
+    if setting == "numba":
+        pytest.importorskip("numba")
+    twin = _vanishing_current(case.net)
+    assert twin.current_based and not case.net.current_based
+    assert float(asyncsnn.dynamics.decay_factor(DT, twin.tau_syn).max()) == 0.0
+    kw = {"dt": DT}
+    if setting == "layered":
+        kw["execution"] = "layered"
+    else:
+        kw.update(backend=setting, scheduler=POLICIES[policy], group_size=group_size, seed=3)
+    if grad:
+        kw["training"] = True
+    results = []
+    for net in (case.net, twin):
+        net.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(grad):
+            r = asyncsnn.run(net, case.x, **kw)
+        if grad:
+            score = r.output_counts if r.membrane is None else r.membrane.sum(0)
+            (score * torch.linspace(-1.0, 1.0, score.shape[-1])).sum().backward()
+        grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+        results.append((r, grads))
+    (a, ga), (b, gb) = results
+    _assert_same_run(a, b, setting)
+    if a.membrane is not None:
+        assert torch.equal(a.membrane.detach(), b.membrane.detach())
+    assert ga.keys() == gb.keys()
+    assert bool(ga) == grad, "gradients were taken, or not, as asked"
+    for k in ga:
+        assert torch.equal(ga[k], gb[k]), f"the gradient of {k} differs"

@@ -403,3 +403,145 @@ def test_surrogate_derivatives_match_their_formulas():
     assert spikes.tolist() == [0.0, 1.0, 0.0, 1.0]  # strict: x = 0 does not spike
     spikes.sum().backward()
     torch.testing.assert_close(x.grad, 1 / (25 * x.detach().abs() + 1) ** 2)
+
+
+# ------------------------------------------------------------------------ neuron variants
+# docs/semantics.md, section 2: the reset by subtraction and the current-based LIF. Every
+# rule is checked in layered execution and on both asynchronous backends.
+TAU_V = 5e-3  # tau_m and tau_syn of these tests: beta = alpha = exp(-0.2) = 0.8187
+DECAY = math.exp(-DT / TAU_V)
+ENGINES = [
+    {"execution": "layered"},
+    {"execution": "async", "backend": "torch"},
+    {"execution": "async", "backend": "numba"},
+]
+ENGINE_IDS = ["layered", "torch", "numba"]
+
+
+def _engine(kw: dict) -> dict:
+    if kw.get("backend") == "numba":
+        pytest.importorskip("numba")
+    return dict(kw)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_subtraction_leaves_the_residue(engine):
+    """t=0: 0.9 > 0.5 fires; subtraction leaves 0.4 (a reset to zero leaves 0). t=1: 0.3
+    more gives beta 0.4 + 0.3 = 0.627 > 0.5: a spike only where the residue was kept."""
+    x = frames([0.9], [0.3], [0.0])
+    for reset, expected in [("subtract", [1.0, 1.0, 0.0]), ("zero", [1.0, 0.0, 0.0])]:
+        net = asyncsnn.Network.sequential(
+            [linear([[1.0]])], tau_m=TAU_V, threshold=0.5, reset=reset
+        )
+        r = run(net, x, **_engine(engine))
+        assert r.spikes[:, 0, 0].tolist() == expected, reset
+
+
+@pytest.mark.parametrize("engine", ENGINES[1:], ids=ENGINE_IDS[1:])
+def test_a_residue_above_threshold_waits_for_a_current_asynchronously(engine):
+    """1.3 fires once (the neuron is refractory for the rest of the timestep although its
+    residue 0.8 is above the threshold). At t=1 the residue has leaked to 0.655 > 0.5:
+    layered execution checks every neuron and fires; asynchronously only a neuron that
+    receives current is checked, so it fires at t=2, when 0.1 reaches it."""
+    net = asyncsnn.Network.sequential(
+        [linear([[1.0]])], tau_m=TAU_V, threshold=0.5, reset="subtract"
+    )
+    x = frames([1.3], [0.0], [0.1])
+    layered = run(net, x, execution="layered")
+    assert layered.spikes[:, 0, 0].tolist() == [1.0, 1.0, 0.0]
+    r = run(net, x, **_engine(engine))
+    assert r.spikes[:, 0, 0].tolist() == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_the_synaptic_current_decays_and_reaches_the_membrane(engine):
+    """A current-based readout: one input of 0.4 at t=0. I = 0.4, 0.4 a, 0.4 a^2;
+    V = 0.4, 0.4 b + 0.4 a, (0.4 b + 0.4 a) b + 0.4 a^2 (the current is never reset)."""
+    net = asyncsnn.Network.sequential(
+        [linear([[0.4]])], tau_m=TAU_V, tau_syn=2e-3, readout="membrane"
+    )
+    a, b = BETA, DECAY  # tau_syn = 2 ms, tau_m = 5 ms
+    r = run(net, frames([1.0], [0.0], [0.0]), **_engine(engine))
+    torch.testing.assert_close(r.current[:, 0, 0], torch.tensor([0.4, 0.4 * a, 0.4 * a * a]))
+    v1 = 0.4 * b + 0.4 * a
+    torch.testing.assert_close(r.membrane[:, 0, 0], torch.tensor([0.4, v1, v1 * b + 0.4 * a * a]))
+    plain = asyncsnn.Network.sequential([linear([[0.4]])], tau_m=TAU_V, readout="membrane")
+    assert run(plain, frames([1.0]), **_engine(engine)).current is None
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_the_carried_current_is_checked_at_the_start_of_the_timestep(engine):
+    """0.4 at t=0 stays below 0.5; at t=1, with no input at all, the carried current
+    a 0.4 and the leaked membrane b 0.4 give 0.655 > 0.5: the neuron fires on the current
+    it carries (it is checked with the input delivery, as a bias is). Without a synaptic
+    current it never fires."""
+    x = frames([1.0], [0.0])
+    for tau_syn, expected in [(TAU_V, [0.0, 1.0]), (None, [0.0, 0.0])]:
+        net = asyncsnn.Network.sequential(
+            [linear([[0.4]])], tau_m=TAU_V, threshold=0.5, tau_syn=tau_syn
+        )
+        r = run(net, x, **_engine(engine))
+        assert r.spikes[:, 0, 0].tolist() == expected, tau_syn
+        if engine["execution"] == "async":
+            assert r.forward_steps[:, 0].tolist() == [0, 0]  # not a forward step
+
+
+def _carried_and_inhibited() -> asyncsnn.Network:
+    """input[0] -> out (0.4, current-based); input[1] -> h (1.0) -> out (-1.0)."""
+    net = asyncsnn.Network(input_shape=(2,))
+    net.add_population("h", [linear([[0.0, 1.0]])], tau_m=TAU_V, threshold=0.5)
+    net.add_population("out", [linear([[0.4, 0.0]])], tau_m=TAU_V, threshold=0.5, tau_syn=TAU_V)
+    net.connect("h", "out", [linear([[-1.0]])])
+    return net
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_the_carried_current_fires_before_the_inhibition_arrives(engine):
+    """t=1: h fires on the input and inhibits out by -1.0. In layered execution out sums
+    everything first: b 0.4 + a 0.4 - 1.0 < 0.5, no spike. Asynchronously the carried
+    current reaches out with the input, 0.655 > 0.5 fires it, and h's inhibition arrives at
+    a refractory neuron (asynchrony, as with a bias)."""
+    net = _carried_and_inhibited()
+    r = run(net, frames([1.0, 0.0], [0.0, 1.0]), scheduler="layered", **_engine(engine))
+    assert r.population_spikes("h")[:, 0].tolist() == [[0.0], [1.0]]
+    expected = [[0.0], [0.0]] if engine["execution"] == "layered" else [[0.0], [1.0]]
+    assert r.population_spikes("out")[:, 0].tolist() == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_a_refractory_neurons_current_still_accumulates(engine):
+    """h0 and h1 fire on the input; F = 1, fifo: h0's 0.6 fires out (refractory, V = 0),
+    then h1's 0.3 reaches a refractory out: its membrane ignores it, its current does not
+    (I = 0.9). t=1, no input: a 0.9 = 0.737 > 0.5 fires out at once; had the current
+    ignored h1's spike, a 0.6 = 0.491 would not. Layered execution sums 0.9 at t=0 too."""
+    net = asyncsnn.Network(input_shape=(1,))
+    net.add_population("h", [linear([[1.0], [1.0]])], tau_m=TAU_V, threshold=0.5)
+    net.add_population(
+        "out", [linear([[0.6, 0.3]])], source="h", tau_m=TAU_V, threshold=0.5, tau_syn=TAU_V
+    )
+    r = run(net, frames([1.0], [0.0]), scheduler="fifo", group_size=1, **_engine(engine))
+    assert r.population_spikes("out")[:, 0, 0].tolist() == [1.0, 1.0]
+    if engine["execution"] == "async":
+        assert r.forward_steps[:, 0].tolist() == [2, 0]  # h0 and h1 one at a time
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_gradients_through_the_subtraction_by_hand(engine):
+    """One neuron, input w = 0.9 at t=0 and t=1, theta 0.5: it fires at t=0, and at t=1
+    with V1 = b (w - theta) + w (subtraction) or V1 = w (reset to zero). The loss is the
+    spike at t=1: dL/dw = s'(V1 - theta) (b + 1) through the kept residue, s'(V1 - theta)
+    after a reset to zero (which passes no gradient; the spike at t=0 passes none either,
+    as the reset's trigger is detached). s' is the arctan surrogate, alpha = 2."""
+
+    def s(x):
+        return 1.0 / (1.0 + (math.pi * x) ** 2)
+
+    w, b = 0.9, DECAY
+    cases = {"subtract": (b * (w - 0.5) + w, b + 1.0), "zero": (w, 1.0)}
+    for reset, (v1, factor) in cases.items():
+        lin = linear([[w]])
+        net = asyncsnn.Network.sequential([lin], tau_m=TAU_V, threshold=0.5, reset=reset)
+        r = asyncsnn.run(net, frames([1.0], [1.0]), dt=DT, **_engine(engine))
+        assert r.spikes[:, 0, 0].tolist() == [1.0, 1.0]
+        r.spikes[1].sum().backward()
+        assert lin.weight.grad.item() == pytest.approx(s(v1 - 0.5) * factor, rel=1e-5), reset

@@ -116,6 +116,9 @@ class NeuronModel:
     fire: Callable = fire
     reset: Callable = reset
 
+    def __deepcopy__(self, memo) -> NeuronModel:  # immutable: a copied network keeps its model
+        return self
+
 
 #: the leaky integrate-and-fire neuron (every population's), with its two variants as
 #: parameters: the reset and the synaptic current
