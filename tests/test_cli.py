@@ -417,3 +417,14 @@ def test_encode_audio_writes_a_file_the_shd_loader_reads(tmp_path):
     assert int(data.events(0)["x"].max()) < 64
     r = CliRunner().invoke(main, ["encode-audio", str(tmp_path / "spikes.h5"), "--out", str(out)])
     _one_line_error(r, "is a file")
+
+
+def test_train_with_current_based_neurons_and_subtraction(tmp_path):
+    out = tmp_path / "cuba"
+    args = ["train", "--tau-syn", "2e-3", "--reset", "subtract", "--out", str(out), *SMALL]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert (cfg["tau_syn"], cfg["reset"]) == (2e-3, "subtract")
+    r = CliRunner().invoke(main, ["train", "--reset", "half", "--out", str(tmp_path / "bad")])
+    assert r.exit_code != 0 and "'half' is not one of 'zero', 'subtract'" in r.output

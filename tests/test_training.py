@@ -159,6 +159,9 @@ def test_membrane_readout_and_spike_regulariser(tmp_path, splits):
         ("mix_schedulers", "random", "mix_schedulers must be a list"),
         ("mix_schedulers", ["priority"], "unknown scheduler"),
         ("mix_group_sizes", [8, 0], "mix_group_sizes must be ints >= 1"),
+        ("tau_syn", 0.0, "tau_syn must be a number > 0"),
+        ("tau_syn", float("inf"), "tau_syn must be finite"),
+        ("reset", "half", "reset must be one of"),
     ],
 )
 def test_config_validation(key, value, message):
@@ -283,3 +286,35 @@ def test_first_saccade_follows_the_data_set_however_its_name_is_spelled():
     assert _dataset_options(TrainConfig(dataset="N-MNIST", first_saccade=True))["first_saccade"]
     with pytest.raises(ValueError, match="applies to the nmnist data set only"):
         _dataset_options(TrainConfig(dataset="digits", first_saccade=True))
+
+
+@pytest.mark.parametrize("kind", ["layered", "unlayered"])
+def test_current_based_neurons_with_subtraction_train_and_reload(tmp_path, splits, kind):
+    """``tau_syn`` and ``reset`` build every population so (docs/semantics.md, section 2),
+    train, and come back with the run."""
+    cfg = _cfg(training=kind, tau_syn=2e-3, reset="subtract")
+    net = training.build_network(cfg, (24,), 3)
+    assert net.current_based and bool(net.subtract_mask().all())
+    torch.testing.assert_close(net.tau_syn, torch.full_like(net.tau_syn, 2e-3))
+    line = Trainer(cfg, tmp_path / "run", quiet=True, splits=splits).fit()
+    assert line["val_accuracy"] >= 0.8  # chance is 1/3
+    loaded, cfg2, _ = load_run(tmp_path / "run")
+    assert (cfg2.tau_syn, cfg2.reset) == (2e-3, "subtract")
+    assert [p.reset for p in loaded.populations] == ["subtract", "subtract"]
+    assert torch.equal(loaded.tau_syn, net.tau_syn)
+
+
+def test_a_checkpoint_without_synaptic_currents_loads_as_the_plain_lif(tmp_path, splits):
+    """A checkpoint written before ``tau_syn`` existed has no such tensor: its neurons have
+    no synaptic current."""
+    cfg = _cfg(epochs=1)
+    Trainer(cfg, tmp_path / "run", quiet=True, splits=splits).fit()
+    path = tmp_path / "run" / "checkpoints" / "best.safetensors"
+    tensors, meta = load_checkpoint(path)
+    assert "model.tau_syn" in tensors
+    trained = tensors.pop("model.tau_syn")
+    assert not trained.any()
+    save_checkpoint(path, tensors, meta)
+    loaded, _, _ = load_run(tmp_path / "run")
+    assert loaded.tau_syn.shape == trained.shape and not loaded.tau_syn.any()
+    assert not loaded.current_based

@@ -24,6 +24,7 @@ import click
 
 from . import __version__
 from .data.registry import available_datasets
+from .dynamics import RESETS
 from .rundir import RunDir, dumps
 from .training import ARCHS, LOSSES, PRESETS, TRAININGS
 
@@ -111,6 +112,17 @@ def _hidden(value, option: str = "--hidden") -> tuple[int, ...]:
 @click.option("--arch", type=click.Choice(ARCHS))
 @click.option("--tau-m", type=float, help="Membrane time constant in seconds.")
 @click.option("--threshold", type=float)
+@click.option(
+    "--tau-syn",
+    type=float,
+    help="Synaptic time constant in seconds: current-based LIF neurons (default: none).",
+)
+@click.option(
+    "--reset",
+    type=click.Choice(RESETS),
+    help="What a spike does to the membrane: zero (V <- 0, default) or subtract "
+    "(V <- V - threshold).",
+)
 @click.option("--dt", type=float, help="Timestep (bin) length in seconds.")
 @click.option("--timesteps", type=int)
 @click.option("--loss", type=click.Choice(LOSSES))
@@ -392,17 +404,30 @@ def encode_audio(folder, out, encoder, channels, seed) -> None:
 )
 @click.option("--data-dir", type=click.Path(path_type=Path))
 @click.option("--timesteps", type=int, help="Timesteps per sample (default: the data set's).")
+@click.option(
+    "--reset",
+    type=click.Choice(["zero", "subtract"]),
+    default=None,
+    help="What a spike does to the membrane (V <- 0, or V <- V - threshold), which NIR "
+    "cannot say for a reset by subtraction (snnTorch and Norse write v_reset = 0 for both). "
+    "Default: what the graph says (zero, unless asyncsnn's export recorded subtract). The "
+    "run directory's copy of the graph records it.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
-def import_(model, dt, discretization, dataset, data_dir, timesteps, out) -> None:
-    """Import a NIR model into a run directory (then `asyncsnn evaluate` works on it)."""
+def import_(model, dt, discretization, dataset, data_dir, timesteps, reset, out) -> None:
+    """Import a NIR model into a run directory (then `asyncsnn evaluate` works on it).
+
+    LIF, IF and current-based LIF (CubaLIF) neurons, with LI, I or CubaLI readouts.
+    """
     import shutil
 
-    from .interchange import from_nir
+    from .interchange import from_nir, with_reset
     from .rundir import DataFacts, NIRSource, RunRecord
     from .training import TrainConfig
 
     try:
-        net = from_nir(model, dt=dt, discretization=discretization)
+        net = from_nir(model, dt=dt, discretization=discretization, reset=reset)
+        graph = with_reset(model, reset) if reset is not None else None
         cfg = TrainConfig(
             dataset=dataset,
             data_dir=str(data_dir) if data_dir else None,
@@ -423,9 +448,17 @@ def import_(model, dt, discretization, dataset, data_dir, timesteps, out) -> Non
     if run_dir.holds_run():
         raise click.ClickException(f"{out} already holds a run; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, run_dir.nir_path)
+    if graph is None:
+        shutil.copyfile(model, run_dir.nir_path)
+    else:  # the graph with its reset recorded, so that the run rebuilds the same network
+        import nir
+
+        nir.write(str(run_dir.nir_path), graph)
     run_dir.write_record(record)
-    pops = ", ".join(f"{p.name}{list(p.shape)}" for p in net.populations)
+    pops = ", ".join(
+        f"{p.name}{list(p.shape)}" + (" (reset subtract)" if p.reset == "subtract" else "")
+        for p in net.populations
+    )
     click.echo(f"imported {model}: input{list(net.input_shape)} -> {pops}; run directory {out}")
 
 

@@ -428,10 +428,7 @@ class Network(nn.Module):
         return self._tables
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # a state saved before synaptic currents existed has no tau_syn: none (the plain LIF)
-        key = prefix + "tau_syn"
-        if key not in state_dict and prefix + "tau_m" in state_dict:
-            state_dict[key] = torch.zeros_like(state_dict[prefix + "tau_m"])
+        upgrade_state(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn, *args, **kwargs):  # keep cached tables on the right device
@@ -441,6 +438,15 @@ class Network(nn.Module):
     def extra_repr(self) -> str:
         pops = ", ".join(f"{p.name}{list(p.shape)}" for p in self.populations)
         return f"input{list(self.input_shape)} -> {pops}"
+
+
+def upgrade_state(state: dict, prefix: str = "") -> dict:
+    """A network's ``state_dict`` saved by an earlier version, completed in place: one saved
+    before synaptic currents existed has no ``tau_syn`` (its neurons have none, 0)."""
+    key = prefix + "tau_syn"
+    if key not in state and prefix + "tau_m" in state:
+        state[key] = torch.zeros_like(state[prefix + "tau_m"])
+    return state
 
 
 def _per_population(value, n: int, what: str) -> list:

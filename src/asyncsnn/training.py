@@ -44,11 +44,12 @@ from .checkpoint import (
     restore_optimizer,
     save_checkpoint,
 )
+from .dynamics import RESETS
 from .execution import RunResult, run
 from .hooks import InputSpikeDropout
 from .interchange import DISCRETIZATIONS
 from .interrupts import Interrupts
-from .network import Network
+from .network import Network, upgrade_state
 from .rng import hash32
 from .rundir import CHECKPOINT_NAMES, DataFacts, RunDir, RunRecord, _is_int, checkpoint_meta
 from .scheduling import Momentum, get_scheduler
@@ -74,12 +75,13 @@ class TrainConfig:
 
     ``init`` fine-tunes a trained model (:class:`InitSource`): ``"RUN"`` (the run directory's
     best checkpoint) or ``"RUN:last"`` gives the weights of a network built as usual (``arch``,
-    ``hidden``, ``tau_m`` and ``threshold`` as configured; the weights must fit), ``"F.nir"``
-    gives the network itself, the graph's structure, weights and neurons read with the
-    training's ``dt`` and ``init_discretization`` (``arch``, ``hidden``, ``tau_m`` and
-    ``threshold`` do not apply). The optimizer and the epochs start afresh. Only the text is
-    checked here; the files are checked when a training starts, and a resume continues its
-    checkpoint without reading them.
+    ``hidden`` and the neurons, ``tau_m``, ``threshold``, ``tau_syn`` and ``reset``, as
+    configured; the weights must fit), ``"F.nir"`` gives the network itself, the graph's
+    structure, weights and neurons read with the training's ``dt`` and
+    ``init_discretization`` (``arch``, ``hidden`` and the neurons do not apply). The
+    optimizer and the epochs start afresh. Only the text is checked here; the files are
+    checked when a training starts, and a resume continues its checkpoint without reading
+    them.
     """
 
     dataset: str = "digits"
@@ -95,6 +97,10 @@ class TrainConfig:
     hidden: tuple[int, ...] = (128, 128)
     tau_m: float = 1e-3
     threshold: float = 0.3
+    # the neuron variants (docs/semantics.md, section 2): a synaptic current (current-based
+    # LIF, None: none) and the reset ("zero" or "subtract"), in every population
+    tau_syn: float | None = None
+    reset: str = "zero"
 
     training: str = "unlayered"
     scheduler: str = "momentum"
@@ -166,6 +172,9 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         if self.dt is not None:
             _positive("dt", self.dt)
+        if self.tau_syn is not None:
+            _positive("tau_syn", self.tau_syn)
+        _choice("reset", self.reset, RESETS)
         for name in ("epochs", "batch_size", "group_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
@@ -314,6 +323,8 @@ def build_network(cfg: TrainConfig, input_shape: Sequence[int], n_classes: int) 
         input_shape=input_shape,
         tau_m=cfg.tau_m,
         threshold=cfg.threshold,
+        tau_syn=cfg.tau_syn,
+        reset=cfg.reset,
         readout=cfg.readout,
     )
     if cfg.arch == "recurrent":  # each hidden population also hears its own spikes
@@ -446,7 +457,8 @@ def network_for(cfg: TrainConfig, facts: DataFacts, run_dir: str | Path | None =
 
 def _start_from_run(net: Network, cfg: TrainConfig, facts: DataFacts) -> None:
     """Load the weights and biases of the init run's checkpoint into ``net``; its neurons
-    (``tau_m``, threshold) stay the configuration's (a warning where the run's differ)."""
+    (``tau_m``, threshold, ``tau_syn``) stay the configuration's (a warning where the run's
+    differ)."""
     source = cfg.init_source
     path = RunDir(source.path).checkpoint(source.which)
     tensors, meta = load_checkpoint(path)
@@ -458,7 +470,11 @@ def _start_from_run(net: Network, cfg: TrainConfig, facts: DataFacts) -> None:
             f"({theirs}), not one a configuration builds: export it (asyncsnn export "
             f"{source.path} --out F.nir) and pass F.nir as init"
         )
-    neurons = {"model.tau_m": net.tau_m, "model.threshold": net.threshold}
+    neurons = {
+        "model.tau_m": net.tau_m,
+        "model.threshold": net.threshold,
+        "model.tau_syn": net.tau_syn,
+    }
     try:
         load_model_state(net, {**tensors, **neurons})
     except CheckpointError as e:
@@ -478,10 +494,10 @@ def _start_from_run(net: Network, cfg: TrainConfig, facts: DataFacts) -> None:
         for k, v in neurons.items()
     ):
         warnings.warn(
-            f"init {cfg.init!r}: that run's neurons have other tau_m or threshold values than "
-            f"this configuration (tau_m {cfg.tau_m:g}, threshold {cfg.threshold:g}); the "
-            "fine-tuning uses the configuration's (set tau_m and threshold to the run's to keep "
-            "its neurons)",
+            f"init {cfg.init!r}: that run's neurons have other tau_m, threshold or tau_syn "
+            f"values than this configuration (tau_m {cfg.tau_m:g}, threshold "
+            f"{cfg.threshold:g}, tau_syn {cfg.tau_syn}); the fine-tuning uses the "
+            "configuration's (set them to the run's to keep its neurons)",
             stacklevel=4,  # the caller of Trainer.fit
         )
 
@@ -1000,6 +1016,7 @@ def load_model_state(net: Network, tensors: dict[str, torch.Tensor]) -> None:
     architecture or data shape), a :class:`CheckpointError` lists every tensor whose shape
     differs and those missing on either side."""
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    upgrade_state(state)  # a checkpoint of an earlier version
     own = net.state_dict()
     shapes = [
         f"{k} {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} in the network"
