@@ -57,8 +57,9 @@ SpikingJelly and Norse read and write NIR. asyncsnn stores :math:`\tau_m` (secon
   like :math:`\tau` from :math:`\beta`: snnTorch's convention for ``Synaptic``. A neuron
   without current (``tau_syn = 0``) in a current-based population is written with a current
   that decays to 0 in one step (:math:`\tau_{syn} = dt/1000` exact, :math:`dt` Euler).
-* An Euler decay of exactly 0 (``dt == tau``) is stored as :math:`\tau = dt/1000`
-  (:math:`e^{-1000} = 0`); ``dt > tau`` (a negative decay) cannot be represented.
+* An Euler decay of 0 (``dt == tau``, within ``GAIN_RTOL``) is stored as
+  :math:`\tau = dt/1000` (:math:`e^{-1000} = 0`); ``dt > tau`` (a negative decay) cannot be
+  represented.
 * ``Scale`` nodes are folded into the weighted module of their projection (through flatten,
   and through pooling when constant per channel). ``Affine`` becomes ``nn.Linear`` with a bias,
   ``Linear`` one without; ``Conv2d`` gets a bias iff NIR's (always present) bias is non-zero.
@@ -349,9 +350,16 @@ def _adjacency(nodes: dict[str, Any], edges: list[tuple[str, str]], kinds: dict[
     return succ
 
 
-def _chains(kinds: dict[str, str], succ: dict[str, list[str]], inp: str, neurons: list[str]):
+def _chains(
+    kinds: dict[str, str],
+    succ: dict[str, list[str]],
+    inp: str,
+    neurons: list[str],
+    passthrough: set[str] = frozenset(),
+):
     """The projections (chains of linear nodes from the Input or a neuron to a neuron) and
-    the populations that feed an Output node.
+    the populations that feed an Output node (directly, or through the ``passthrough``
+    nodes, a nested graph's Output).
 
     Checks that every linear node is reached and leads somewhere, and that linear nodes form
     no cycle and do not lead into the Output.
@@ -373,7 +381,7 @@ def _chains(kinds: dict[str, str], succ: dict[str, list[str]], inp: str, neurons
                 visited.add(nxt)
                 walk(source, nxt, path + [nxt])
             elif kind == "output":
-                if path:
+                if any(n not in passthrough for n in path):
                     raise NIRConversionError(
                         path[-1],
                         "linear nodes lead into the Output node; asyncsnn reads out a "
@@ -471,7 +479,8 @@ def _topology(nodes: dict[str, Any], edges: list[tuple[str, str]]):
     """Classify nodes; enumerate projections; order populations; find the readout."""
     kinds, inp, outputs, neurons = _classify(nodes, edges)
     succ = _adjacency(nodes, edges, kinds)
-    projections, readouts = _chains(kinds, succ, inp, neurons)
+    passthrough = {n for n, node in nodes.items() if _is_pass_through(node)}
+    projections, readouts = _chains(kinds, succ, inp, neurons, passthrough)
     readout = _single_readout(readouts, outputs)
     back = _back_edges(inp, neurons, projections)
     order = _population_order(nodes, inp, neurons, projections, back, readout)
@@ -709,6 +718,7 @@ def _discrete_tau(
     x = dt / tau
     if disc == "exact":
         return tau.copy(), x
+    x = np.where(np.abs(x - 1) <= GAIN_RTOL, 1.0, x)  # the float32 rounding of tau = dt
     if np.any(x > 1):
         raise NIRConversionError(
             name,
