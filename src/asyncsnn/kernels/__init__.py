@@ -13,8 +13,10 @@ kernel and raises a ``ValueError`` naming the reason where it cannot run.
   hand, recomputing one timestep at a time: equal to autograd through the reference up to the
   rounding of float sums, in time and memory that follow the spikes.
 
-The kernel applies to: float32 CPU tensors, prioritized input, the built-in policies
-(``random``, ``momentum``, ``fifo``, ``layered``, exactly these classes), the hooks
+The kernel applies to: the LIF neuron with both its variants (current-based, per-neuron
+``tau_syn``, and the reset by subtraction), float32 CPU tensors, prioritized input, the
+built-in policies (``random``, ``momentum``, ``fifo``, ``layered``, exactly these classes),
+the hooks
 ``MaxForwardSteps``, ``StopOnOutputSpike``, ``InputSpikeDropout`` and ``NetworkSpikeDropout``,
 refractory dropout, and the surrogates ``ArcTan`` and ``FastSigmoid``. Anything else (a user's
 policy, hook or surrogate, queued input, float64, a GPU) runs the reference. numba is a
