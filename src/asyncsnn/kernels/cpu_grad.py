@@ -238,12 +238,18 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_
             q = tape.deliveries[d]
             row = q // slots
             total = np.float32(0.0)
-            for e in range(net.ent_start[row], net.ent_start[row + 1]):
-                j = net.ent_dst[e]
-                if synaptic or nrn.refractory[j] != t:
-                    lj = _target_adjoint(j, t, lam, mu, nrn, synaptic)
+            if synaptic:
+                for e in range(net.ent_start[row], net.ent_start[row + 1]):
+                    lj = _target_adjoint(net.ent_dst[e], t, lam, mu, nrn, True)
                     grad_w[e] += lj
                     total += net.ent_w[e] * lj
+            else:  # the plain LIF: the refractory targets took nothing
+                for e in range(net.ent_start[row], net.ent_start[row + 1]):
+                    j = net.ent_dst[e]
+                    if nrn.refractory[j] != t:
+                        lj = lam[j]
+                        grad_w[e] += lj
+                        total += net.ent_w[e] * lj
             dz_place[q] = total
     gc = adj.grad_current[t, b]
     for i in range(lam.shape[0]):
