@@ -137,7 +137,7 @@ def test_other_neurons_than_the_runs_are_the_configurations_with_a_warning(
 ):
     start = _capture_start(monkeypatch)
     cfg = _cfg(init=str(source), epochs=1, threshold=0.5)
-    with pytest.warns(UserWarning, match="other tau_m or threshold"):
+    with pytest.warns(UserWarning, match="other tau_m, threshold or tau_syn"):
         Trainer(cfg, tmp_path / "ft", quiet=True, splits=_splits()).fit()
     assert torch.equal(start["threshold"], torch.full((15,), 0.5))
     expected = _model(source / "checkpoints" / "best.safetensors")

@@ -97,7 +97,7 @@ def test_gradients_equal_autograd_through_the_reference(name, policy, setting):
 
 
 @pytest.mark.parametrize("setting", ["plain", "study", "silent_study"])
-@pytest.mark.parametrize("policy", ["random", "momentum_noisy", "fifo", "layered"])
+@pytest.mark.parametrize("policy", ["momentum_noisy", "fifo"])
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_gradients_of_the_neuron_variants_equal_autograd(name, policy, setting):
     """Current-based neurons and the reset by subtraction (docs/semantics.md, section 2):
