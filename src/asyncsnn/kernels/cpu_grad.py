@@ -252,14 +252,16 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_
                         total += net.ent_w[e] * lj
             dz_place[q] = total
     gc = adj.grad_current[t, b]
-    for i in range(lam.shape[0]):
-        if synaptic:  # the input current joined I, which reached V
+    if synaptic:  # the input current joined I, which reached V
+        for i in range(lam.shape[0]):
             g = mu[i] + lam[i]
             gc[i] = g
             mu[i] = lif.adjoint_leak(g, net.alpha[i])
-        else:
+            lam[i] = lif.adjoint_leak(lam[i], net.beta[i])
+    else:
+        for i in range(lam.shape[0]):
             gc[i] = lam[i]
-        lam[i] = lif.adjoint_leak(lam[i], net.beta[i])
+            lam[i] = lif.adjoint_leak(lam[i], net.beta[i])
 
 
 @njit(cache=True, inline="always")

@@ -82,11 +82,17 @@ def leak_and_input(v, beta, current, touched, syn, alpha, synaptic):
     decayed synaptic current ``syn`` and the membrane receives all of it. The neurons whose
     current is non-zero go to ``touched`` (they are checked). Returns their number."""
     n_touched = 0
+    if synaptic:
+        for i in range(v.shape[0]):
+            c = lif.integrate(lif.decay_current(syn[i], alpha[i]), current[i])
+            syn[i] = c
+            v[i] = lif.integrate(lif.leak(v[i], beta[i]), c)
+            if c != 0:
+                touched[n_touched] = i
+                n_touched += 1
+        return n_touched
     for i in range(v.shape[0]):
         c = current[i]
-        if synaptic:
-            c = lif.integrate(lif.decay_current(syn[i], alpha[i]), c)
-            syn[i] = c
         v[i] = lif.integrate(lif.leak(v[i], beta[i]), c)
         if c != 0:
             touched[n_touched] = i
@@ -166,15 +172,24 @@ def apply_summed(n_touched, t, synaptic, nrn):
     number of neurons to check."""
     touched, acc, v = nrn.touched, nrn.acc, nrn.v
     m = 0
+    if synaptic:
+        syn, refractory = nrn.syn, nrn.refractory
+        for k in range(n_touched):
+            j = touched[k]
+            c = acc[j]
+            acc[j] = 0.0
+            if c != 0:
+                syn[j] = lif.integrate(syn[j], c)
+                if refractory[j] != t:
+                    v[j] = lif.integrate(v[j], c)
+                    touched[m] = j
+                    m += 1
+        return m
     for k in range(n_touched):
         j = touched[k]
         c = acc[j]
         acc[j] = 0.0
         if c != 0:
-            if synaptic:
-                nrn.syn[j] = lif.integrate(nrn.syn[j], c)
-                if nrn.refractory[j] == t:
-                    continue
             v[j] = lif.integrate(v[j], c)
             touched[m] = j
             m += 1
