@@ -103,12 +103,7 @@ def test_gradients_of_the_neuron_variants_equal_autograd(name, policy, setting):
     """Current-based neurons and the reset by subtraction (docs/semantics.md, section 2):
     the kernel's adjoint of the synaptic current and of the subtraction equals autograd
     through the reference."""
-    net, x = make(name)
-    net.train()
-    kw = {"scheduler": POLICIES[policy], "group_size": 3, **SETTINGS[setting]}
-    ref = gradients(net, x, "torch", **kw)
-    fast = gradients(net, x, "numba", **kw)
-    assert_same_run_and_close_gradients(ref, fast)
+    test_gradients_equal_autograd_through_the_reference(name, policy, setting)
 
 
 @pytest.mark.parametrize("surrogate", [asyncsnn.ArcTan(alpha=3.0), asyncsnn.FastSigmoid(10.0)])

@@ -37,20 +37,9 @@ from torch import nn
 
 norse = pytest.importorskip("norse.torch", reason="the Norse oracle needs norse")
 from norse.torch.functional.reset import reset_subtract  # noqa: E402
+from oracles import DT, SEEDS, assert_same_spikes, init_weights, layered  # noqa: E402
 
 import asyncsnn  # noqa: E402
-
-DT = 1e-3
-SEEDS = [0, 1, 2]
-
-
-def _init(module: nn.Module, gen: torch.Generator, mean: float, std: float) -> nn.Module:
-    """Random weights (excitatory and inhibitory) and small random biases."""
-    with torch.no_grad():
-        module.weight.normal_(mean, std, generator=gen)
-        if module.bias is not None:
-            module.bias.normal_(0.0, 0.1, generator=gen)
-    return module
 
 
 def _factor(tau_inv) -> float | torch.Tensor:
@@ -117,26 +106,6 @@ def _norse_layered(stages, cells, x: torch.Tensor, voltages=None) -> list[torch.
     return [torch.stack(o) for o in out]
 
 
-def _layered(net, x) -> asyncsnn.RunResult:
-    with torch.no_grad():
-        return asyncsnn.run(net, x, dt=DT, execution="layered")
-
-
-def _assert_same_spikes(result: asyncsnn.RunResult, reference: list[torch.Tensor]) -> None:
-    names = [p.name for p in result.network.populations]
-    assert len(names) == len(reference)
-    for name, ref in zip(names, reference, strict=True):
-        ours = result.population_spikes(name)
-        assert ours.shape == ref.shape, name
-        assert torch.equal(ours, ref), (
-            f"{name}: {int((ours != ref).sum())} of {ref.numel()} spikes differ "
-            f"(first at {(ours != ref).nonzero()[0].tolist()})"
-        )
-    # the comparison must not be vacuous: every layer fires, and not all the time
-    for name, ref in zip(names, reference, strict=True):
-        assert 0 < ref.sum() < ref.numel(), f"{name} is silent or saturated: a weak test"
-
-
 # Norse's parameters per layer: 1/tau_mem (a = dt/tau_mem = 1/4, 1/2, 1/8), 1/tau_syn, v_th
 TAU_MEM_INV = [250.0, 500.0, 125.0]
 TAU_SYN_INV = [500.0, 250.0, 750.0]
@@ -159,7 +128,7 @@ def test_lif_box_fully_connected_matches_norse(seed, bias, reset):
     gen = torch.Generator().manual_seed(seed)
     sizes = [6, 10, 8, 4]
     layers = [
-        _init(nn.Linear(a, b, bias=bias), gen, 0.3, 1.2)
+        init_weights(nn.Linear(a, b, bias=bias), gen, 0.3, 1.2)
         for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     x = (torch.rand(30, 4, sizes[0], generator=gen) < 0.4).float()
@@ -173,8 +142,8 @@ def test_lif_box_fully_connected_matches_norse(seed, bias, reset):
         threshold=V_TH,
         reset=reset,
     )
-    r = _layered(net, x)
-    _assert_same_spikes(r, ref)
+    r = layered(net, x)
+    assert_same_spikes(r, ref)
     assert torch.equal(r.output_counts, ref[-1].sum(0))
 
 
@@ -182,9 +151,9 @@ def test_lif_box_fully_connected_matches_norse(seed, bias, reset):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_lif_box_convolutional_matches_norse(seed, reset):
     gen = torch.Generator().manual_seed(seed)
-    conv1 = _init(nn.Conv2d(2, 4, 3, padding=1), gen, 0.2, 0.8)  # 2x10x10 -> 4x10x10
-    conv2 = _init(nn.Conv2d(4, 6, 3, stride=2), gen, 0.1, 0.6)  # 4x5x5 -> 6x2x2
-    fc = _init(nn.Linear(24, 5), gen, 0.2, 1.2)
+    conv1 = init_weights(nn.Conv2d(2, 4, 3, padding=1), gen, 0.2, 0.8)  # 2x10x10 -> 4x10x10
+    conv2 = init_weights(nn.Conv2d(4, 6, 3, stride=2), gen, 0.1, 0.6)  # 4x5x5 -> 6x2x2
+    fc = init_weights(nn.Linear(24, 5), gen, 0.2, 1.2)
     pool, flatten = asyncsnn.SumPool2d(2), nn.Flatten()
     x = (torch.rand(20, 3, 2, 10, 10, generator=gen) < 0.3).float()
 
@@ -199,7 +168,7 @@ def test_lif_box_convolutional_matches_norse(seed, reset):
         threshold=V_TH,
         reset=reset,
     )
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 # ------------------------------------------------------------------------ LIFCell
@@ -209,7 +178,7 @@ def test_lif_fully_connected_matches_norse(seed, bias):
     gen = torch.Generator().manual_seed(seed)
     sizes = [6, 10, 8, 4]
     layers = [
-        _init(nn.Linear(a, b, bias=bias), gen, 0.1, 0.8)
+        init_weights(nn.Linear(a, b, bias=bias), gen, 0.1, 0.8)
         for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     x = (torch.rand(30, 4, sizes[0], generator=gen) < 0.4).float()
@@ -223,17 +192,17 @@ def test_lif_fully_connected_matches_norse(seed, bias):
         tau_syn=[_tau(t) for t in TAU_SYN_INV],
         threshold=V_TH,
     )
-    r = _layered(net, x)
-    _assert_same_spikes(r, ref)
+    r = layered(net, x)
+    assert_same_spikes(r, ref)
     assert torch.equal(r.output_counts, ref[-1].sum(0))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_lif_convolutional_matches_norse(seed):
     gen = torch.Generator().manual_seed(seed)
-    conv1 = _init(nn.Conv2d(2, 4, 3, padding=1), gen, 0.05, 0.5)
-    conv2 = _init(nn.Conv2d(4, 6, 3, stride=2), gen, 0.0, 0.4)
-    fc = _init(nn.Linear(24, 5), gen, 0.1, 0.8)
+    conv1 = init_weights(nn.Conv2d(2, 4, 3, padding=1), gen, 0.05, 0.5)
+    conv2 = init_weights(nn.Conv2d(4, 6, 3, stride=2), gen, 0.0, 0.4)
+    fc = init_weights(nn.Linear(24, 5), gen, 0.1, 0.8)
     pool, flatten = asyncsnn.SumPool2d(2), nn.Flatten()
     x = (torch.rand(20, 3, 2, 10, 10, generator=gen) < 0.3).float()
 
@@ -248,7 +217,7 @@ def test_lif_convolutional_matches_norse(seed):
         tau_syn=[_tau(t) for t in TAU_SYN_INV],
         threshold=V_TH,
     )
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -258,7 +227,8 @@ def test_per_neuron_parameters_match_norse(seed):
     gen = torch.Generator().manual_seed(seed)
     sizes = [5, 9, 7, 3]
     layers = [
-        _init(nn.Linear(a, b), gen, 0.1, 0.8) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        init_weights(nn.Linear(a, b), gen, 0.1, 0.8)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     choices = torch.tensor([125.0, 250.0, 500.0])
     tau_mem_inv = [choices[torch.randint(3, (n,), generator=gen)] for n in sizes[1:]]
@@ -274,7 +244,7 @@ def test_per_neuron_parameters_match_norse(seed):
         tau_syn=[_tau(t) for t in tau_syn_inv],
         threshold=v_th,
     )
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -319,12 +289,12 @@ def test_recurrent_population_matches_norse_lif_recurrent_cell(seed):
         "hidden1", [fc], tau_m=_tau(tau_mem_inv), threshold=v_th, tau_syn=_tau(tau_syn_inv)
     )
     net.connect("hidden1", "hidden1", [recurrent])
-    r = _layered(net, x)
-    _assert_same_spikes(r, [ref])
+    r = layered(net, x)
+    assert_same_spikes(r, [ref])
     # the recurrence matters here: without it the spikes differ
     with torch.no_grad():
         recurrent.weight.zero_()
-    assert not torch.equal(_layered(net, x).spikes, r.spikes)
+    assert not torch.equal(layered(net, x).spikes, r.spikes)
 
 
 # ------------------------------------------------------------------------ conventions, by hand
@@ -357,7 +327,7 @@ def test_norse_threshold_is_strict(method):
             voltages.append(float(state.v))
     assert fired == [0.0, 1.0, 0.0] and voltages == [0.5, 0.0, 0.5]
     net, _ = _one_neuron(0.5, tau_m=_tau(500.0), threshold=0.5)
-    assert _layered(net, torch.ones(3, 1, 1)).spikes[:, 0, 0].tolist() == fired
+    assert layered(net, torch.ones(3, 1, 1)).spikes[:, 0, 0].tolist() == fired
 
 
 def test_norse_lif_integrates_the_input_of_its_own_timestep():
@@ -372,7 +342,7 @@ def test_norse_lif_integrates_the_input_of_its_own_timestep():
     _norse_layered([nn.Identity()], [cell], x, voltages)
     assert [float(v) for v in voltages[0]] == expected
     net, _ = _one_neuron(0.25, tau_m=_tau(250.0), tau_syn=_tau(500.0), spiking=False)
-    membrane = _layered(net, x).membrane[:, 0, 0]
+    membrane = layered(net, x).membrane[:, 0, 0]
     torch.testing.assert_close(membrane, torch.tensor(expected))
 
 
@@ -393,7 +363,7 @@ def test_norse_lif_has_no_delay_in_deeper_networks():
     net = asyncsnn.Network.sequential(
         [_scaled(m, 0.25) for m in layers], tau_m=_tau(250.0), tau_syn=_tau(500.0), threshold=0.2
     )
-    r = _layered(net, x)
+    r = layered(net, x)
     assert [r.population_spikes(p.name)[:, 0, 0].tolist() for p in net.populations] == [
         [1.0, 0.0, 0.0]
     ] * 3
@@ -416,4 +386,4 @@ def test_norse_resets():
         assert ref[0][:, 0, 0].tolist() == fired
         assert [float(v) for v in voltages[0]] == expected
         net, _ = _one_neuron(0.5, tau_m=_tau(500.0), threshold=1.0, reset=reset)
-        assert _layered(net, x).spikes[:, 0, 0].tolist() == fired
+        assert layered(net, x).spikes[:, 0, 0].tolist() == fired

@@ -41,21 +41,10 @@ import math
 import pytest
 import snntorch as snn
 import torch
+from oracles import DT, SEEDS, assert_same_spikes, init_weights, layered
 from torch import nn
 
 import asyncsnn
-
-DT = 1e-3
-SEEDS = [0, 1, 2]
-
-
-def _init(module: nn.Module, gen: torch.Generator, mean: float, std: float) -> nn.Module:
-    """Random weights (excitatory and inhibitory) and small random biases."""
-    with torch.no_grad():
-        module.weight.normal_(mean, std, generator=gen)
-        if module.bias is not None:
-            module.bias.normal_(0.0, 0.1, generator=gen)
-    return module
 
 
 def _beta(tau) -> float | torch.Tensor:
@@ -84,26 +73,6 @@ def _synaptic(lif) -> bool:
     return isinstance(lif, snn.Synaptic)
 
 
-def _assert_same_spikes(result: asyncsnn.RunResult, reference: list[torch.Tensor]) -> None:
-    names = [p.name for p in result.network.populations]
-    assert len(names) == len(reference)
-    for name, ref in zip(names, reference, strict=True):
-        ours = result.population_spikes(name)
-        assert ours.shape == ref.shape, name
-        assert torch.equal(ours, ref), (
-            f"{name}: {int((ours != ref).sum())} of {ref.numel()} spikes differ "
-            f"(first at {(ours != ref).nonzero()[0].tolist()})"
-        )
-    # the comparison must not be vacuous: every layer fires, and not all the time
-    for name, ref in zip(names, reference, strict=True):
-        assert 0 < ref.sum() < ref.numel(), f"{name} is silent or saturated: a weak test"
-
-
-def _layered(net, x) -> asyncsnn.RunResult:
-    with torch.no_grad():
-        return asyncsnn.run(net, x, dt=DT, execution="layered")
-
-
 # ------------------------------------------------------------------------ fully connected
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("seed", SEEDS)
@@ -111,7 +80,7 @@ def test_fully_connected_matches_snntorch(seed, bias):
     gen = torch.Generator().manual_seed(seed)
     sizes = [6, 10, 8, 4]
     layers = [
-        _init(nn.Linear(a, b, bias=bias), gen, 0.15, 0.5)
+        init_weights(nn.Linear(a, b, bias=bias), gen, 0.15, 0.5)
         for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     tau, theta = 2e-3, 0.4
@@ -122,8 +91,8 @@ def test_fully_connected_matches_snntorch(seed, bias):
     lifs = [snn.Leaky(beta=_beta(tau), threshold=theta, reset_mechanism="zero") for _ in layers]
     with torch.no_grad():
         ref = _snntorch_layered(layers, lifs, x)
-    r = _layered(net, x)
-    _assert_same_spikes(r, ref)
+    r = layered(net, x)
+    assert_same_spikes(r, ref)
     assert torch.equal(r.output_counts, ref[-1].sum(0))
 
 
@@ -133,9 +102,9 @@ def test_fully_connected_matches_snntorch(seed, bias):
 def test_convolutional_matches_snntorch(seed, pool):
     gen = torch.Generator().manual_seed(seed)
     pooling = nn.AvgPool2d(2) if pool == "avg" else asyncsnn.SumPool2d(2)
-    conv1 = _init(nn.Conv2d(2, 4, 3, padding=1), gen, 0.1, 0.35)  # 2x10x10 -> 4x10x10
-    conv2 = _init(nn.Conv2d(4, 6, 3, stride=2), gen, 0.05, 0.3)  # 4x5x5 -> 6x2x2
-    fc = _init(nn.Linear(24, 5), gen, 0.05, 0.4)
+    conv1 = init_weights(nn.Conv2d(2, 4, 3, padding=1), gen, 0.1, 0.35)  # 2x10x10 -> 4x10x10
+    conv2 = init_weights(nn.Conv2d(4, 6, 3, stride=2), gen, 0.05, 0.3)  # 4x5x5 -> 6x2x2
+    fc = init_weights(nn.Linear(24, 5), gen, 0.05, 0.4)
     flatten = nn.Flatten()
     taus, thetas = [2e-3, 3e-3, 1e-3], [0.3, 0.5, 0.4]
     net = asyncsnn.Network.sequential(
@@ -151,7 +120,7 @@ def test_convolutional_matches_snntorch(seed, pool):
     ]
     with torch.no_grad():
         ref = _snntorch_layered(stages, lifs, x)
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 # ------------------------------------------------------------------------ per-neuron parameters
@@ -160,7 +129,8 @@ def test_per_neuron_tau_and_threshold_match_snntorch(seed):
     gen = torch.Generator().manual_seed(seed)
     sizes = [5, 9, 7, 3]
     layers = [
-        _init(nn.Linear(a, b), gen, 0.2, 0.5) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        init_weights(nn.Linear(a, b), gen, 0.2, 0.5)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     taus = [torch.empty(n).uniform_(5e-4, 1e-2, generator=gen) for n in sizes[1:]]
     thetas = [torch.empty(n).uniform_(0.2, 0.9, generator=gen) for n in sizes[1:]]
@@ -173,13 +143,13 @@ def test_per_neuron_tau_and_threshold_match_snntorch(seed):
     ]
     with torch.no_grad():
         ref = _snntorch_layered(layers, lifs, x)
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 def test_per_neuron_parameters_of_a_conv_population_match_snntorch():
     gen = torch.Generator().manual_seed(7)
-    conv = _init(nn.Conv2d(1, 3, 3), gen, 0.15, 0.4)  # 1x7x7 -> 3x5x5
-    fc = _init(nn.Linear(75, 4), gen, 0.02, 0.2)
+    conv = init_weights(nn.Conv2d(1, 3, 3), gen, 0.15, 0.4)  # 1x7x7 -> 3x5x5
+    fc = init_weights(nn.Linear(75, 4), gen, 0.02, 0.2)
     tau = torch.empty(3, 5, 5).uniform_(5e-4, 5e-3, generator=gen)
     theta = torch.empty(3, 5, 5).uniform_(0.2, 0.8, generator=gen)
     net = asyncsnn.Network(input_shape=(1, 7, 7))
@@ -193,7 +163,7 @@ def test_per_neuron_parameters_of_a_conv_population_match_snntorch():
     ]
     with torch.no_grad():
         ref = _snntorch_layered([conv, nn.Sequential(nn.Flatten(), fc)], lifs, x)
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 # ------------------------------------------------------------------------ recurrence
@@ -209,9 +179,9 @@ def _recurrent_net(
     **neuron,
 ):
     """input -> hidden1 (recurrent) -> output; ``neuron``: tau_syn and reset of both."""
-    fc1 = _init(nn.Linear(n_in, n), gen, *weights[0])
-    fc2 = _init(nn.Linear(n, n_out), gen, *weights[1])
-    _init(recurrent, gen, *weights[2])
+    fc1 = init_weights(nn.Linear(n_in, n), gen, *weights[0])
+    fc2 = init_weights(nn.Linear(n, n_out), gen, *weights[1])
+    init_weights(recurrent, gen, *weights[2])
     net = asyncsnn.Network(input_shape=(n_in,))
     net.add_population("hidden1", [fc1], tau_m=tau, threshold=theta, **neuron)
     net.connect("hidden1", "hidden1", [recurrent])
@@ -250,8 +220,8 @@ def test_recurrent_population_matches_snntorch_rleaky(seed):
             ref1.append(spk1)
             ref2.append(spk2)
     ref = [torch.stack(ref1), torch.stack(ref2)]
-    r = _layered(net, x)
-    _assert_same_spikes(r, ref)
+    r = layered(net, x)
+    assert_same_spikes(r, ref)
     # the recurrent projection matters here: without it the spikes differ
     net2, *_ = _recurrent_net(
         torch.Generator().manual_seed(seed), n_in, n, n_out, tau, theta, nn.Linear(n, n)
@@ -259,7 +229,7 @@ def test_recurrent_population_matches_snntorch_rleaky(seed):
     with torch.no_grad():
         net2.projections[1].weighted.weight.zero_()
         net2.projections[1].weighted.bias.zero_()
-    assert not torch.equal(_layered(net2, x).spikes, r.spikes)
+    assert not torch.equal(layered(net2, x).spikes, r.spikes)
 
 
 def test_rleaky_default_reset_delay_is_not_the_spec_reset():
@@ -278,7 +248,7 @@ def test_rleaky_default_reset_delay_is_not_the_spec_reset():
     net.add_population("hidden1", [fc], tau_m=tau, threshold=theta)
     net.connect("hidden1", "hidden1", [rlif.recurrent])
     x = torch.ones(4, 1, 1)
-    assert _layered(net, x).spikes[:, 0, 0].tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert layered(net, x).spikes[:, 0, 0].tolist() == [1.0, 1.0, 1.0, 1.0]
     spk, mem = rlif.init_rleaky()
     fired = []
     with torch.no_grad():
@@ -293,12 +263,12 @@ def test_recurrent_and_skip_projections_match_a_hand_written_loop():
     # self-recurrence h2 -> h2: earlier populations carry this timestep's spikes, the
     # population itself and later ones the previous timestep's.
     gen = torch.Generator().manual_seed(3)
-    w_in_h1 = _init(nn.Linear(4, 6), gen, 0.2, 0.5)
-    w_h1_h2 = _init(nn.Linear(6, 5, bias=False), gen, 0.15, 0.5)
-    w_h2_out = _init(nn.Linear(5, 3), gen, 0.2, 0.5)
-    w_skip = _init(nn.Linear(4, 5, bias=False), gen, 0.0, 0.4)
-    w_fb = _init(nn.Linear(3, 6, bias=False), gen, -0.1, 0.4)
-    w_rec = _init(nn.Linear(5, 5), gen, 0.0, 0.3)
+    w_in_h1 = init_weights(nn.Linear(4, 6), gen, 0.2, 0.5)
+    w_h1_h2 = init_weights(nn.Linear(6, 5, bias=False), gen, 0.15, 0.5)
+    w_h2_out = init_weights(nn.Linear(5, 3), gen, 0.2, 0.5)
+    w_skip = init_weights(nn.Linear(4, 5, bias=False), gen, 0.0, 0.4)
+    w_fb = init_weights(nn.Linear(3, 6, bias=False), gen, -0.1, 0.4)
+    w_rec = init_weights(nn.Linear(5, 5), gen, 0.0, 0.3)
     tau = [2e-3, 4e-3, 1e-3]
     theta = [0.4, 0.5, 0.3]
     net = asyncsnn.Network(input_shape=(4,))
@@ -329,7 +299,7 @@ def test_recurrent_and_skip_projections_match_a_hand_written_loop():
             lif(2, w_h2_out(s[1]))
             expected.append(torch.cat(s, 1))
     expected = torch.stack(expected)
-    r = _layered(net, x)
+    r = layered(net, x)
     assert torch.equal(r.spikes, expected), int((r.spikes != expected).sum())
     assert 0 < expected.sum() < expected.numel()
 
@@ -338,8 +308,8 @@ def test_recurrent_and_skip_projections_match_a_hand_written_loop():
 @pytest.mark.parametrize("seed", SEEDS)
 def test_membrane_readout_matches_snntorch_without_reset(seed):
     gen = torch.Generator().manual_seed(seed)
-    l1 = _init(nn.Linear(6, 8), gen, 0.15, 0.5)
-    l2 = _init(nn.Linear(8, 4), gen, 0.0, 0.5)
+    l1 = init_weights(nn.Linear(6, 8), gen, 0.15, 0.5)
+    l2 = init_weights(nn.Linear(8, 4), gen, 0.0, 0.5)
     tau, theta = [2e-3, 5e-3], [0.4, 0.3]
     net = asyncsnn.Network.sequential([l1, l2], tau_m=tau, threshold=theta, readout="membrane")
     x = (torch.rand(25, 3, 6, generator=gen) < 0.4).float()
@@ -354,7 +324,7 @@ def test_membrane_readout_matches_snntorch_without_reset(seed):
             _, m2 = readout(l2(s1), m2)
             spikes.append(s1)
             membrane.append(m2)
-    r = _layered(net, x)
+    r = layered(net, x)
     assert torch.equal(r.population_spikes("hidden1"), torch.stack(spikes))
     assert r.membrane is not None and r.membrane.shape == (25, 3, 4)
     torch.testing.assert_close(r.membrane, torch.stack(membrane), rtol=1e-5, atol=1e-6)
@@ -374,7 +344,7 @@ def test_membrane_readout_integrates_by_hand():
         l2.weight.copy_(torch.tensor([[0.7], [-0.25]]))
     tau = 4e-3
     net = asyncsnn.Network.sequential([l1, l2], tau_m=tau, threshold=0.5, readout="membrane")
-    r = _layered(net, torch.ones(6, 1, 1))
+    r = layered(net, torch.ones(6, 1, 1))
     beta = math.exp(-DT / tau)
     geometric = torch.tensor([sum(beta**k for k in range(t + 1)) for t in range(6)])
     expected = geometric[:, None] * torch.tensor([0.7, -0.25])
@@ -388,14 +358,14 @@ def test_layered_gradients_match_snntorch_bptt(kind):
     # asyncsnn's: backpropagation through time gives the same weight and bias gradients
     gen = torch.Generator().manual_seed(5)
     if kind == "conv":
-        conv = _init(nn.Conv2d(1, 3, 3, stride=2), gen, 0.2, 0.4)  # 1x9x9 -> 3x4x4
-        fc = _init(nn.Linear(48, 4), gen, 0.05, 0.4)
+        conv = init_weights(nn.Conv2d(1, 3, 3, stride=2), gen, 0.2, 0.4)  # 1x9x9 -> 3x4x4
+        fc = init_weights(nn.Linear(48, 4), gen, 0.05, 0.4)
         modules, stages = [conv, nn.Flatten(), fc], [nn.Sequential(conv, nn.Flatten()), fc]
         shape = (1, 9, 9)
     else:
         sizes = [6, 10, 8, 4]
         modules = [
-            _init(nn.Linear(a, b), gen, 0.15, 0.5)
+            init_weights(nn.Linear(a, b), gen, 0.15, 0.5)
             for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         ]
         stages, shape = modules, (6,)
@@ -536,7 +506,7 @@ def test_neuron_variants_fully_connected_match_snntorch(seed, bias, variant):
     gen = torch.Generator().manual_seed(seed)
     sizes = [6, 10, 8, 4]
     layers = [
-        _init(nn.Linear(a, b, bias=bias), gen, mean, std)
+        init_weights(nn.Linear(a, b, bias=bias), gen, mean, std)
         for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     x = (torch.rand(30, 4, sizes[0], generator=gen) < rate).float()
@@ -550,8 +520,8 @@ def test_neuron_variants_fully_connected_match_snntorch(seed, bias, variant):
     membranes = [[] for _ in lifs]
     with torch.no_grad():
         ref = _snntorch_layered(layers, lifs, x, membranes)
-    r = _layered(net, x)
-    _assert_same_spikes(r, ref)
+    r = layered(net, x)
+    assert_same_spikes(r, ref)
     assert torch.equal(r.output_counts, ref[-1].sum(0))
     if caps is not None:
         _assert_no_membrane_left_above_threshold(membranes, thetas)
@@ -566,9 +536,11 @@ def test_neuron_variants_convolutional_match_snntorch(seed, bias, variant):
     weights = [(0.05, 0.35), (0.03, 0.3), (0.03, 0.4)] if caps is None else [(0.4, 0.3)] * 3
     rate = 0.3 if caps is None else 0.6
     gen = torch.Generator().manual_seed(seed)
-    conv1 = _init(nn.Conv2d(2, 4, 3, padding=1, bias=bias), gen, *weights[0])  # -> 4x10x10
-    conv2 = _init(nn.Conv2d(4, 6, 3, stride=2, bias=bias), gen, *weights[1])  # 4x5x5 -> 6x2x2
-    fc = _init(nn.Linear(24, 5, bias=bias), gen, *weights[2])
+    conv1 = init_weights(nn.Conv2d(2, 4, 3, padding=1, bias=bias), gen, *weights[0])  # -> 4x10x10
+    conv2 = init_weights(
+        nn.Conv2d(4, 6, 3, stride=2, bias=bias), gen, *weights[1]
+    )  # 4x5x5 -> 6x2x2
+    fc = init_weights(nn.Linear(24, 5, bias=bias), gen, *weights[2])
     pool, flatten = asyncsnn.SumPool2d(2), nn.Flatten()
     stages = [nn.Sequential(conv1, pool), nn.Sequential(conv2, flatten), fc]
     if caps is not None:
@@ -586,7 +558,7 @@ def test_neuron_variants_convolutional_match_snntorch(seed, bias, variant):
     membranes = [[] for _ in lifs]
     with torch.no_grad():
         ref = _snntorch_layered(stages, lifs, x, membranes)
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
     if caps is not None:
         _assert_no_membrane_left_above_threshold(membranes, thetas)
 
@@ -628,7 +600,7 @@ def test_snntorch_default_reset_delay_subtracts_an_unleaked_threshold(neuron):
     )
     # SPEC: V0 = 1.5 fires and keeps 0.5; V1 = 0.5 beta + 0.90 = 1.08 fires again
     assert 0.5 * beta + i1 > 1.0
-    ours = _layered(net, torch.tensor(x).view(2, 1, 1)).spikes[:, 0, 0].tolist()
+    ours = layered(net, torch.tensor(x).view(2, 1, 1)).spikes[:, 0, 0].tolist()
     assert ours == [1.0, 1.0]
     lif = _snntorch_neuron(tau, 1.0, None if neuron == "leaky" else tau_syn, "subtract", True)
     spikes, mems = _step_snntorch_neuron(lif, fc, x)
@@ -649,7 +621,7 @@ def test_snntorch_synaptic_default_zero_reset_zeroes_the_next_membrane():
     tau = tau_syn = 1e-3
     alpha = math.exp(-1.0)
     net, fc = _one_neuron_net(tau, 0.5, tau_syn=tau_syn)
-    ours = _layered(net, torch.ones(4, 1, 1)).spikes[:, 0, 0].tolist()
+    ours = layered(net, torch.ones(4, 1, 1)).spikes[:, 0, 0].tolist()
     assert ours == [1.0, 1.0, 1.0, 1.0]
     lif = _snntorch_neuron(tau, 0.5, tau_syn, "zero", reset_delay=True)
     spikes, mems = _step_snntorch_neuron(lif, fc, [1.0] * 4)
@@ -673,7 +645,7 @@ def test_snntorch_immediate_subtraction_differs_when_the_reset_membrane_stays_ab
     tau, beta = 1e-3, math.exp(-1.0)
     net, fc = _one_neuron_net(tau, 1.0, reset="subtract")
     x = [2.5, 0.5]
-    assert _layered(net, torch.tensor(x).view(2, 1, 1)).spikes[:, 0, 0].tolist() == [1.0, 1.0]
+    assert layered(net, torch.tensor(x).view(2, 1, 1)).spikes[:, 0, 0].tolist() == [1.0, 1.0]
     lif = _snntorch_neuron(tau, 1.0, None, "subtract", reset_delay=False)
     spikes, mems = _step_snntorch_neuron(lif, fc, x)
     assert spikes == [1.0, 0.0]
@@ -708,7 +680,7 @@ def test_rsynaptic_ignores_reset_delay(reset):
     runs = []
     for delay in (True, False):
         rlif = _rsynaptic(n, tau, theta, tau_syn, reset, reset_delay=delay)
-        _init(rlif.recurrent, torch.Generator().manual_seed(1), 0.0, 0.4)
+        init_weights(rlif.recurrent, torch.Generator().manual_seed(1), 0.0, 0.4)
         spk, syn, mem = (torch.zeros(x.shape[1:]) for _ in range(3))
         out = []
         with torch.no_grad():
@@ -732,7 +704,7 @@ def test_rsynaptic_ignores_reset_delay(reset):
                 fired.append(float(spk))
         assert fired == [1.0, 0.0, 1.0, 0.0]
         net, _ = _one_neuron_net(1e-3, 0.5, tau_syn=1e-3)
-        assert _layered(net, torch.ones(4, 1, 1)).spikes[:, 0, 0].tolist() == [1.0] * 4
+        assert layered(net, torch.ones(4, 1, 1)).spikes[:, 0, 0].tolist() == [1.0] * 4
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -762,13 +734,13 @@ def test_recurrent_current_based_if_population_matches_snntorch_rsynaptic(seed):
             spk2, syn2, mem2 = lif2(fc2(spk1), syn2, mem2)
             ref1.append(spk1)
             ref2.append(spk2)
-    r = _layered(net, x)
-    _assert_same_spikes(r, [torch.stack(ref1), torch.stack(ref2)])
+    r = layered(net, x)
+    assert_same_spikes(r, [torch.stack(ref1), torch.stack(ref2)])
     # the recurrent projection matters here: without it the spikes differ
     with torch.no_grad():
         net.projections[1].weighted.weight.zero_()
         net.projections[1].weighted.bias.zero_()
-    assert not torch.equal(_layered(net, x).spikes, r.spikes)
+    assert not torch.equal(layered(net, x).spikes, r.spikes)
 
 
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
@@ -780,9 +752,9 @@ def test_recurrent_current_based_population_matches_a_hand_written_loop(seed, re
     n_in, n, n_out = 5, 7, 3
     tau, tau_syn, theta = [2e-3, 1e-3], [3e-3, 2e-3], [0.5, 0.4]
     recurrent = nn.Linear(n, n)
-    fc1 = _init(nn.Linear(n_in, n), gen, 0.05, 0.3)
-    fc2 = _init(nn.Linear(n, n_out), gen, 0.05, 0.4)
-    _init(recurrent, gen, -0.05, 0.3)
+    fc1 = init_weights(nn.Linear(n_in, n), gen, 0.05, 0.3)
+    fc2 = init_weights(nn.Linear(n, n_out), gen, 0.05, 0.4)
+    init_weights(recurrent, gen, -0.05, 0.3)
     net = asyncsnn.Network(input_shape=(n_in,))
     for i, (name, source, fc) in enumerate([("hidden1", "input", fc1), ("output", None, fc2)]):
         net.add_population(
@@ -817,7 +789,7 @@ def test_recurrent_current_based_population_matches_a_hand_written_loop(seed, re
             lif(1, fc2(s[0]))
             expected.append(torch.cat(s, 1))
     expected = torch.stack(expected)
-    r = _layered(net, x)
+    r = layered(net, x)
     assert torch.equal(r.spikes, expected), int((r.spikes != expected).sum())
     for part in (expected[..., :n], expected[..., n:]):
         assert 0 < part.sum() < part.numel()
@@ -831,7 +803,8 @@ def test_per_neuron_tau_syn_matches_snntorch(seed):
     gen = torch.Generator().manual_seed(seed)
     sizes = [5, 9, 7, 3]
     layers = [
-        _init(nn.Linear(a, b), gen, 0.05, 0.35) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        init_weights(nn.Linear(a, b), gen, 0.05, 0.35)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     taus = [torch.empty(n).uniform_(5e-4, 1e-2, generator=gen) for n in sizes[1:]]
     thetas = [torch.empty(n).uniform_(0.3, 0.9, generator=gen) for n in sizes[1:]]
@@ -848,13 +821,13 @@ def test_per_neuron_tau_syn_matches_snntorch(seed):
     assert all(float(lif.alpha[0]) == 0.0 for lif in lifs)
     with torch.no_grad():
         ref = _snntorch_layered(layers, lifs, x)
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 def test_per_neuron_tau_syn_of_a_conv_population_matches_snntorch():
     gen = torch.Generator().manual_seed(7)
-    conv = _init(nn.Conv2d(1, 3, 3), gen, 0.05, 0.3)  # 1x7x7 -> 3x5x5
-    fc = _init(nn.Linear(75, 4), gen, 0.0, 0.15)
+    conv = init_weights(nn.Conv2d(1, 3, 3), gen, 0.05, 0.3)  # 1x7x7 -> 3x5x5
+    fc = init_weights(nn.Linear(75, 4), gen, 0.0, 0.15)
     tau_syn = torch.empty(3, 5, 5).uniform_(5e-4, 5e-3, generator=gen)
     tau_syn[1] = 0.0  # a channel without synaptic current
     theta = torch.empty(3, 5, 5).uniform_(0.2, 0.8, generator=gen)
@@ -873,7 +846,7 @@ def test_per_neuron_tau_syn_of_a_conv_population_matches_snntorch():
     ]
     with torch.no_grad():
         ref = _snntorch_layered([conv, nn.Sequential(nn.Flatten(), fc)], lifs, x)
-    _assert_same_spikes(_layered(net, x), ref)
+    assert_same_spikes(layered(net, x), ref)
 
 
 # ------------------------------------------------------------------------ current-based gradients
@@ -881,12 +854,13 @@ def _gradient_network(kind: str, gen, weights=(0.1, 0.4)):
     """(asyncsnn modules, snnTorch stages, input shape) of a small FC or conv network;
     ``weights``: the mean and spread of the FC weights."""
     if kind == "conv":
-        conv = _init(nn.Conv2d(1, 3, 3, stride=2), gen, 0.1, 0.3)  # -> 3x4x4
-        fc = _init(nn.Linear(48, 4), gen, 0.03, 0.3)
+        conv = init_weights(nn.Conv2d(1, 3, 3, stride=2), gen, 0.1, 0.3)  # -> 3x4x4
+        fc = init_weights(nn.Linear(48, 4), gen, 0.03, 0.3)
         return [conv, nn.Flatten(), fc], [nn.Sequential(conv, nn.Flatten()), fc], (1, 9, 9)
     sizes = [6, 10, 8, 4]
     modules = [
-        _init(nn.Linear(a, b), gen, *weights) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        init_weights(nn.Linear(a, b), gen, *weights)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
     ]
     return modules, modules, (6,)
 
@@ -987,7 +961,7 @@ def test_snntorch_immediate_reset_passes_gradient_through_the_spike(reset):
 
     membranes = [[] for _ in lifs]
     spikes = _snntorch_layered(stages, lifs, x, membranes)
-    _assert_same_spikes(r, [s.detach() for s in spikes])
+    assert_same_spikes(r, [s.detach() for s in spikes])
     if caps is not None:
         _assert_no_membrane_left_above_threshold(
             [[m.detach() for m in ms] for ms in membranes], [0.4] * 3
