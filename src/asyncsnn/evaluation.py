@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .cost import Profile, get_profile, sample_cost
 from .hooks import OutputTrace, StopOnOutputSpike
 from .metrics import accuracy_at_budgets, aggregate, sample_metrics
 from .network import Network
@@ -64,6 +65,7 @@ def evaluate(
     seed: int = 0,
     n_budgets: int = 30,
     stop_on_first_output: bool = True,
+    cost_profile: str | Profile = "loihi",
 ) -> dict:
     """Per-sample and aggregated metrics of ``net`` on ``split`` under ``how``.
 
@@ -71,7 +73,13 @@ def evaluate(
     (forward-step budgets and the accuracy at each), ``spikes_per_population`` and, with
     ``stop_on_first_output``, ``stop_on_first_output`` (aggregates of a run in which each
     sample ends a timestep at its first output spike).
+
+    ``cost_profile`` (a :class:`~asyncsnn.cost.Profile`, a built-in profile's name or a
+    ``.toml`` file): the summary's ``energy_nj`` and ``time_us`` per sample and
+    ``latency_time_us_mean``/``_median`` (time to decision) under it (docs/cost.md); the
+    profile's name is ``cost_profile``.
     """
+    profile = get_profile(cost_profile)
     scheduler = Momentum(cfg.lambda_ms) if how.scheduler == "momentum" else how.scheduler
     options = {"execution": how.execution, "scheduler": scheduler, "group_size": how.group_size}
     per: dict[str, list] = {}
@@ -81,7 +89,10 @@ def evaluate(
         for i, (x, y) in enumerate(split.batches(batch_size)):
             s = batch_seed(seed, 0xE7A1, i)
             r = forward(net, x, cfg, training=False, seed=s, hooks=[OutputTrace()], **options)
-            for k, v in sample_metrics(r, y).items():
+            metrics = sample_metrics(r, y)
+            latency = metrics if "latency_steps" in metrics else None
+            metrics.update(sample_cost(r, how.execution, profile, latency))
+            for k, v in metrics.items():
                 per.setdefault(k, []).append(v.cpu())
             traces.append(r.records["output_trace"])
             labels.append(y)
@@ -103,6 +114,7 @@ def evaluate(
         budget = {"forward_steps": [], "accuracy": []}
     out = {
         "execution": how.label,
+        "cost_profile": profile.name,
         "summary": summary,
         "per_sample": per_sample,
         "budget": budget,

@@ -1,0 +1,225 @@
+"""Hardware cost model: energy and latency of a run from its own event counts (docs/cost.md).
+
+Per sample, under a :class:`Profile`:
+
+- energy (pJ) = ``synops * e_synop_pj + spikes * e_spike_pj + neuron_updates * e_neuron_pj``,
+  where ``synops`` and ``spikes`` are :class:`~asyncsnn.RunResult`'s counts and
+  ``neuron_updates`` = populations' neurons x timesteps (every neuron's state is updated once
+  per timestep, as on a time-stepped chip; both executions leak every neuron once per
+  timestep, docs/semantics.md sections 3 and 5);
+- time (ns) = ``forward_steps * t + spikes * t_spike_ns``, with ``t = t_step_ns`` for
+  asynchronous execution and ``t = t_barrier_ns`` for layered execution, whose forward steps
+  are its spike-sending populations each timestep, so layered time is a barrier per layer
+  per timestep;
+- time to decision: the same formula on the decision latency
+  (:func:`asyncsnn.metrics.decision_latency`: forward steps and network spikes until the
+  prediction is correct for good).
+
+Constants a profile leaves unknown are NaN (latency) or 0 (an energy term the source does not
+give); the built-in profiles' sources are in their ``source`` and in docs/cost.md.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "PROFILES",
+    "Profile",
+    "ann_energy_pj",
+    "energy_pj",
+    "get_profile",
+    "load_profile",
+    "neuron_updates",
+    "sample_cost",
+    "time_ns",
+]
+
+NAN = math.nan
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A chip's constants: energies in picojoules, times in nanoseconds.
+
+    ``e_synop_pj``: one synaptic operation; ``e_spike_pj``: one spike sent (routed);
+    ``e_neuron_pj``: one neuron update; ``e_mac_pj``: one multiply-accumulate (for comparing
+    with a dense ANN, :func:`ann_energy_pj`); ``t_step_ns``: one forward step of asynchronous
+    execution; ``t_barrier_ns``: one layer's barrier of layered execution; ``t_spike_ns``:
+    routing one spike. NaN: not known for this chip.
+    """
+
+    name: str
+    e_synop_pj: float
+    e_spike_pj: float = 0.0
+    e_neuron_pj: float = 0.0
+    e_mac_pj: float = NAN
+    t_step_ns: float = NAN
+    t_barrier_ns: float = NAN
+    t_spike_ns: float = 0.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a cost profile's name must be a non-empty string, got {self.name!r}")
+        for f in fields(self):
+            if f.name in ("name", "source"):
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(
+                    f"cost profile {self.name!r}: {f.name} must be a number >= 0, got {v!r}"
+                )
+
+    def step_time_ns(self, execution: str) -> float:
+        """The time of one forward step: ``t_step_ns`` (async) or ``t_barrier_ns`` (layered)."""
+        if execution == "async":
+            return self.t_step_ns
+        if execution == "layered":
+            return self.t_barrier_ns
+        raise ValueError(f"an execution is 'layered' or 'async', got {execution!r}")
+
+
+#: The built-in profiles (docs/cost.md gives each constant's source, or says it is assumed).
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        Profile(
+            "loihi",
+            e_synop_pj=23.6,
+            e_spike_pj=3.5,
+            e_neuron_pj=81.0,
+            t_step_ns=1000.0,
+            t_barrier_ns=1000.0,
+            t_spike_ns=2.1,
+            source="Davies et al. 2018, IEEE Micro 38(1), 'Loihi: a neuromorphic manycore "
+            "processor with on-chip learning', Table 1: 23.6 pJ per synaptic spike operation, "
+            "81 pJ per (active) neuron update, 2.1 ns within-tile spike latency; 3.5 pJ per "
+            "spike transfer as quoted in asyncsnn's issue 13. Assumed (the paper gives no "
+            "per-timestep figure): 1 us per forward step and per layer barrier.",
+        ),
+        Profile(
+            "spinnaker2",
+            e_synop_pj=450.0,
+            e_neuron_pj=2190.0,
+            source="Hoeppner et al. 2019, ISCAS, SpiNNaker 2 prototype (22FDX): 450 pJ per "
+            "synaptic operation, 2.19 nJ per neuron update. No spike or timing figure used: "
+            "latency is not known (NaN).",
+        ),
+        Profile(
+            "seneca",
+            e_synop_pj=2.8,
+            source="Tang et al. 2023, Frontiers in Neuroscience, 'SENeCA: building a fully "
+            "digital neuromorphic processor': about 2.8 pJ per synaptic operation. Synaptic "
+            "operations only; latency not known (NaN).",
+        ),
+        Profile(
+            "horowitz45",
+            e_synop_pj=0.9,
+            e_mac_pj=4.6,
+            source="Horowitz 2014, ISSCC, 'Computing's energy problem': 45 nm, 32-bit float "
+            "add 0.9 pJ (one accumulate per synaptic operation), multiply-accumulate "
+            "4.6 pJ (3.7 pJ multiply + 0.9 pJ add) for a dense ANN. Arithmetic only: no "
+            "memory, routing or timing.",
+        ),
+    ]
+}
+
+_KEYS = {f.name for f in fields(Profile)}
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A profile from a TOML file: top-level keys ``name`` and ``e_synop_pj`` (required),
+    ``e_spike_pj``, ``e_neuron_pj``, ``e_mac_pj``, ``t_step_ns``, ``t_barrier_ns``,
+    ``t_spike_ns`` (numbers >= 0) and ``source`` (a string). Raises ``ValueError`` naming the
+    bad key or value."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    unknown = sorted(set(data) - _KEYS)
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown cost profile key(s) {', '.join(unknown)}; "
+            f"the keys are {', '.join(sorted(_KEYS))}"
+        )
+    for key in ("name", "e_synop_pj"):
+        if key not in data:
+            raise ValueError(f"{path}: the cost profile needs the key {key!r}")
+    if "source" in data and not isinstance(data["source"], str):
+        raise ValueError(f"{path}: source must be a string, got {data['source']!r}")
+    try:
+        return Profile(**data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def get_profile(spec: str | Path | Profile) -> Profile:
+    """A built-in profile by name (:data:`PROFILES`), or one from a ``.toml`` file."""
+    if isinstance(spec, Profile):
+        return spec
+    if isinstance(spec, Path) or str(spec).endswith(".toml"):
+        return load_profile(spec)
+    if spec not in PROFILES:
+        raise ValueError(
+            f"unknown cost profile {spec!r}: one of {', '.join(PROFILES)} or a FILE.toml"
+        )
+    return PROFILES[spec]
+
+
+def energy_pj(synops, spikes, updates, profile: Profile):
+    """Energy in pJ of ``synops`` synaptic operations, ``spikes`` spikes and ``updates``
+    neuron updates (numbers or tensors)."""
+    return synops * profile.e_synop_pj + spikes * profile.e_spike_pj + updates * profile.e_neuron_pj
+
+
+def time_ns(steps, spikes, profile: Profile, execution: str):
+    """Time in ns of ``steps`` forward steps (layered: layer barriers) routing ``spikes``."""
+    return steps * profile.step_time_ns(execution) + spikes * profile.t_spike_ns
+
+
+def neuron_updates(result) -> torch.Tensor:
+    """(batch,) neuron updates of a run: the populations' neurons x timesteps."""
+    T, B, n = result.spikes.shape
+    return torch.full((B,), float(n * T), dtype=torch.float64, device=result.spikes.device)
+
+
+def sample_cost(result, execution: str, profile: Profile, latency: dict | None = None) -> dict:
+    """Per-sample cost of one run, tensors of shape (batch,): ``energy_nj``, ``time_us`` and,
+    given ``latency`` (:func:`asyncsnn.metrics.decision_latency`'s dict), ``latency_time_us``
+    (NaN where the sample does not settle)."""
+    spikes = result.spikes.detach().sum((0, 2)).double()
+    synops = result.synops.detach().sum(0).double()
+    steps = result.forward_steps.sum(0).double()
+    out = {
+        "energy_nj": energy_pj(synops, spikes, neuron_updates(result), profile) / 1e3,
+        "time_us": time_ns(steps, spikes, profile, execution) / 1e3,
+    }
+    if latency is not None:
+        out["latency_time_us"] = (
+            time_ns(
+                latency["latency_steps"].double(),
+                latency["latency_spikes"].double(),
+                profile,
+                execution,
+            )
+            / 1e3
+        )
+    return out
+
+
+def ann_energy_pj(network, profile: Profile) -> float:
+    """Energy in pJ of one dense pass of the same network as an ANN: every synapse one
+    multiply-accumulate (``e_mac_pj``), once per sample."""
+    return float(network.tables().fanout.double().sum()) * profile.e_mac_pj
