@@ -261,9 +261,26 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     "encoder's spikes of the same audio; asyncsnn encode-audio writes such files).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cost-profile",
+    default="loihi",
+    show_default=True,
+    help="Hardware profile of the energy and time figures: loihi, spinnaker2, seneca, "
+    "horowitz45 or a FILE.toml (docs/cost.md).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
-    run, execution, scheduler, group_size, checkpoint, data_dir, limit_test, spikes, seed, as_json
+    run,
+    execution,
+    scheduler,
+    group_size,
+    checkpoint,
+    data_dir,
+    limit_test,
+    spikes,
+    seed,
+    cost_profile,
+    as_json,
 ) -> None:
     """Evaluate a trained model on its data set's test split under one execution."""
     from .evaluation import Execution
@@ -281,13 +298,14 @@ def evaluate(
             test = load_spike_file(spikes, cfg, facts, progress=not as_json)
         else:
             test = load_test_split(cfg, progress=not as_json)
-        result = do_evaluate(net, test, cfg, how, seed=seed)
+        result = do_evaluate(net, test, cfg, how, seed=seed, cost_profile=cost_profile)
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     out = {
         "run": str(run),
         "execution": result["execution"],
         **result["summary"],
+        "cost_profile": result["cost_profile"],
         "stop_on_first_output": result.get("stop_on_first_output"),
         "budget": result["budget"],
         "spikes_per_population": result["spikes_per_population"],
@@ -296,6 +314,7 @@ def evaluate(
         click.echo(dumps(out))
         return
     click.echo(f"{run} under {result['execution']} ({len(test)} test samples)")
+    click.echo(f"  cost profile {result['cost_profile']} (docs/cost.md)")
     for key, value in result["summary"].items():
         click.echo(f"  {key:<28} {value:.4g}")
     if "stop_on_first_output" in result:
@@ -324,7 +343,14 @@ def evaluate(
     "--out", type=click.Path(path_type=Path), help="Write results.json, results.md and plots here."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-def compare(runs, executions, checkpoint, out, seed) -> None:
+@click.option(
+    "--cost-profile",
+    default="loihi",
+    show_default=True,
+    help="Hardware profile of the energy and time figures: loihi, spinnaker2, seneca, "
+    "horowitz45 or a FILE.toml (docs/cost.md).",
+)
+def compare(runs, executions, checkpoint, out, seed, cost_profile) -> None:
     """Print (and write) the side-by-side table of RUNS under several executions."""
     from .evaluation import Execution
     from .report import compare as do_compare
@@ -342,12 +368,17 @@ def compare(runs, executions, checkpoint, out, seed) -> None:
             why = unfinished(r)
             if why is not None:
                 click.echo(f"warning: {r}: {why}; its {checkpoint} checkpoint may change", err=True)
-        rows = do_compare(named, hows, which=checkpoint, seed=seed, progress=True)
+        rows = do_compare(
+            named, hows, which=checkpoint, seed=seed, progress=True, cost_profile=cost_profile
+        )
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(text_table(rows))
+    profile = rows[0]["cost_profile"] if rows else cost_profile
+    note = f"Energy and time under the cost profile {profile} (docs/cost.md).\n"
+    click.echo(note.rstrip())
     if out is not None:
-        write_results(rows, out)
+        write_results(rows, out, notes=note)
         click.echo(f"written: {out}/results.json, results.md, plots")
 
 

@@ -112,7 +112,7 @@ PROFILES: dict[str, Profile] = {
             "spinnaker2",
             e_synop_pj=450.0,
             e_neuron_pj=2190.0,
-            source="Hoeppner et al. 2019, ISCAS, SpiNNaker 2 prototype (22FDX): 450 pJ per "
+            source="Hoeppner et al. 2019, IEEE TCAS-I, SpiNNaker 2 prototype (22FDX): 450 pJ per "
             "synaptic operation, 2.19 nJ per neuron update. No spike or timing figure used: "
             "latency is not known (NaN).",
         ),

@@ -19,6 +19,9 @@ COLUMNS = [
     ("latency_steps_median", "latency steps", "{:.0f}"),
     ("latency_spikes_median", "latency spikes", "{:.0f}"),
     ("stop_accuracy", "acc. stop@1st out", "{:.3f}"),
+    ("energy_nj", "energy nJ", "{:.1f}"),
+    ("time_us", "time us", "{:.1f}"),
+    ("latency_time_us_median", "decision us", "{:.1f}"),
 ]
 
 
@@ -30,11 +33,17 @@ def compare(
     which: str = "best",
     seed: int = 0,
     progress: bool = False,
+    cost_profile="loihi",
 ) -> list[dict]:
     """Evaluate every run (name -> run directory) under every execution; one row each.
 
     ``split``: the test data (default: the test split of each run's own data set).
+    ``cost_profile``: the hardware profile of the energy and time columns (docs/cost.md),
+    named in each row's ``cost_profile``.
     """
+    from .cost import get_profile
+
+    profile = get_profile(cost_profile)
     rows = []
     cache: dict = {}
     for name, run_dir in runs.items():
@@ -46,7 +55,7 @@ def compare(
                 cache[key] = load_test_split(cfg, progress=progress)
             data = cache[key]
         for how in executions:
-            result = evaluate(net, data, cfg, how, seed=seed)
+            result = evaluate(net, data, cfg, how, seed=seed, cost_profile=profile)
             summary = dict(result["summary"])
             if "stop_on_first_output" in result:
                 summary["stop_accuracy"] = result["stop_on_first_output"]["accuracy"]
@@ -59,6 +68,7 @@ def compare(
                     "training": cfg.training,
                     "execution": how.label,
                     **summary,
+                    "cost_profile": result["cost_profile"],
                     "budget": result["budget"],
                     "spikes_per_population": result["spikes_per_population"],
                 }
