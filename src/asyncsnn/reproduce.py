@@ -74,6 +74,7 @@ ROW_KEYS = (
     "accuracy", "val_accuracy", "val_spikes_per_sample", "val_latency_steps",
     "spikes_per_sample", "spike_density", "synops_per_sample", "forward_steps_per_timestep",
     "latency_steps", "latency_spikes", "settled_fraction", "test_samples",
+    "cost_profile", "energy_nj", "time_us", "latency_time_us",
 )  # fmt: skip
 
 _MIX = {  # a policy and a group size drawn per batch; F = 1 queues more spikes per neuron
@@ -282,6 +283,10 @@ def _run_task(task: dict) -> dict:
                 "latency_spikes": s.get("latency_spikes_median", math.nan),
                 "settled_fraction": s.get("settled_fraction", math.nan),
                 "test_samples": len(test),
+                "cost_profile": result["cost_profile"],
+                "energy_nj": s["energy_nj"],
+                "time_us": s["time_us"],
+                "latency_time_us": s.get("latency_time_us_median", math.nan),
             }
         )
         curves[how.label] = result["budget"]
