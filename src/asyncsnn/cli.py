@@ -626,3 +626,28 @@ def reproduce(data_root, budget, datasets, recipes, jobs, out) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ------------------------------------------------------------------------------ explore
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--sample", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--executions",
+    default="layered,async-momentum",
+    show_default=True,
+    help="Comma-separated: layered, async-POLICY or async-POLICY:F.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def explore(run, sample, executions, seed, out) -> None:
+    """Write a self-contained HTML page that steps through one test sample's forward steps."""
+    from .explore import page, record_run
+
+    try:
+        names = [e.strip() for e in executions.split(",") if e.strip()]
+        data = record_run(run, sample=sample, executions=names, seed=seed)
+        out.write_text(page(data), encoding="utf-8")
+    except (OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {out}")
