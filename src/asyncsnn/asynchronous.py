@@ -354,6 +354,11 @@ class _Engine:
         so_far = s.refractory.to(self.dtype) if self.once else s.spikes
         ctx.output_counts = self.out_counts + so_far[:, self.out_slice]
         ctx.network_spikes = self.net_spikes + so_far[:, : self.n_pop].detach().sum(1)
+        V = s.V.masked_fill(s.refractory, 0.0) if self.once else s.V  # resets it deferred
+        ctx.membrane = V[:, : self.n_pop].detach()
+        ctx.pending, ctx.place_neuron = s.pending, self.slot_neuron
+        ctx.chosen = s.chosen[-1] if s.step else None
+        ctx.chosen_valid = s.chosen_valid[-1] if s.step else None
         active = None
         for h in self.hooks["after_step"]:
             stop = h.after_step(ctx)

@@ -13,24 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import torch
 
 from .hooks import Hook, StepContext
 
 __all__ = ["ExploreMonitor", "record", "record_run", "page"]
-
-
-def _engine_locals(names: tuple[str, ...]) -> dict | None:
-    f = sys._getframe(2)
-    for _ in range(8):
-        if f is None:
-            return None
-        if f.f_code.co_name in names:
-            return f.f_locals
-        f = f.f_back
-    return None
 
 
 class ExploreMonitor(Hook):
@@ -50,24 +38,15 @@ class ExploreMonitor(Hook):
             "counts": [int(v) for v in ctx.output_counts[0].detach().round().tolist()],
             "network_spikes": int(ctx.network_spikes[0].detach()),
         }
-        loc = _engine_locals(("_after_step", "run_layered"))
-        fired = membrane = queue = group = None
-        if loc is not None and "s" in loc and hasattr(loc["s"], "pending"):
-            eng, s = loc["self"], loc["s"]
-            V = s.V.detach()[0]
-            if eng.once:
-                V = V.masked_fill(s.refractory[0], 0.0)
-            fired = ctx.fired[0].detach()
-            membrane = V
-            neuron = eng.slot_neuron
-            queue = neuron[s.pending[0]].tolist()
+        fired = ctx.fired[0].detach() if ctx.fired is not None else None
+        membrane = ctx.membrane[0] if ctx.membrane is not None else None
+        queue = group = None
+        if ctx.pending is not None:  # asynchronous execution
+            neuron = ctx.place_neuron
+            queue = neuron[ctx.pending[0]].tolist()
             group = []
-            if s.step and s.chosen:
-                sel, valid = s.chosen[-1][0], s.chosen_valid[-1][0]
-                group = neuron[sel[valid]].tolist()
-        elif loc is not None and "now" in loc:
-            fired = torch.cat([z[0].detach().reshape(-1) for z in loc["now"]]) > 0
-            membrane = torch.cat([v[0].detach().reshape(-1) for v in loc["V"]])
+            if ctx.chosen is not None:
+                group = neuron[ctx.chosen[0][ctx.chosen_valid[0]]].tolist()
         pops = {}
         for p in net.populations:
             a, b = p.offset - n_in, p.offset - n_in + p.size

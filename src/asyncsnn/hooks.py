@@ -36,6 +36,13 @@ class StepContext:
         output_spikes: (batch, outputs) output spikes of the last step.
         output_counts: (batch, outputs) output spikes since the start of the run.
         network_spikes: (batch,) network spikes since the start of the run.
+        membrane: (batch, population neurons) membranes after the last step (read only).
+        pending: (batch, queue places) bool, the spikes waiting in the queue (asynchronous
+            execution; ``None`` in layered execution), place ``q`` of neuron
+            ``place_neuron[q]`` (a global index, the input's first).
+        chosen: (batch, F) the queue places the last forward step delivered, and
+            ``chosen_valid`` which of them held a spike (``None`` at ``step == 0`` and in
+            layered execution).
         records: what monitors recorded, by name (the run's ``RunResult.records``).
         hook_state: per-run state of the hooks, by hook (see :meth:`state`): a hook keeps
             nothing on itself, so one hook object serves any number of runs.
@@ -54,6 +61,11 @@ class StepContext:
     output_spikes: torch.Tensor | None = None
     output_counts: torch.Tensor | None = None
     network_spikes: torch.Tensor | None = None
+    membrane: torch.Tensor | None = None
+    pending: torch.Tensor | None = None
+    place_neuron: torch.Tensor | None = None
+    chosen: torch.Tensor | None = None
+    chosen_valid: torch.Tensor | None = None
     records: dict = field(default_factory=dict)
     hook_state: dict = field(default_factory=dict)
 

@@ -115,6 +115,8 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
             ctx.steps = torch.full((B,), n_layers, dtype=torch.long, device=device)
             ctx.output_spikes, ctx.output_counts = now[-1], out_counts
             ctx.network_spikes = net_spikes
+            ctx.fired = z_all.detach() > 0
+            ctx.membrane = torch.cat(V, 1).detach()
             for h in call["after_step"]:
                 h.after_step(ctx)
         for h in call["end_timestep"]:
