@@ -1,0 +1,63 @@
+"""asyncsnn.neurobench: NeuroBench's Benchmark on an asyncsnn network, its static metrics and
+the workload metrics against asyncsnn's own figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from factories import tiny_split
+
+import asyncsnn
+from asyncsnn.hooks import OutputTrace
+from asyncsnn.metrics import aggregate, decision_latency
+
+
+def test_benchmark_figures_equal_asyncsnn_figures():
+    pytest.importorskip("neurobench", reason="NeuroBench is an optional extra")
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.static import ConnectionSparsity, Footprint, ParameterCount
+
+    from asyncsnn.neurobench import (
+        AsyncSNNModel,
+        DecisionLatency,
+        EffectiveACs,
+        MembraneUpdateCount,
+        SpikeActivationSparsity,
+    )
+
+    torch.manual_seed(0)
+    net = asyncsnn.Network.sequential(
+        [torch.nn.Linear(24, 16), torch.nn.Linear(16, 3)], threshold=0.3, tau_m=5e-3
+    )
+    with torch.no_grad():
+        net.projections[0].chain[0].weight[:, :4] = 0.0  # 64 of 432 weights zero
+    s = tiny_split(20, 1)
+    dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(s.x, s.y), batch_size=8)
+    model = AsyncSNNModel(net, dt=1e-3, seed=3, decision_latency=True)
+    static = [Footprint, ParameterCount, ConnectionSparsity]
+    workload = [EffectiveACs, SpikeActivationSparsity, MembraneUpdateCount, DecisionLatency]
+    res = Benchmark(model, dl, [], [], [static, workload]).run(quiet=True)
+    n_params = 24 * 16 + 16 + 16 * 3 + 3
+    assert res["ParameterCount"] == n_params == 451
+    assert res["Footprint"] == 4 * n_params + 4 * 3 * 19  # float32 weights, 3 buffers per neuron
+    assert res["ConnectionSparsity"] == round(64 / 432, 4)
+    synops, active, total, lat = 0.0, 0, 0, {"latency_steps": [], "latency_spikes": []}
+    for x, y in dl:
+        r = asyncsnn.run(net, x.transpose(0, 1), dt=1e-3, seed=3, hooks=[OutputTrace()])
+        synops += float(r.synops.double().sum())
+        active += int(torch.count_nonzero(r.spikes))
+        total += r.spikes.numel()
+        for k, v in decision_latency(r.records["output_trace"], y).items():
+            lat[k].append(v)
+    assert res["EffectiveACs"] == synops / 20
+    assert res["SpikeActivationSparsity"] == 1 - active / total
+    assert res["MembraneUpdateCount"] == 19 * 8
+    assert res["DecisionLatency"] == aggregate({k: torch.cat(v) for k, v in lat.items()})
+
+
+def test_a_model_that_is_not_an_asyncsnn_network_is_refused():
+    pytest.importorskip("neurobench", reason="NeuroBench is an optional extra")
+    from asyncsnn.neurobench import AsyncSNNModel
+
+    with pytest.raises(TypeError, match="asyncsnn.Network"):
+        AsyncSNNModel(torch.nn.Linear(2, 2), dt=1e-3)
