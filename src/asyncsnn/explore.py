@@ -17,6 +17,8 @@ import math
 import torch
 
 from .hooks import Hook, StepContext
+from .metrics import settled_rows
+from .result import predict
 
 __all__ = ["ExploreMonitor", "record", "record_run", "page"]
 
@@ -75,20 +77,14 @@ class ExploreMonitor(Hook):
 
 def _settled(rows: list[dict]) -> tuple[int | None, int | None]:
     """The decided class (a unique maximum of the final counts) and the first row from
-    which it leads alone to the end."""
-    final = rows[-1]["counts"]
-    top = max(final)
-    if top <= 0 or final.count(top) > 1:
+    which it leads alone to the end (the rule of :func:`asyncsnn.metrics.settled_rows`)."""
+    counts = torch.tensor([r["counts"] for r in rows], dtype=torch.float32)[:, None, :]
+    c = int(predict(counts[-1])[0])
+    if c < 0 or counts[-1, 0, c] <= 0:
         return None, None
-    c = final.index(top)
-    k = len(rows)
-    for j in range(len(rows) - 1, -1, -1):
-        counts = rows[j]["counts"]
-        if counts[c] > 0 and all(v < counts[c] for i, v in enumerate(counts) if i != c):
-            k = j
-        else:
-            break
-    return c, k
+    # counts only grow: a suffix of rows leads with a count above 0 (one output included)
+    leads = settled_rows(counts, torch.tensor([c]))[:, 0] & (counts[:, 0, c] > 0)
+    return c, int(leads.long().argmax())
 
 
 def record(net, x: torch.Tensor, cfg, how, *, seed: int = 0) -> dict:

@@ -44,11 +44,16 @@ def sample_metrics(result: RunResult, labels: torch.Tensor) -> dict[str, torch.T
     return out
 
 
+def settled_rows(counts: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(R, B) bool: the prediction from ``counts`` (R, B, outputs) equals ``target`` (B,) at
+    the row and at every later row."""
+    hit = predict(counts) == target.to(counts.device)[None, :]
+    return torch.flip(torch.cumprod(torch.flip(hit, [0]).long(), 0), [0]).bool()
+
+
 def decision_latency(trace: dict, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Forward steps and network spikes after which the prediction is correct for good."""
-    correct = predict(trace["counts"]) == labels.to(trace["counts"].device)[None, :]  # (R, B)
-    # settled[r]: correct at r and at every later row
-    settled = torch.flip(torch.cumprod(torch.flip(correct, [0]).long(), 0), [0]).bool()
+    settled = settled_rows(trace["counts"], labels)  # correct at r and at every later row
     ok = settled[-1]
     first = settled.long().argmax(0)  # first settled row (0 where never: masked below)
     steps = trace["forward_steps"].gather(0, first[None]).squeeze(0).float()
