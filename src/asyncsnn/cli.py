@@ -86,11 +86,24 @@ def _hidden(value, option: str = "--hidden") -> tuple[int, ...]:
         ) from None
 
 
+class _DatasetName(click.Choice):
+    """One of asyncsnn's data sets, or ``tonic:NAME`` for tonic's data set NAME on disk."""
+
+    def __init__(self) -> None:
+        super().__init__([*available_datasets(), "tonic:NAME"])
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith("tonic:") and len(value) > len("tonic:"):
+            return value
+        return super().convert(value, param, ctx)
+
+
 @main.command()
 @click.option(
     "--dataset",
-    type=click.Choice(available_datasets()),
-    help="Data set (default digits, the built-in one).",
+    type=_DatasetName(),
+    help="Data set (default digits, the built-in one); tonic:NAME reads tonic's data set NAME "
+    "from --data-dir in tonic's layout (e.g. tonic:NMNIST from DIR/NMNIST/Train).",
 )
 @click.option(
     "--data-dir",
@@ -428,7 +441,7 @@ def encode_audio(folder, out, encoder, channels, seed) -> None:
 )
 @click.option(
     "--dataset",
-    type=click.Choice(available_datasets()),
+    type=_DatasetName(),
     default="digits",
     show_default=True,
     help="Data set `evaluate` will use.",

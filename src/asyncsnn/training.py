@@ -590,9 +590,12 @@ def _dataset_options(cfg: TrainConfig) -> dict:
     if cfg.first_saccade:
         from .data import get_dataset_class
 
-        if get_dataset_class(cfg.dataset).name != "nmnist":  # "N-MNIST" names it too
+        if cfg.dataset == "tonic:NMNIST":  # tonic's own option, the same cut at 100 ms
+            options["first_saccade_only"] = True
+        elif cfg.dataset.startswith("tonic:") or get_dataset_class(cfg.dataset).name != "nmnist":
             raise ValueError("first_saccade applies to the nmnist data set only")
-        options["first_saccade"] = True
+        else:  # "N-MNIST" names it too
+            options["first_saccade"] = True
     return options
 
 

@@ -28,6 +28,7 @@ from .events import (
     frame_shape,
     make_events,
 )
+from .external import TonicDataset, from_tonic, load_tonic
 from .fsdd import FSDD
 from .io import load_pickle_arrays, read_cifar_batch, read_idx, read_mnist, read_nmnist_bin
 from .mnist import MNISTSaccades
@@ -56,8 +57,10 @@ __all__ = [
     "NMNIST",
     "SHD",
     "ToFrames",
+    "TonicDataset",
     "available_datasets",
     "encode_folder",
+    "from_tonic",
     "bin_events",
     "cochlea_channel_frequencies",
     "cochlea_events",
@@ -72,6 +75,7 @@ __all__ = [
     "image_to_events",
     "images_to_events",
     "load_dataset",
+    "load_tonic",
     "load_pickle_arrays",
     "make_events",
     "read_cifar_batch",

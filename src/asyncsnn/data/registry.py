@@ -31,6 +31,7 @@ from typing import Any
 from .base import FrameDataset
 from .datasets import CIFAR10, NMNIST, SHD, DVSGesture
 from .digits import Digits
+from .external import TONIC_PREFIX, load_tonic
 from .fsdd import FSDD
 from .mnist import MNISTSaccades
 
@@ -87,7 +88,9 @@ def load_dataset(
 
     Args:
         name: one of :func:`available_datasets` (``digits``, ``mnist-saccades``, ``nmnist``,
-            ``shd``, ``fsdd``, ``dvsgesture``, ``cifar10``).
+            ``shd``, ``fsdd``, ``dvsgesture``, ``cifar10``), or ``tonic:NAME`` for tonic's
+            data set ``tonic.datasets.NAME`` found under ``root`` in tonic's layout
+            (:func:`.external.load_tonic`; its options are tonic's).
         root: the data folder (default :func:`default_data_root`); ignored by ``digits``.
         train: training split if True, else test split.
         dt: timestep in seconds (default: the data set's, see the module docstring).
@@ -103,6 +106,9 @@ def load_dataset(
         TypeError: an option the data set does not have.
         DatasetNotFoundError: the local copy is missing (the message says where it should be).
     """
+    root = default_data_root() if root is None else root
+    if name.startswith(TONIC_PREFIX):
+        return load_tonic(name[len(TONIC_PREFIX) :], root, train, dt, n_timesteps, **options)
     cls = get_dataset_class(name)
     parameters = inspect.signature(cls.__init__).parameters
     accepted = [
@@ -116,5 +122,4 @@ def load_dataset(
             f"data set {cls.name!r} has no option {', '.join(map(repr, unknown))}; "
             f"its options: {', '.join(accepted) or 'none'}"
         )
-    root = default_data_root() if root is None else root
     return cls(root, train, dt, n_timesteps, **options)
