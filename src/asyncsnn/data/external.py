@@ -83,9 +83,7 @@ class TonicDataset(FrameDataset):
         self.n_classes = len(self.classes)
         too_big = [y for y in self.targets if not 0 <= y < self.n_classes]
         if too_big:
-            raise ValueError(
-                f"{name} has label {too_big[0]}, outside its {self.n_classes} classes"
-            )
+            raise ValueError(f"{name} has label {too_big[0]}, outside its {self.n_classes} classes")
 
     def _frames(self, index: int) -> torch.Tensor:
         data, _ = _item(self.source, index)
