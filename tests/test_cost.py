@@ -29,7 +29,7 @@ P = Profile("toy", e_synop_pj=2.0, e_spike_pj=3.0, e_neuron_pj=5.0, t_step_ns=7.
 
 def test_builtin_profiles_carry_the_published_figures():
     loihi = PROFILES["loihi"]
-    assert (loihi.e_synop_pj, loihi.e_spike_pj, loihi.e_neuron_pj) == (23.6, 3.5, 81.0)
+    assert (loihi.e_synop_pj, loihi.e_spike_pj, loihi.e_neuron_pj) == (23.6, 1.7, 81.0)
     assert (PROFILES["spinnaker2"].e_synop_pj, PROFILES["spinnaker2"].e_neuron_pj) == (450, 2190)
     assert PROFILES["seneca"].e_synop_pj == 2.8
     assert (PROFILES["horowitz45"].e_synop_pj, PROFILES["horowitz45"].e_mac_pj) == (0.9, 4.6)
@@ -39,8 +39,10 @@ def test_builtin_profiles_carry_the_published_figures():
 def test_energy_is_synops_spikes_and_neuron_updates_weighted():
     # 10 synops * 2 + 4 spikes * 3 + 6 updates * 5 = 20 + 12 + 30
     assert energy_pj(10, 4, 6, P) == 62.0
-    # Loihi: 100 synops, 10 spikes, 50 updates = 2360 + 35 + 4050 pJ
-    assert energy_pj(100, 10, 50, PROFILES["loihi"]) == pytest.approx(6445.0)
+    # Loihi: 100 synops, 10 spikes, 50 updates = 2360 + 17 + 4050 pJ
+    assert energy_pj(100, 10, 50, PROFILES["loihi"]) == pytest.approx(6427.0)
+    # and its time: 4 forward steps or barriers of 113 ns, 10 spikes of 2.1 ns
+    assert time_ns(4, 10, PROFILES["loihi"], "layered") == pytest.approx(473.0)
 
 
 def test_async_time_is_forward_steps_times_the_step_plus_routing():
@@ -146,3 +148,46 @@ def test_evaluate_reports_the_cost_end_to_end():
         if ok.any():
             lat = per["latency_steps"][ok].double() * t + per["latency_spikes"][ok].double() * 13
             assert s["latency_time_us_median"] == pytest.approx(float(lat.median()) / 1e3)
+
+
+def test_cli_cost_profile_by_name_and_by_file(tmp_path):
+    """``evaluate --cost-profile`` on a trained run: the reported energy is the profile's
+    formula applied to the same run's reported counts (energy is linear, so the mean energy
+    is the formula on the mean counts)."""
+    import json
+
+    from click.testing import CliRunner
+
+    from asyncsnn.cli import main
+    from asyncsnn.training import load_run
+
+    run = tmp_path / "run"
+    small = ["--limit-train", "60", "--limit-test", "20", "--epochs", "1", "--hidden", "12"]
+    small += ["--timesteps", "6", "--training", "layered", "-q"]
+    r = CliRunner().invoke(main, ["train", "--out", str(run), *small])
+    assert r.exit_code == 0, r.output
+    net, cfg, facts = load_run(run)
+    updates = (net.n_neurons - net.n_input) * facts.timesteps
+
+    def evaluate_json(*options):
+        r = CliRunner().invoke(main, ["evaluate", str(run), "--json", *options])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)
+
+    s2 = evaluate_json("--execution", "async", "--cost-profile", "spinnaker2")
+    assert s2["cost_profile"] == "spinnaker2"
+    expect = (s2["synops_per_sample"] * 450 + updates * 2190) / 1e3
+    assert s2["energy_nj"] == pytest.approx(expect)
+    assert s2["time_us"] is None  # SpiNNaker 2 publishes no timing: not known, not 0
+
+    chip = tmp_path / "chip.toml"
+    chip.write_text('name = "chip"\ne_synop_pj = 2\ne_spike_pj = 5\nt_barrier_ns = 100\n')
+    own = evaluate_json("--execution", "layered", "--cost-profile", str(chip))
+    assert own["cost_profile"] == "chip"
+    expect = (own["synops_per_sample"] * 2 + own["spikes_per_sample"] * 5) / 1e3
+    assert own["energy_nj"] == pytest.approx(expect)
+    # layered: one barrier per spike-sending population (the hidden layer) per timestep
+    assert own["time_us"] == pytest.approx(facts.timesteps * 100 / 1e3)
+
+    r = CliRunner().invoke(main, ["evaluate", str(run), "--cost-profile", "tpu"])
+    assert r.exit_code != 0 and "unknown cost profile 'tpu'" in r.output

@@ -97,24 +97,29 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "loihi",
             e_synop_pj=23.6,
-            e_spike_pj=3.5,
+            e_spike_pj=1.7,
             e_neuron_pj=81.0,
-            t_step_ns=1000.0,
-            t_barrier_ns=1000.0,
+            t_step_ns=113.0,
+            t_barrier_ns=113.0,
             t_spike_ns=2.1,
             source="Davies et al. 2018, IEEE Micro 38(1), 'Loihi: a neuromorphic manycore "
-            "processor with on-chip learning', Table 1: 23.6 pJ per synaptic spike operation, "
-            "81 pJ per (active) neuron update, 2.1 ns within-tile spike latency; 3.5 pJ per "
-            "spike transfer as quoted in asyncsnn's issue 13. Assumed (the paper gives no "
-            "per-timestep figure): 1 us per forward step and per layer barrier.",
+            "processor with on-chip learning', Table 2 (pre-silicon SDF and SPICE simulation "
+            "at 0.75 V): 23.6 pJ per synaptic spike operation (the minimum), 1.7 pJ "
+            "within-tile spike energy (each tile hop adds 3.0-4.0 pJ, which depends on the "
+            "placement and is not counted), 81 pJ per active neuron update (52 pJ inactive), "
+            "2.1 ns within-tile spike latency, 113 ns mesh-wide barrier synchronisation "
+            "(1 tile; 465 ns for 32) per layer barrier. Assumed: a forward step of "
+            "asynchronous execution takes as long as one barrier (the chip has no published "
+            "time for such a step).",
         ),
         Profile(
             "spinnaker2",
             e_synop_pj=450.0,
             e_neuron_pj=2190.0,
-            source="Hoeppner et al. 2019, IEEE TCAS-I, SpiNNaker 2 prototype (22FDX): 450 pJ per "
-            "synaptic operation, 2.19 nJ per neuron update. No spike or timing figure used: "
-            "latency is not known (NaN).",
+            source="Hoeppner et al. 2019, IEEE TCAS-I 66(8), 'Dynamic power management for "
+            "neuromorphic many-core systems' (SpiNNaker 2 test chip, 28 nm SLP, 4 processing "
+            "elements): 450 pJ per synaptic operation, 2.19 nJ per neuron update. No spike or "
+            "timing figure used: latency is not known (NaN).",
         ),
         Profile(
             "seneca",
