@@ -197,6 +197,25 @@ def test_a_tiny_grid_runs_resumes_and_reports(tmp_path):
     evaluation.unlink()
     third = reproduce(out, data_root=tmp_path, grid=[(TINY, None)], seeds=(0,), say=lines.append)
     assert third["rows"] == first["rows"]
+    # another cost profile evaluates again, without training again: the same counts, other costs
+    lines.clear()
+    priced = reproduce(
+        out, data_root=tmp_path, grid=[(TINY, None)], seeds=(0,), cost_profile="spinnaker2",
+        say=lines.append,
+    )  # fmt: skip
+    assert sum("trained before" in ln for ln in lines) == len(GRID_RECIPES)
+    assert evaluation.stat().st_mtime_ns != stamp
+    costs = {"cost_profile", "energy_nj", "time_us", "latency_time_us"}
+    for new, old in zip(priced["rows"], first["rows"], strict=True):
+        assert new["cost_profile"] == "spinnaker2" and old["cost_profile"] == "loihi"
+        assert {k: v for k, v in new.items() if k not in costs} == {
+            k: v for k, v in old.items() if k not in costs
+        }
+        assert new["energy_nj"] > old["energy_nj"]  # 450 pJ per synop against Loihi's 23.6
+        assert new["time_us"] is None  # SpiNNaker 2 publishes no timing (NaN, null in JSON)
+    assert "spinnaker2" in (out / "results.md").read_text()
+    third = reproduce(out, data_root=tmp_path, grid=[(TINY, None)], seeds=(0,), say=lines.append)
+    assert third["rows"] == first["rows"]  # back to the default profile
     # another recipe joins the report beside those of the earlier calls
     lines.clear()
     more = reproduce(

@@ -604,7 +604,14 @@ def demo(out, epochs, seed, quiet) -> None:
     help="Output folder (default runs/reproduce-BUDGET); a second call goes on where the "
     "first stopped.",
 )
-def reproduce(data_root, budget, datasets, recipes, jobs, out) -> None:
+@click.option(
+    "--cost-profile",
+    default="loihi",
+    show_default=True,
+    help="Hardware profile of the energy and time columns (docs/cost.md); a changed profile "
+    "evaluates again, without training again.",
+)
+def reproduce(data_root, budget, datasets, recipes, jobs, out, cost_profile) -> None:
     """The study's grid on every data set found: results.md, results.json and plots.
 
     Trains layered, unlayered-random, unlayered-momentum and the best unlayered recipe with
@@ -626,6 +633,7 @@ def reproduce(data_root, budget, datasets, recipes, jobs, out) -> None:
             budget=budget,
             datasets=names,
             jobs=jobs,
+            cost_profile=cost_profile,
             command=main_command(),
             say=click.echo,
             **chosen,

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .cost import Profile, get_profile
 from .demo import DEMO
 from .evaluation import Execution
 from .rundir import RunDir, atomic_write_text, write_json
@@ -234,6 +235,7 @@ def _run_task(task: dict) -> dict:
 
     if task.get("threads"):
         torch.set_num_threads(task["threads"])
+    profile = task.get("cost_profile") or get_profile("loihi")
     cfg = TrainConfig.from_dict(task["config"])
     run_dir = Path(task["run_dir"])
     run = RunDir(run_dir)
@@ -250,7 +252,7 @@ def _run_task(task: dict) -> dict:
     if path.is_file():
         old = json.loads(path.read_text())
         same = [r["label"] for r in old["rows"]] == labels and all(
-            set(r) == set(ROW_KEYS) for r in old["rows"]
+            set(r) == set(ROW_KEYS) and r["cost_profile"] == profile.name for r in old["rows"]
         )
         if old.get("checkpoint") == stamp and same:
             return {**old, "trained_s": trained, "evaluated_s": 0.0}
@@ -259,7 +261,9 @@ def _run_task(task: dict) -> dict:
     _, val, test, _ = _splits(cfg)  # the task's own data (its dt may be left to the data set)
     rows, curves, latencies, layers = [], {}, {}, {}
     for how in EXECUTIONS:
-        result = evaluate(net, test, run_cfg, how, seed=0, stop_on_first_output=False)
+        result = evaluate(
+            net, test, run_cfg, how, seed=0, stop_on_first_output=False, cost_profile=profile
+        )
         on_val = evaluate(net, val, run_cfg, how, seed=0, stop_on_first_output=False)
         s = result["summary"]
         rows.append(
@@ -370,6 +374,7 @@ def reproduce(
     grid: Sequence[tuple[Study, Path | None]] | None = None,
     seeds: Sequence[int] = SEEDS,
     recipes: Sequence[str] = GRID_RECIPES,
+    cost_profile: str | Path | Profile = "loihi",
     say: Callable[[str], None] = print,
 ) -> dict:
     """Run (or go on with) the grid into ``out``; returns ``{"rows", "summary", "claims"}``.
@@ -378,9 +383,12 @@ def reproduce(
     replaces the budget's data sets (tests and custom grids: ``(Study, data folder)`` pairs).
     ``recipes``: names of :data:`RECIPES` (``layered`` is always trained: the claims compare
     with it). The report covers every evaluation in ``out`` of the grid's data sets, those of
-    earlier calls with other recipes included.
+    earlier calls with other recipes included. ``cost_profile``: the hardware profile of the
+    energy and time columns (:func:`asyncsnn.cost.get_profile`); an evaluation recorded under
+    another profile is evaluated again (the training is kept).
     """
     out = Path(out)
+    profile = get_profile(cost_profile)
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
@@ -411,6 +419,7 @@ def reproduce(
                             out / "evaluations" / study.dataset / f"{recipe}-seed{seed}.json"
                         ),
                         "threads": 1 if jobs > 1 else None,
+                        "cost_profile": profile,
                     }
                 )
     # the first task of each data set goes first: one that encodes on first use (FSDD's
@@ -512,6 +521,9 @@ _MEASURES = (
     "synops_per_sample",
     "latency_steps",
     "latency_spikes",
+    "energy_nj",
+    "time_us",
+    "latency_time_us",
 )
 
 
@@ -531,6 +543,7 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     out = []
     for (dataset, training, label), members in groups.items():
         line = {"dataset": dataset, "training": training, "execution": label, "seeds": len(members)}
+        line["cost_profile"] = ", ".join(sorted({str(r.get("cost_profile")) for r in members}))
         for m in _MEASURES:
             mean, sd, _ = _mean_sd([r.get(m) for r in members])
             line[m] = mean
@@ -621,6 +634,9 @@ _TABLE = (
     ("synops_per_sample", "SynOps/sample", "{:.0f}"),
     ("latency_steps", "latency (steps)", "{:.1f}"),
     ("latency_spikes", "latency (spikes)", "{:.0f}"),
+    ("energy_nj", "energy (nJ)", "{:.1f}"),
+    ("time_us", "time/sample (us)", "{:.1f}"),
+    ("latency_time_us", "time to decision (us)", "{:.2f}"),
 )
 
 
@@ -689,7 +705,13 @@ def results_markdown(summary, found, grid, header: str, on_val=(), plots=()) -> 
                 continue
             cells = [_fmt(s[k], s[f"{k}_sd"], f) for k, _, f in _TABLE]
             lines.append(f"| {s['training']} | {s['execution']} | " + " | ".join(cells) + " |")
-        lines.append("")
+        profiles = sorted({s["cost_profile"] for s in summary if s["dataset"] == ds})
+        lines += [
+            "",
+            f"Energy and time under the cost profile {', '.join(profiles)} (docs/cost.md): "
+            "estimates from the runs' own counts, not measurements on a chip.",
+            "",
+        ]
         for name, title in _PLOTS:
             if f"{ds}_{name}.png" in plots:
                 lines.append(f"![{title}](plots/{ds}_{name}.png)")
