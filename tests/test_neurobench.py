@@ -61,3 +61,68 @@ def test_a_model_that_is_not_an_asyncsnn_network_is_refused():
 
     with pytest.raises(TypeError, match="asyncsnn.Network"):
         AsyncSNNModel(torch.nn.Linear(2, 2), dt=1e-3)
+
+
+def test_benchmark_on_a_trained_model(tmp_path):
+    """A model trained with ``Trainer`` (unlayered, through the kernel): NeuroBench's accuracy
+    and static metrics, and the workload metrics, against asyncsnn's evaluation and runs."""
+    pytest.importorskip("neurobench", reason="NeuroBench is an optional extra")
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.static import ConnectionSparsity, ParameterCount
+    from neurobench.metrics.workload import ClassificationAccuracy
+
+    from asyncsnn.evaluation import Execution, evaluate
+    from asyncsnn.neurobench import AsyncSNNModel, EffectiveACs, SpikeActivationSparsity
+    from asyncsnn.training import TrainConfig, Trainer, load_run, load_test_split
+
+    cfg = TrainConfig(
+        dataset="digits", limit_train=120, limit_test=40, epochs=1, hidden=(16,), timesteps=8,
+        batch_size=32,
+    )  # fmt: skip
+    Trainer(cfg, tmp_path / "run", quiet=True).fit()
+    net, cfg, _ = load_run(tmp_path / "run")
+    test = load_test_split(cfg)
+    dl = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(test.x, test.y), batch_size=16, shuffle=False
+    )
+    weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    for how in (Execution("layered"), Execution("async", "momentum", 8)):
+        model = AsyncSNNModel(
+            net, dt=cfg.dt, execution=how.execution, scheduler=how.scheduler or "random",
+            group_size=how.group_size or 8, seed=5,
+        )  # fmt: skip
+        static = [ParameterCount, ConnectionSparsity]
+        workload = [ClassificationAccuracy, EffectiveACs, SpikeActivationSparsity]
+        res = Benchmark(model, dl, [], [], [static, workload]).run(quiet=True)
+        assert res["ParameterCount"] == sum(p.numel() for p in net.parameters())
+        assert res["ConnectionSparsity"] == round(zeros / sum(w.numel() for w in weights), 4)
+        synops, correct, active, total = 0.0, 0, 0, 0
+        with torch.no_grad():
+            for x, y in dl:
+                r = asyncsnn.run(net, x.transpose(0, 1), dt=cfg.dt, seed=5, **{
+                    k: v for k, v in model.settings.items() if k not in ("dt", "seed")
+                })  # fmt: skip
+                synops += float(r.synops.double().sum())
+                correct += int((r.prediction == y).sum())
+                active += int(torch.count_nonzero(r.spikes))
+                total += r.spikes.numel()
+        assert res["EffectiveACs"] == pytest.approx(synops / len(test), rel=1e-12)
+        assert res["ClassificationAccuracy"] == pytest.approx(correct / len(test))
+        assert res["SpikeActivationSparsity"] == pytest.approx(1 - active / total)
+        assert synops > 0 and 0 < active < total
+        if how.execution == "layered":  # deterministic: the evaluation's own figures
+            s = evaluate(net, test, cfg, how, stop_on_first_output=False)["summary"]
+            assert res["ClassificationAccuracy"] == pytest.approx(s["accuracy"])
+            assert res["EffectiveACs"] == pytest.approx(s["synops_per_sample"])
+
+
+def test_without_neurobench_the_import_says_how_to_install(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "neurobench", None)
+    monkeypatch.setitem(sys.modules, "neurobench.metrics.abstract", None)
+    monkeypatch.delitem(sys.modules, "asyncsnn.neurobench", raising=False)
+    with pytest.raises(ImportError, match="needs NeuroBench: pip install --no-deps neurobench"):
+        importlib.import_module("asyncsnn.neurobench")
