@@ -24,6 +24,7 @@ the batch index, never of hidden generator state. Ctrl-C is taken at a safe poin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -37,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -50,7 +52,7 @@ from .hooks import InputSpikeDropout
 from .interchange import DISCRETIZATIONS
 from .interrupts import Interrupts
 from .network import Network, upgrade_state
-from .rng import hash32
+from .rng import hash32, sample_seeds
 from .rundir import CHECKPOINT_NAMES, DataFacts, RunDir, RunRecord, _is_int, checkpoint_meta
 from .scheduling import Momentum, get_scheduler
 from .surrogate import ArcTan, FastSigmoid
@@ -132,6 +134,10 @@ class TrainConfig:
     mix_schedulers: tuple[str, ...] = ()
     mix_group_sizes: tuple[int, ...] = ()
     seed: int = 0
+    # where the training runs: "cpu", "cuda" or "cuda:N" (under torchrun each process takes
+    # cuda:LOCAL_RANK); unlayered training on CUDA runs the PyTorch engine, recomputing each
+    # timestep in the backward pass
+    device: str = "cpu"
     # fine-tuning: start from a run directory ("RUN", "RUN:last") or a NIR file ("F.nir")
     init: str | None = None
     init_discretization: str = "exact"  # how a NIR init's time constants are read (from_nir)
@@ -165,6 +171,7 @@ class TrainConfig:
             raise ValueError(
                 f"max_queued_per_neuron must be an int >= 1, got {self.max_queued_per_neuron!r}"
             )
+        check_device(self.device)
         for name in ("recompute", "silent_gradients", "first_saccade"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
@@ -502,6 +509,39 @@ def _start_from_run(net: Network, cfg: TrainConfig, facts: DataFacts) -> None:
         )
 
 
+def check_device(name: str) -> torch.device:
+    """The device a training or evaluation names (``cpu``, ``cuda``, ``cuda:N``); a
+    ``ValueError`` for anything else. Whether CUDA is present is checked when the device is
+    used (:func:`use_device`), so a configuration written on a GPU machine still reads on a
+    CPU one."""
+    if not isinstance(name, str):
+        raise ValueError(f"device must be a string (cpu, cuda or cuda:N), got {name!r}")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {name!r}")
+    return device
+
+
+def use_device(name: str | torch.device) -> torch.device:
+    """:func:`check_device`, and for CUDA that the device exists: a ``ValueError`` saying what
+    this machine has otherwise."""
+    device = check_device(str(name))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {str(name)!r}: this machine has no CUDA device (or this torch build "
+                f"{torch.__version__} has no CUDA); use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {str(name)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
 def batch_seed(seed: int, *keys: int) -> int:
     """A 32-bit seed derived from the run seed and integer keys (epoch, batch, ...)."""
     h = hash32(seed & 0xFFFFFFFF)
@@ -516,7 +556,7 @@ def forward(
     cfg: TrainConfig,
     *,
     training: bool,
-    seed: int,
+    seed: int | torch.Tensor,
     execution: str | None = None,
     scheduler=None,
     group_size: int | None = None,
@@ -524,7 +564,9 @@ def forward(
     backend: str = "auto",
 ) -> RunResult:
     """Run a batch ``x`` of shape (batch, timesteps, *input) as the training does
-    (``backend``: that of :func:`asyncsnn.run`).
+    (``backend``: that of :func:`asyncsnn.run`; ``seed``: an int or per-sample seeds,
+    :func:`asyncsnn.rng.sample_seeds`). On CUDA the PyTorch engine recomputes each timestep in
+    the backward pass, so memory does not grow with forward steps.
 
     Frames whose shape differs from the network's input but holds as many values (a flat
     ``(512,)`` input for ``(2, 16, 16)`` frames, as NIR graphs often declare) are reshaped.
@@ -548,7 +590,7 @@ def forward(
         training=training,
         surrogate=cfg.spike_fn(),
         backend=backend,
-        recompute=cfg.recompute,
+        recompute=cfg.recompute or x.device.type == "cuda",
         silent_gradients=cfg.silent_gradients,
     )
 
@@ -744,8 +786,17 @@ class Trainer:
         training starts afresh; a resume continues its checkpoint, whose weights win, and a NIR
         init's network is then rebuilt from the run directory's copy (``RUN/init.nir``).
         """
-        with self.rundir.lock():
-            self.rundir.remove_leftovers()
+        self.world, self.device = distributed.setup(use_device(self.cfg.device))
+        if self.world.distributed and self.cfg.batch_size < self.world.size:
+            raise ValueError(
+                f"batch_size {self.cfg.batch_size} is the global batch: it must be at least "
+                f"the {self.world.size} processes"
+            )
+        # one writer: the process of rank 0 holds the lock and writes; the others read
+        with self.rundir.lock() if self.world.main else contextlib.nullcontext():
+            if self.world.main:
+                self.rundir.remove_leftovers()
+            distributed.barrier()  # every process has read the folder before rank 0 writes
             return self._fit(resume)
 
     # -------------------------------------------------------------- internals
@@ -774,6 +825,7 @@ class Trainer:
         fit, val, test, facts = self._splits or load_splits(self.cfg, progress=not self.quiet)
         if not isinstance(facts, DataFacts):
             facts = DataFacts.from_dict(facts)
+        distributed.barrier()  # every process has checked the folder before rank 0 writes
         if len(val) == 0:
             raise ValueError(
                 f"no validation samples ({len(fit)} training samples, val_fraction "
@@ -787,6 +839,7 @@ class Trainer:
         init = cfg.init_source if fresh else None
         if init is not None and not init.is_nir:
             _start_from_run(net, cfg, facts)
+        net.to(self.device)
         optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = self._schedule(optimizer)
         epoch, start_batch, partial, best = 0, 0, None, -1.0
@@ -798,13 +851,27 @@ class Trainer:
                 )
             epoch, start_batch, partial, best = self._restore(tensors, meta, net, optimizer)
             self._restore_schedule(schedule, meta, epoch)
-        if init is not None and init.is_nir:
+        main = self.world.main
+        if init is not None and init.is_nir and main:
             self.rundir.write_init_nir(init.path)  # the network, for a resume and load_run
         record = RunRecord(config=cfg.to_dict(), data=facts)
-        self.rundir.write_record(record)
-        self.rundir.trim_metrics(epoch)
+        if main:
+            self.rundir.write_record(record)
+            self.rundir.trim_metrics(epoch)
         line = {}
-        state = {"net": net, "optimizer": optimizer, "schedule": schedule, "record": record}
+        step = _Step(net, cfg)
+        if self.world.distributed:  # averages the gradients over the processes
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            step = DistributedDataParallel(step, device_ids=ids)
+        state = {
+            "net": net,
+            "optimizer": optimizer,
+            "schedule": schedule,
+            "record": record,
+            "step": step,
+        }
         stops = Interrupts(notice=not self.quiet)
         with stops.deferred():
             while epoch < cfg.epochs:
@@ -814,13 +881,16 @@ class Trainer:
                     with warnings.catch_warnings():  # a resume may start at validation
                         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler")
                         schedule.step()
-                    self.rundir.append_metrics(line)
+                    if main:
+                        self.rundir.append_metrics(line)
                     if line["val_accuracy"] > best:
                         best = line["val_accuracy"]
                         self._save("best", state, epoch + 1, 0, None, best)
                     epoch, start_batch, partial = epoch + 1, 0, None
                     self._save("last", state, epoch, 0, None, best)
-        self._plot()
+        if main:
+            self._plot()
+        distributed.barrier()  # rank 0 has written everything before any process returns
         return line
 
     def _schedule(self, optimizer):
@@ -881,7 +951,7 @@ class Trainer:
             # saved, and a resume starts from it (validation included)
             with stops.critical():
                 self._save("last", state, epoch, done, sums, best)
-            if not self.quiet:
+            if not self.quiet and self.world.main:
                 print(
                     f"\ninterrupted in epoch {epoch + 1} after {done} of {n_batches} batches: "
                     f"state saved in {self.rundir.checkpoint('last')}; resume to go on",
@@ -900,7 +970,7 @@ class Trainer:
             "val_accuracy": v["accuracy"],
             "val_spikes_per_sample": v["spikes_per_sample"],
         }
-        if not self.quiet:
+        if not self.quiet and self.world.main:
             print(
                 f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {line['train_loss']:.4f}  "
                 f"train acc {line['train_accuracy']:.3f}  val acc {line['val_accuracy']:.3f}  "
@@ -914,32 +984,36 @@ class Trainer:
         backward pass (wherever it lands, the compiled kernel included), never the update."""
         from .metrics import predict
 
-        cfg, net, optimizer = self.cfg, state["net"], state["optimizer"]
+        cfg, optimizer = self.cfg, state["optimizer"]
         epoch, batch = where
+        w, device = self.world, self.device
+        size = len(y)  # the global batch; this process takes its share of it
+        mine = distributed.shard(size, w)
+        seeds = sample_seeds(batch_seed(cfg.seed, epoch, batch, 1), size)[mine]
+        x, y = x[mine].to(device), y[mine].to(device)
         try:
             policy, group_size = cfg.schedule_for(epoch, batch)
-            result = forward(
-                net,
-                x,
-                cfg,
-                training=True,
-                seed=batch_seed(cfg.seed, epoch, batch, 1),
-                scheduler=policy,
-                group_size=group_size,
-            )
-            loss, scores = loss_and_scores(result, y, cfg)
+            loss, scores, spikes = state["step"](x, y, seeds.to(device), policy, group_size)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * distributed.loss_weight(len(y), size, w)).backward()
         except Exception:
             if stops.at_once:  # Ctrl-C inside native code surfaces as another error
                 raise KeyboardInterrupt from None
             raise
         with stops.critical():
             optimizer.step()
-            sums["loss"] += float(loss.detach()) * len(y)
-            sums["correct"] += float((predict(scores.detach()) == y).sum())
-            sums["seen"] += len(y)
-            sums["spikes"] += float(result.spikes.detach().sum())
+            local = {
+                "loss": float(loss.detach()) * len(y),
+                "correct": float((predict(scores.detach()) == y).sum()) if len(y) else 0.0,
+                "seen": len(y),
+                "spikes": float(spikes),
+            }
+            for k, v in distributed.all_sum(local, self._reduce_on()).items():
+                sums[k] += int(v) if k == "seen" else v
+
+    def _reduce_on(self) -> torch.device:
+        """Where sums are reduced: NCCL reduces CUDA tensors, gloo CPU ones."""
+        return self.device if self.world.backend == "nccl" else torch.device("cpu")
 
     def _bar(self, n_batches: int, start_batch: int, epoch: int):
         if self.quiet:
@@ -961,22 +1035,32 @@ class Trainer:
 
         if len(split) == 0:
             raise ValueError("no samples to evaluate")
+        w = distributed.world()  # under torchrun each process takes every size-th batch
+        device = next(net.parameters()).device
         correct, spikes = 0.0, 0.0
         with torch.no_grad():
             for i, (x, y) in enumerate(split.batches(max(self.cfg.batch_size, 64))):
+                if i % w.size != w.rank:
+                    continue
                 if stops is not None:
                     stops.check()
+                x, y = x.to(device), y.to(device)
                 r = forward(
                     net, x, self.cfg, training=False, seed=batch_seed(self.cfg.seed, 0xE7A1, i)
                 )
                 _, scores = loss_and_scores(r, y, self.cfg)
                 correct += float((predict(scores) == y).sum())
                 spikes += float(r.spikes.sum())
-        return {"accuracy": correct / len(split), "spikes_per_sample": spikes / len(split)}
+        on = device if w.backend == "nccl" else torch.device("cpu")
+        total = distributed.all_sum({"correct": correct, "spikes": spikes}, on)
+        n = len(split)
+        return {"accuracy": total["correct"] / n, "spikes_per_sample": total["spikes"] / n}
 
     def _save(self, name: str, state: dict, epoch: int, batch: int, partial, best: float):
         """Checkpoint ``name``: the position is (epoch, next batch) with the running sums of
-        an unfinished epoch in ``partial``."""
+        an unfinished epoch in ``partial``. Only the process of rank 0 writes."""
+        if not self.world.main:
+            return
         opt_t, opt_meta = optimizer_tensors(state["optimizer"])
         meta = checkpoint_meta(
             state["record"],
@@ -1012,6 +1096,28 @@ class Trainer:
         from .plots import training_curves
 
         training_curves(lines, self.rundir.curves_path)
+
+
+class _Step(nn.Module):
+    """One training forward pass as a module, so that DistributedDataParallel can wrap it:
+    ``(x, y, per-sample seeds, policy, F)`` to ``(mean loss, scores, spikes)``. A process
+    whose share of a small last batch is empty returns a zero loss that still reaches every
+    parameter, so that the gradient averaging of every process takes part."""
+
+    def __init__(self, net: Network, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.net, self.cfg = net, cfg
+
+    def forward(self, x, y, seeds, policy, group_size):
+        if len(y) == 0:
+            zero = sum(p.sum() for p in self.net.parameters()) * 0.0
+            return zero, torch.zeros(0, self.net.output.size, device=x.device), zero.detach()
+        result = forward(
+            self.net, x, self.cfg, training=True, seed=seeds, scheduler=policy,
+            group_size=group_size,
+        )  # fmt: skip
+        loss, scores = loss_and_scores(result, y, self.cfg)
+        return loss, scores, result.spikes.detach().sum()
 
 
 def load_model_state(net: Network, tensors: dict[str, torch.Tensor]) -> None:
@@ -1068,9 +1174,10 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[Network, TrainCo
     return net, cfg, facts
 
 
-#: The settings a resumed training may change: more (or the same) epochs, and where the data
-#: lie. Every other setting is the recorded training's; giving another value is an error.
-RESUME_MAY_CHANGE = ("epochs", "data_dir")
+#: The settings a resumed training may change: more (or the same) epochs, where the data
+#: lie, and the device it runs on. Every other setting is the recorded training's; giving
+#: another value is an error.
+RESUME_MAY_CHANGE = ("epochs", "data_dir", "device")
 
 
 def _recorded(meta: dict, path: Path) -> RunRecord:
