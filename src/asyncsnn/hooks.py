@@ -226,3 +226,61 @@ class OutputTrace(Hook):
             "took_step": torch.stack(state["took"]),
             "timestep": torch.tensor(state["timestep"]),
         }
+
+
+class SpikeEvents(Hook):
+    """Record every network spike with the forward step of its timestep at which it fired.
+
+    ``records["spike_events"]`` holds four (spikes,) int64 tensors (on the CPU), one entry
+    per spike, in the order the spikes fired:
+
+    - ``sample``: the sample in the batch;
+    - ``timestep``: the timestep;
+    - ``neuron``: the neuron's column in ``RunResult.spikes`` (global index minus
+      ``network.n_input``);
+    - ``forward_step``: the sample's forward steps in this timestep when the neuron fired:
+      0 for a spike of the input delivery, ``k`` for a spike caused by the sample's ``k``-th
+      forward step (a sample's steps that delivered nothing are not counted, as in
+      ``RunResult.forward_steps``).
+
+    A neuron that fires twice in a timestep (refractory dropout) has two entries, so the
+    entries of ``(sample, timestep, neuron)`` count ``RunResult.spikes`` exactly.
+
+    Layered execution calls ``after_step`` once per timestep for all its layers: there a spike
+    of the population at ``layer`` ``L`` (network order, the input being layer 0) is recorded
+    at forward step ``L - 1``, the layer pass that computed it. In a feed-forward network
+    without biases this is the step at which asynchronous execution under the ``layered``
+    policy, with ``F`` at least the widest layer, fires it.
+
+    The compiled kernel does not know this monitor: a run with it uses the reference engine
+    (the same spikes). :func:`asyncsnn.save_spikes` writes its records (docs/spike-log.md).
+    """
+
+    def start(self, ctx: StepContext) -> None:
+        net = ctx.network
+        state = ctx.state(self)
+        state["n_pop"] = net.n_neurons - net.n_input
+        state["layer_step"] = torch.cat(
+            [torch.full((p.size,), p.layer - 1, dtype=torch.long) for p in net.populations]
+        )
+        state["rows"] = []
+
+    def after_step(self, ctx: StepContext) -> None:
+        state = ctx.state(self)
+        fired = ctx.fired[:, : state["n_pop"]].detach().cpu()
+        sample, neuron = fired.nonzero(as_tuple=True)
+        if not len(sample):
+            return
+        if ctx.pending is None:  # layered execution: one call stands for all its layers
+            step = state["layer_step"][neuron]
+        else:
+            step = ctx.steps.detach().cpu()[sample]
+        timestep = torch.full_like(sample, ctx.timestep)
+        state["rows"].append(torch.stack([sample, timestep, neuron, step]))
+
+    def finish(self, ctx: StepContext) -> None:
+        rows = ctx.state(self)["rows"]
+        table = torch.cat(rows, 1) if rows else torch.zeros(4, 0, dtype=torch.long)
+        ctx.records["spike_events"] = dict(
+            zip(("sample", "timestep", "neuron", "forward_step"), table, strict=True)
+        )
