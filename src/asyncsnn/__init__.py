@@ -16,6 +16,7 @@ from .hooks import (
     MaxForwardSteps,
     NetworkSpikeDropout,
     OutputTrace,
+    SpikeEvents,
     StepContext,
     StopOnOutputSpike,
 )
@@ -32,6 +33,7 @@ from .scheduling import (
     available_schedulers,
     register_scheduler,
 )
+from .spikelog import SpikeLog, SpikeLogError, load_spikes, save_spikes
 from .surrogate import ArcTan, FastSigmoid
 
 __version__ = "0.1.0"
@@ -56,13 +58,18 @@ __all__ = [
     "RunResult",
     "RunSettings",
     "Scheduler",
+    "SpikeEvents",
+    "SpikeLog",
+    "SpikeLogError",
     "StepContext",
     "StopOnOutputSpike",
     "SumPool2d",
     "available_schedulers",
     "from_nir",
+    "load_spikes",
     "register_scheduler",
     "run",
     "sample_seeds",
+    "save_spikes",
     "to_nir",
 ]

@@ -281,6 +281,21 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     help="Hardware profile of the energy and time figures: loihi, spinnaker2, seneca, "
     "horowitz45 or a FILE.toml (docs/cost.md).",
 )
+@click.option(
+    "--spikes-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the spike log of the evaluated samples to this .h5 file: each "
+    "population's spikes, the forward step of every spike, forward steps, SynOps and the "
+    "settings, laid out as NIR's data format (docs/spike-log.md).",
+)
+@click.option(
+    "--spikes-samples",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="With --spikes-out: log the first N evaluated samples only (the metrics still cover "
+    "every sample).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
     run,
@@ -293,9 +308,15 @@ def evaluate(
     spikes,
     seed,
     cost_profile,
+    spikes_out,
+    spikes_samples,
     as_json,
 ) -> None:
-    """Evaluate a trained model on its data set's test split under one execution."""
+    """Evaluate a trained model on its data set's test split under one execution.
+
+    With --spikes-out the run without stop rule (the one the metrics come from) of the first
+    --spikes-samples samples is written as a spike log (docs/spike-log.md).
+    """
     from .evaluation import Execution
     from .evaluation import evaluate as do_evaluate
     from .training import load_run, load_spike_file, load_test_split
@@ -311,7 +332,37 @@ def evaluate(
             test = load_spike_file(spikes, cfg, facts, progress=not as_json)
         else:
             test = load_test_split(cfg, progress=not as_json)
-        result = do_evaluate(net, test, cfg, how, seed=seed, cost_profile=cost_profile)
+        keep = spikes_samples if spikes_out is not None else 0
+        result = do_evaluate(
+            net, test, cfg, how, seed=seed, cost_profile=cost_profile, keep_results=keep
+        )
+        if spikes_out is not None:
+            from .spikelog import save_spikes
+
+            n = min(spikes_samples, len(test))
+            settings = {
+                "run": str(run),
+                "checkpoint": checkpoint,
+                "dataset": cfg.dataset,
+                "spikes_input": None if spikes is None else str(spikes),
+                "limit_test": cfg.limit_test,
+                "execution": how.execution,
+                "policy": how.scheduler,
+                "F": how.group_size,
+                "lambda_ms": cfg.lambda_ms if how.scheduler == "momentum" else None,
+                "seed": seed,
+                "batch_size": result["batch_size"],
+                "dt": float(cfg.dt),
+                "asyncsnn": __version__,
+            }
+            save_spikes(
+                spikes_out,
+                result["results"],
+                dt=float(cfg.dt),
+                settings=settings,
+                labels=test.y[:n],
+                max_samples=n,
+            )
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     out = {
@@ -323,6 +374,8 @@ def evaluate(
         "budget": result["budget"],
         "spikes_per_population": result["spikes_per_population"],
     }
+    if spikes_out is not None:
+        out["spikes_out"] = str(spikes_out)
     if as_json:
         click.echo(dumps(out))
         return
@@ -336,6 +389,9 @@ def evaluate(
             f"  stop at first output spike: accuracy {s['accuracy']:.3f}, "
             f"spikes/sample {s['spikes_per_sample']:.1f}"
         )
+    if spikes_out is not None:
+        n = min(spikes_samples, len(test))
+        click.echo(f"  spike log of {n} samples: {spikes_out} (docs/spike-log.md)")
 
 
 # ------------------------------------------------------------------------------ compare

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .cost import Profile, get_profile, sample_cost
-from .hooks import OutputTrace, StopOnOutputSpike
+from .hooks import OutputTrace, SpikeEvents, StopOnOutputSpike
 from .metrics import accuracy_at_budgets, aggregate, sample_metrics
 from .network import Network
 from .scheduling import Momentum, get_scheduler
@@ -66,6 +66,7 @@ def evaluate(
     n_budgets: int = 30,
     stop_on_first_output: bool = True,
     cost_profile: str | Profile = "loihi",
+    keep_results: int = 0,
 ) -> dict:
     """Per-sample and aggregated metrics of ``net`` on ``split`` under ``how``.
 
@@ -78,17 +79,26 @@ def evaluate(
     ``.toml`` file): the summary's ``energy_nj`` and ``time_us`` per sample and
     ``latency_time_us_mean``/``_median`` (time to decision) under it (docs/cost.md); the
     profile's name is ``cost_profile``.
+
+    ``keep_results``: also return, under ``results``, the runs (:class:`RunResult`, batch by
+    batch, each with a :class:`~asyncsnn.hooks.SpikeEvents` monitor's records) of the batches
+    that hold the first ``keep_results`` samples, and the ``batch_size`` (what
+    :func:`asyncsnn.spikelog.save_spikes` writes).
     """
     profile = get_profile(cost_profile)
     scheduler = Momentum(cfg.lambda_ms) if how.scheduler == "momentum" else how.scheduler
     options = {"execution": how.execution, "scheduler": scheduler, "group_size": how.group_size}
     per: dict[str, list] = {}
-    traces, labels, pops = [], [], []
+    traces, labels, pops, kept = [], [], [], []
     net.eval()
     with torch.no_grad():
         for i, (x, y) in enumerate(split.batches(batch_size)):
             s = batch_seed(seed, 0xE7A1, i)
-            r = forward(net, x, cfg, training=False, seed=s, hooks=[OutputTrace()], **options)
+            keep = i * batch_size < keep_results
+            hooks = [OutputTrace(), SpikeEvents()] if keep else [OutputTrace()]
+            r = forward(net, x, cfg, training=False, seed=s, hooks=hooks, **options)
+            if keep:
+                kept.append(r)
             metrics = sample_metrics(r, y)
             latency = metrics if "latency_steps" in metrics else None
             metrics.update(sample_cost(r, how.execution, profile, latency))
@@ -126,6 +136,8 @@ def evaluate(
             )
         ),
     }
+    if keep_results:
+        out["results"], out["batch_size"] = kept, batch_size
     if stop_on_first_output and how.execution == "async" and net.output.spiking:
         per_stop: dict[str, list] = {}
         with torch.no_grad():
