@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -171,6 +172,10 @@ class _DatasetName(click.Choice):
 @click.option("--limit-test", type=int, help="Use N test samples (a stratified subset).")
 @click.option("--seed", type=int)
 @click.option(
+    "--device",
+    help="cpu (default), cuda or cuda:N; under torchrun each process takes cuda:LOCAL_RANK.",
+)
+@click.option(
     "--init",
     metavar="RUN|MODEL.nir",
     help="Fine-tune a trained model: a run directory (its best checkpoint; RUN:last for the "
@@ -237,8 +242,10 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
         cfg = TrainConfig.from_dict(settings)
     except (TypeError, ValueError) as e:
         raise click.UsageError(str(e)) from None
+    from . import distributed
+
     try:
-        line = Trainer(cfg, out, quiet=quiet).fit(resume=resume)
+        line = Trainer(cfg, out, quiet=quiet or not _main_process()).fit(resume=resume)
     except KeyboardInterrupt:
         if RunDir(out).checkpoint("last").is_file():
             click.echo(f"interrupted; resume with: asyncsnn train --out {out} --resume", err=True)
@@ -247,7 +254,15 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
         sys.exit(130)
     except (OSError, RunDirBusy, ValueError) as e:  # CheckpointError is a ValueError
         raise click.ClickException(str(e)) from None
-    click.echo(dumps(line) if quiet else f"done: {out}")
+    finally:
+        distributed.teardown()
+    if _main_process():  # under torchrun only rank 0 speaks
+        click.echo(dumps(line) if quiet else f"done: {out}")
+
+
+def _main_process() -> bool:
+    """Whether this process is rank 0 of a torchrun job (or not under torchrun at all)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 # ------------------------------------------------------------------------------ evaluate
@@ -296,6 +311,12 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     help="With --spikes-out: log the first N evaluated samples only (the metrics still cover "
     "every sample).",
 )
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where the models run: cpu, cuda or cuda:N.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def evaluate(
     run,
@@ -310,6 +331,7 @@ def evaluate(
     cost_profile,
     spikes_out,
     spikes_samples,
+    device,
     as_json,
 ) -> None:
     """Evaluate a trained model on its data set's test split under one execution.
@@ -319,11 +341,12 @@ def evaluate(
     """
     from .evaluation import Execution
     from .evaluation import evaluate as do_evaluate
-    from .training import load_run, load_spike_file, load_test_split
+    from .training import load_run, load_spike_file, load_test_split, use_device
 
     try:
         how = Execution(execution, scheduler, group_size)
         net, cfg, facts = load_run(run, checkpoint)
+        net.to(use_device(device))
         if data_dir is not None:
             cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
         if limit_test is not None:
@@ -419,14 +442,21 @@ def evaluate(
     help="Hardware profile of the energy and time figures: loihi, spinnaker2, seneca, "
     "horowitz45 or a FILE.toml (docs/cost.md).",
 )
-def compare(runs, executions, checkpoint, out, seed, cost_profile) -> None:
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where the models run: cpu, cuda or cuda:N.",
+)
+def compare(runs, executions, checkpoint, out, seed, cost_profile, device) -> None:
     """Print (and write) the side-by-side table of RUNS under several executions."""
     from .evaluation import Execution
     from .report import compare as do_compare
     from .report import text_table, write_results
-    from .training import unfinished
+    from .training import unfinished, use_device
 
     try:
+        use_device(device)
         hows = [Execution.parse(e) for e in executions.split(",") if e.strip()]
         named = {}
         for r in runs:
@@ -438,7 +468,13 @@ def compare(runs, executions, checkpoint, out, seed, cost_profile) -> None:
             if why is not None:
                 click.echo(f"warning: {r}: {why}; its {checkpoint} checkpoint may change", err=True)
         rows = do_compare(
-            named, hows, which=checkpoint, seed=seed, progress=True, cost_profile=cost_profile
+            named,
+            hows,
+            which=checkpoint,
+            seed=seed,
+            progress=True,
+            cost_profile=cost_profile,
+            device=device,
         )
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None

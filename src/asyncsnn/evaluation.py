@@ -68,22 +68,23 @@ def evaluate(
     cost_profile: str | Profile = "loihi",
     keep_results: int = 0,
 ) -> dict:
-    """Per-sample and aggregated metrics of ``net`` on ``split`` under ``how``.
+    """Per-sample and aggregated metrics of ``net`` on ``split`` under ``how``, on the device
+    ``net`` is on.
 
-    Returns a dict with ``summary`` (aggregates), ``per_sample`` (tensors), ``budget``
-    (forward-step budgets and the accuracy at each), ``spikes_per_population`` and, with
-    ``stop_on_first_output``, ``stop_on_first_output`` (aggregates of a run in which each
-    sample ends a timestep at its first output spike).
+        Returns a dict with ``summary`` (aggregates), ``per_sample`` (tensors), ``budget``
+        (forward-step budgets and the accuracy at each), ``spikes_per_population`` and, with
+        ``stop_on_first_output``, ``stop_on_first_output`` (aggregates of a run in which each
+        sample ends a timestep at its first output spike).
 
-    ``cost_profile`` (a :class:`~asyncsnn.cost.Profile`, a built-in profile's name or a
-    ``.toml`` file): the summary's ``energy_nj`` and ``time_us`` per sample and
-    ``latency_time_us_mean``/``_median`` (time to decision) under it (docs/cost.md); the
-    profile's name is ``cost_profile``.
+        ``cost_profile`` (a :class:`~asyncsnn.cost.Profile`, a built-in profile's name or a
+        ``.toml`` file): the summary's ``energy_nj`` and ``time_us`` per sample and
+        ``latency_time_us_mean``/``_median`` (time to decision) under it (docs/cost.md); the
+        profile's name is ``cost_profile``.
 
-    ``keep_results``: also return, under ``results``, the runs (:class:`RunResult`, batch by
-    batch, each with a :class:`~asyncsnn.hooks.SpikeEvents` monitor's records) of the batches
-    that hold the first ``keep_results`` samples, and the ``batch_size`` (what
-    :func:`asyncsnn.spikelog.save_spikes` writes).
+        ``keep_results``: also return, under ``results``, the runs (:class:`RunResult`, batch by
+        batch, each with a :class:`~asyncsnn.hooks.SpikeEvents` monitor's records) of the batches
+        that hold the first ``keep_results`` samples, and the ``batch_size`` (what
+        :func:`asyncsnn.spikelog.save_spikes` writes).
     """
     profile = get_profile(cost_profile)
     scheduler = Momentum(cfg.lambda_ms) if how.scheduler == "momentum" else how.scheduler
@@ -91,8 +92,10 @@ def evaluate(
     per: dict[str, list] = {}
     traces, labels, pops, kept = [], [], [], []
     net.eval()
+    device = next(net.parameters()).device  # the batches go where the network is
     with torch.no_grad():
         for i, (x, y) in enumerate(split.batches(batch_size)):
+            x, y = x.to(device), y.to(device)
             s = batch_seed(seed, 0xE7A1, i)
             keep = i * batch_size < keep_results
             hooks = [OutputTrace(), SpikeEvents()] if keep else [OutputTrace()]

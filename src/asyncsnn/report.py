@@ -34,12 +34,14 @@ def compare(
     seed: int = 0,
     progress: bool = False,
     cost_profile="loihi",
+    device="cpu",
 ) -> list[dict]:
     """Evaluate every run (name -> run directory) under every execution; one row each.
 
     ``split``: the test data (default: the test split of each run's own data set).
     ``cost_profile``: the hardware profile of the energy and time columns (docs/cost.md),
-    named in each row's ``cost_profile``.
+    named in each row's ``cost_profile``. ``device``: where the models run (``cpu``,
+    ``cuda``, ``cuda:N``).
     """
     from .cost import get_profile
 
@@ -48,6 +50,7 @@ def compare(
     cache: dict = {}
     for name, run_dir in runs.items():
         net, cfg, _ = load_run(run_dir, which)
+        net.to(device)
         data = split
         if data is None:
             key = (cfg.dataset, cfg.data_dir, cfg.dt, cfg.timesteps, cfg.limit_test)
