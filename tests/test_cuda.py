@@ -85,3 +85,27 @@ def test_cuda_recompute_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("training", ["layered", "unlayered"])
+def test_training_on_cuda_gives_the_weights_of_the_cpu(tmp_path, training):
+    """``TrainConfig(device="cuda")``: one epoch on the GPU ends at the CPU's weights (float
+    rounding apart; the GPU runs the PyTorch engine, the CPU the compiled kernel), and the
+    checkpoint loads on the CPU."""
+    from asyncsnn.training import TrainConfig, Trainer, load_run
+
+    common = dict(
+        limit_train=80, limit_test=20, epochs=1, hidden=(16,), timesteps=6, batch_size=16,
+        training=training, refractory_dropout=0.0,
+    )  # fmt: skip
+    nets = []
+    for device in ("cpu", "cuda"):
+        cfg = TrainConfig(device=device, **common)
+        Trainer(cfg, tmp_path / device, quiet=True).fit()
+        net, _, _ = load_run(tmp_path / device, "last")
+        assert next(net.parameters()).device.type == "cpu"
+        nets.append(net)
+    for (name, a), (_, b) in zip(
+        nets[0].state_dict().items(), nets[1].state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
