@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -64,8 +65,12 @@ def test_data_set_choices_are_the_registered_data_sets(command):
     from asyncsnn.data import available_datasets
 
     dataset = next(p for p in main.commands[command].params if p.name == "dataset")
-    assert list(dataset.type.choices) == available_datasets()
+    assert list(dataset.type.choices) == [*available_datasets(), "tonic:NAME"]
     assert "digits" in dataset.type.choices and "nmnist" in dataset.type.choices
+    assert dataset.type.convert("tonic:NMNIST", dataset, None) == "tonic:NMNIST"
+    for bad in ("tonic:", "nmnist2"):
+        with pytest.raises(click.BadParameter, match="is not one of"):
+            dataset.type.convert(bad, dataset, None)
 
 
 def test_train_writes_a_run_directory(trained):
