@@ -703,7 +703,23 @@ def demo(out, epochs, seed, quiet) -> None:
     help="Hardware profile of the energy and time columns (docs/cost.md); a changed profile "
     "evaluates again, without training again.",
 )
-def reproduce(data_root, budget, datasets, recipes, jobs, out, cost_profile) -> None:
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "ray"]),
+    default="process",
+    show_default=True,
+    help="process: --jobs worker processes; ray: each training a Ray Tune trial of one CPU, "
+    "tried once more where it fails (as `asyncsnn sweep`), on an embedded Ray of --jobs CPUs "
+    'or on the cluster at --address (pip install "asyncsnn[sweep]").',
+)
+@click.option(
+    "--address",
+    metavar="auto|ray://HOST:PORT",
+    help="Run the trainings on this Ray cluster (implies --executor ray).",
+)
+def reproduce(
+    data_root, budget, datasets, recipes, jobs, out, cost_profile, executor, address
+) -> None:
     """The study's grid on every data set found: results.md, results.json and plots.
 
     Trains layered, unlayered-random, unlayered-momentum and the best unlayered recipe with
@@ -718,6 +734,8 @@ def reproduce(data_root, budget, datasets, recipes, jobs, out, cost_profile) -> 
     folder = out if out is not None else Path(f"runs/reproduce-{budget}")
     names = [d.strip() for d in datasets.split(",") if d.strip()] if datasets else None
     chosen = {"recipes": [r.strip() for r in recipes.split(",") if r.strip()]} if recipes else {}
+    from .sweep import TrialsFailed
+
     try:
         do_reproduce(
             folder,
@@ -728,13 +746,92 @@ def reproduce(data_root, budget, datasets, recipes, jobs, out, cost_profile) -> 
             cost_profile=cost_profile,
             command=main_command(),
             say=click.echo,
+            executor="ray" if address else executor,
+            address=address,
             **chosen,
         )
     except KeyboardInterrupt:
         click.echo(f"interrupted; run the same command again to go on ({folder})", err=True)
         sys.exit(130)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ImportError, TrialsFailed) as e:
         raise click.ClickException(str(e)) from None
+
+
+# ------------------------------------------------------------------------------ sweep
+@main.command()
+@click.argument("grid_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--address",
+    metavar="auto|ray://HOST:PORT",
+    help="Run the trials on a Ray cluster: auto (the cluster `ray start` joined this machine "
+    "to) or ray://HOST:PORT (Ray Client). Default: an embedded Ray on this machine, started "
+    "and stopped by the command.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the trials' run directories and the table (default runs/sweep-STEM); a "
+    "second call skips the finished trials and resumes the half-finished ones.",
+)
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    help="CPUs the embedded Ray may use (default: [resources] local_cpus, else all).",
+)
+@click.option("--dry-run", is_flag=True, help="List the trials and what each needs; run nothing.")
+def sweep(grid_file, address, out, cpus, dry_run) -> None:
+    """Train a grid of settings (GRID_FILE, docs/sweeps.md) with Ray Tune, then compare.
+
+    Every trial trains into its own run directory named from its grid values
+    (OUT/training=unlayered,seed=1); a failed trial is tried once more. At the end, the
+    `asyncsnn compare` table of every finished trial under the grid's [compare] executions,
+    also written to OUT/results.md and results.json. Without Ray (pip install
+    "asyncsnn[sweep]") the trials run one after another in this process. Exits with 1 where a
+    trial failed on both attempts, after the table of the others."""
+    from .sweep import GridError, load_grid, plan
+    from .sweep import sweep as do_sweep
+
+    try:
+        grid = load_grid(grid_file)
+    except GridError as e:
+        raise click.ClickException(str(e)) from None
+    folder = out if out is not None else grid.default_out()
+    if dry_run:
+        try:
+            planned = plan(grid, folder)
+        except (OSError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+        for _, run_dir, state in planned:
+            click.echo(f"{state:<9} {run_dir}")
+        click.echo(f"{len(planned)} trials")
+        return
+    try:
+        result = do_sweep(
+            grid,
+            folder,
+            address=address,
+            local_cpus=cpus,
+            say=click.echo,
+            warn=lambda line: click.echo(line, err=True),
+        )
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; run the same command again to go on ({folder})", err=True)
+        sys.exit(130)
+    except (OSError, ValueError, ImportError) as e:
+        raise click.ClickException(str(e)) from None
+    if result.rows:
+        click.echo(result.table)
+        click.echo(result.note.rstrip())
+        click.echo(f"written: {folder}/results.json, results.md, plots")
+    for o in result.failed:
+        click.echo(f"failed: {o.name} after {o.attempts} attempt(s): {o.error}", err=True)
+    if result.failed:
+        click.echo(
+            f"{len(result.failed)} of {len(grid.trials)} trials failed; run the same command "
+            "again to retry them",
+            err=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

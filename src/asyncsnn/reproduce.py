@@ -376,10 +376,16 @@ def reproduce(
     recipes: Sequence[str] = GRID_RECIPES,
     cost_profile: str | Path | Profile = "loihi",
     say: Callable[[str], None] = print,
+    executor: str = "process",
+    address: str | None = None,
 ) -> dict:
     """Run (or go on with) the grid into ``out``; returns ``{"rows", "summary", "claims"}``.
 
-    ``jobs``: trainings run in parallel, each in its own process with one thread. ``grid``
+    ``jobs``: trainings run in parallel, each in its own process with one thread.
+    ``executor``: ``"process"`` (a pool of ``jobs`` processes, or this one for ``jobs`` = 1)
+    or ``"ray"``: each task one Ray Tune trial of one CPU, tried once more where it fails
+    (:func:`asyncsnn.sweep.run_tasks`), on the Ray cluster at ``address`` or on an embedded Ray
+    of ``jobs`` CPUs. ``grid``
     replaces the budget's data sets (tests and custom grids: ``(Study, data folder)`` pairs).
     ``recipes``: names of :data:`RECIPES` (``layered`` is always trained: the claims compare
     with it). The report covers every evaluation in ``out`` of the grid's data sets, those of
@@ -389,6 +395,10 @@ def reproduce(
     """
     out = Path(out)
     profile = get_profile(cost_profile)
+    if executor not in ("process", "ray"):
+        raise ValueError(f"the executor is 'process' or 'ray', got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("an address names a Ray cluster: it needs the Ray executor")
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
@@ -418,7 +428,7 @@ def reproduce(
                         "evaluation": str(
                             out / "evaluations" / study.dataset / f"{recipe}-seed{seed}.json"
                         ),
-                        "threads": 1 if jobs > 1 else None,
+                        "threads": 1 if jobs > 1 or executor == "ray" else None,
                         "cost_profile": profile,
                     }
                 )
@@ -429,7 +439,11 @@ def reproduce(
         t for i, t in enumerate(tasks) if i not in firsts.values()
     ]
     start = time.perf_counter()
-    _execute(tasks, jobs, _run_task, _reporter(tasks, say))
+    names = [f"{t['dataset']}/{t['recipe']}/seed{t['seed']}" for t in tasks]
+    _execute(
+        tasks, jobs, _run_task, _reporter(tasks, say), executor=executor, address=address,
+        names=names, say=say,
+    )  # fmt: skip
     elapsed = time.perf_counter() - start
     records = _evaluations(out, [study.dataset for study, _ in grid])
     rows = [r for rec in records for r in rec["rows"]]
@@ -459,10 +473,39 @@ def _evaluations(out: Path, datasets: Sequence[str]) -> list[dict]:
     return [rec for _, rec in sorted(records, key=lambda kv: kv[0])]
 
 
-def _execute(tasks: Sequence, jobs: int, work: Callable = _run_task, done=None) -> list:
+def _execute(
+    tasks: Sequence,
+    jobs: int,
+    work: Callable = _run_task,
+    done=None,
+    *,
+    executor: str = "process",
+    address: str | None = None,
+    names: Sequence[str] | None = None,
+    say: Callable[[str], None] = print,
+) -> list:
     """``work(task)`` of each task, in the tasks' order; ``done(i, result)`` as each finishes.
     With ``jobs`` > 1, in that many worker processes (spawned: each imports asyncsnn afresh,
-    with one thread)."""
+    with one thread). With ``executor="ray"``, as Ray Tune trials of one CPU each
+    (:func:`asyncsnn.sweep.run_tasks`, on the cluster at ``address`` or an embedded Ray of
+    ``jobs`` CPUs; ``names`` name the trials); a task that fails twice raises
+    :class:`asyncsnn.sweep.TrialsFailed` once every task has ended."""
+    if executor == "ray":
+        from .sweep import Resources, TrialsFailed, run_tasks
+
+        outcomes = run_tasks(
+            tasks,
+            work,
+            names=names,
+            executor="ray",
+            address=address,
+            resources=Resources(cpus=1, local_cpus=None if address else max(jobs, 1)),
+            done=done,
+            say=say,
+        )
+        if any(o.error is not None for o in outcomes):
+            raise TrialsFailed(outcomes)
+        return [o.result for o in outcomes]
     if jobs <= 1:
         results = []
         for i, task in enumerate(tasks):
