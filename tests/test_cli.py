@@ -372,7 +372,9 @@ def test_resume_on_the_command_line(tmp_path):
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["hidden"] == [24] and saved["limit_train"] == 160 and saved["epochs"] == 2
     r = CliRunner().invoke(main, ["train", "--out", str(out), "--resume", "--lr", "0.1"])
-    _one_line_error(r, "lr (recorded 0.0005, given 0.1)", "only epochs, data_dir may change")
+    _one_line_error(
+        r, "lr (recorded 0.0005, given 0.1)", "only epochs, data_dir, device may change"
+    )
     for name in ("last", "best"):
         (out / "checkpoints" / f"{name}.safetensors").unlink()
     r = CliRunner().invoke(main, args)  # never overwrites config.json and metrics

@@ -207,8 +207,9 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
     """Train a model into a run directory (config, metrics, checkpoints, plots).
 
     With --resume the training goes on from the last checkpoint, with the configuration it
-    records; only --epochs (more), --data-dir and --device may change. Ctrl-C stops after the batch in
-    flight, with the state saved; a resume then ends exactly as an uninterrupted training.
+    records; only --epochs (more), --data-dir and --device may change. Ctrl-C stops after the
+    batch in flight, with the state saved; a resume then ends exactly as an uninterrupted
+    training.
 
     With --init the training starts from a trained model (fine-tuning); a resume continues
     its own checkpoint and reads the init no more."""
