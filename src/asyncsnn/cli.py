@@ -718,8 +718,14 @@ def demo(out, epochs, seed, quiet) -> None:
     metavar="auto|ray://HOST:PORT",
     help="Run the trainings on this Ray cluster (implies --executor ray).",
 )
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="Where the trainings and evaluations run: cpu, cuda or cuda:N.",
+)
 def reproduce(
-    data_root, budget, datasets, recipes, jobs, out, cost_profile, executor, address
+    data_root, budget, datasets, recipes, jobs, out, cost_profile, executor, address, device
 ) -> None:
     """The study's grid on every data set found: results.md, results.json and plots.
 
@@ -749,6 +755,7 @@ def reproduce(
             say=click.echo,
             executor="ray" if address else executor,
             address=address,
+            device=device,
             **chosen,
         )
     except KeyboardInterrupt:

@@ -258,6 +258,7 @@ def _run_task(task: dict) -> dict:
             return {**old, "trained_s": trained, "evaluated_s": 0.0}
     start = time.perf_counter()
     net, run_cfg, _ = load_run(run_dir, "best")
+    net.to(cfg.device)
     _, val, test, _ = _splits(cfg)  # the task's own data (its dt may be left to the data set)
     rows, curves, latencies, layers = [], {}, {}, {}
     for how in EXECUTIONS:
@@ -353,7 +354,7 @@ def _check_recorded(run_dir: Path, planned: dict) -> None:
     differ = [
         f"{k} (recorded {recorded[k]!r}, planned {want[k]!r})"
         for k in want
-        if k not in ("data_dir", "dt") and recorded.get(k) != want[k]
+        if k not in ("data_dir", "dt", "device") and recorded.get(k) != want[k]
     ]
     if differ:
         raise ValueError(
@@ -378,6 +379,7 @@ def reproduce(
     say: Callable[[str], None] = print,
     executor: str = "process",
     address: str | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Run (or go on with) the grid into ``out``; returns ``{"rows", "summary", "claims"}``.
 
@@ -391,7 +393,9 @@ def reproduce(
     with it). The report covers every evaluation in ``out`` of the grid's data sets, those of
     earlier calls with other recipes included. ``cost_profile``: the hardware profile of the
     energy and time columns (:func:`asyncsnn.cost.get_profile`); an evaluation recorded under
-    another profile is evaluated again (the training is kept).
+    another profile is evaluated again (the training is kept). ``device``: where the trainings
+    and evaluations run (``cpu``, ``cuda``, ``cuda:N``); a run trained on another device is
+    the same run (a resume may change the device).
     """
     out = Path(out)
     profile = get_profile(cost_profile)
@@ -415,7 +419,7 @@ def reproduce(
     for study, data_dir in grid:
         for seed in seeds:
             for recipe in recipes:
-                config = _task_config(study, data_dir, recipe, seed)
+                config = {**_task_config(study, data_dir, recipe, seed), "device": device}
                 run_dir = out / "runs" / study.dataset / recipe / f"seed{seed}"
                 _check_recorded(run_dir, config)
                 tasks.append(
