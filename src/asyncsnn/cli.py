@@ -8,6 +8,11 @@ asyncsnn import MODEL.nir ...      a NIR model into a run directory (then evalua
 asyncsnn export RUN --out F.nir    a run's model as a NIR graph
 asyncsnn encode-audio DIR --out F  a folder of WAV files as cochlear spikes (SHD's HDF5 schema)
 asyncsnn reproduce [--budget B]    the study's grid on every data set found, with results.md
+asyncsnn sweep GRID.toml           a grid of trainings on Ray Tune (or one after another)
+asyncsnn explore RUN --out F.html  step through a sample's forward steps in a browser
+
+``torchrun --nproc-per-node N -m asyncsnn train ...`` trains data-parallel
+(:mod:`asyncsnn.distributed`).
 
 Every command that writes a model writes a run directory (:mod:`asyncsnn.rundir`).
 """
