@@ -52,6 +52,8 @@ def test_help_explains_the_commands():
         "export",
         "encode-audio",
         "reproduce",
+        "sweep",
+        "explore",
     ):
         assert command in r.output
     r = CliRunner().invoke(main, ["train", "--help"])
