@@ -520,10 +520,10 @@ def _execute(
     import concurrent.futures
     import multiprocessing
 
+    from .sweep import _environ
+
     env = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the spawned workers inherit them
-    try:
+    with _environ(**env):  # the spawned workers inherit them
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
             futures = {pool.submit(work, t): i for i, t in enumerate(tasks)}
@@ -533,12 +533,6 @@ def _execute(
                 results[i] = f.result()
                 if done is not None:
                     done(i, results[i])
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return results
 
 
