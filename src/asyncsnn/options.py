@@ -17,7 +17,7 @@ from .scheduling import Scheduler, get_scheduler
 from .surrogate import get_surrogate
 
 EXECUTIONS = ("layered", "async")
-BACKENDS = ("auto", "torch", "numba")
+BACKENDS = ("auto", "torch", "numba", "triton")
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,11 @@ class RunSettings:
             the run builds no graph (the inference path).
         max_queued_per_neuron: queue places per neuron when refractory dropout acts.
         backend: ``"auto"`` (default) runs asynchronous execution, with or without gradients,
-            through the compiled numba CPU kernel where it applies (see
-            :mod:`asyncsnn.kernels`; the same spikes) and the PyTorch engine elsewhere;
-            ``"torch"`` always runs the PyTorch engine; ``"numba"`` requires the kernel and
-            raises a ``ValueError`` saying why where it cannot run.
+            through a compiled kernel where one applies (see :mod:`asyncsnn.kernels`; the
+            same spikes): the numba kernel for CPU tensors, the Triton kernel for CUDA
+            tensors; the PyTorch engine elsewhere. ``"torch"`` always runs the PyTorch
+            engine; ``"numba"`` and ``"triton"`` require that kernel and raise a
+            ``ValueError`` saying why where it cannot run.
         recompute: with gradients through the PyTorch engine (asynchronous execution on a
             GPU, or with a user's policy, hook or surrogate), keep only each timestep's
             input and membranes and recompute the timestep during the backward pass: memory
@@ -113,7 +114,7 @@ class RunOptions:
             (the run then builds no graph).
         training: whether training-only interventions act.
         max_queued_per_neuron: queue places per neuron where refractory dropout acts.
-        backend: ``"auto"``, ``"torch"`` or ``"numba"``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"``.
         recompute: the PyTorch engine recomputes each timestep in the backward pass.
         silent_gradients: surrogate gradients also pass through the neurons that did not fire
             (only where gradients are required).
@@ -168,10 +169,10 @@ def resolve(network: Network, x: torch.Tensor, settings: RunSettings) -> RunOpti
             raise TypeError(f"hooks must be asyncsnn.Hook instances, got {h!r}")
     if s.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {s.backend!r}")
-    if s.backend == "numba" and s.execution != "async":
+    if s.backend in ("numba", "triton") and s.execution != "async":
         raise ValueError(
-            f"backend='numba' runs asynchronous execution only, not execution={s.execution!r}; "
-            "use backend='auto' or 'torch'"
+            f"backend={s.backend!r} runs asynchronous execution only, not "
+            f"execution={s.execution!r}; use backend='auto' or 'torch'"
         )
     for name in ("recompute", "silent_gradients"):
         if not isinstance(getattr(s, name), bool):

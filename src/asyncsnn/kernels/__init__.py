@@ -19,15 +19,25 @@ built-in policies (``random``, ``momentum``, ``fifo``, ``layered``, exactly thes
 the hooks
 ``MaxForwardSteps``, ``StopOnOutputSpike``, ``InputSpikeDropout`` and ``NetworkSpikeDropout``,
 refractory dropout, and the surrogates ``ArcTan`` and ``FastSigmoid``. Anything else (a user's
-policy, hook or surrogate, queued input, float64, a GPU) runs the reference. numba is a
-dependency of the package; where it cannot be imported, ``auto`` runs the reference.
+policy, hook or surrogate, queued input, float64, a GPU without Triton) runs the reference.
+numba is a dependency of the package; where it cannot be imported, ``auto`` runs the
+reference.
 
-This module imports neither numba nor the kernel: they load on the first run that uses them.
+On CUDA tensors ``auto`` runs the Triton kernel of :mod:`asyncsnn.kernels.triton_async`
+(and, with gradients, :mod:`asyncsnn.kernels.triton_grad`) where it applies: the same calls
+as the numba kernel, on float32 CUDA tensors, with ``F`` up to
+:data:`~asyncsnn.kernels.triton_limits.MAX_GROUP`; Triton is the optional ``gpu`` extra
+(``pip install asyncsnn[gpu]``). ``backend="triton"`` insists on it and says why where it
+cannot run; under Triton's interpreter (``TRITON_INTERPRET=1``) it runs on CPU tensors too.
+
+This module imports neither numba, Triton nor the kernels: they load on the first run that
+uses them.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 
 import torch
@@ -59,8 +69,61 @@ def _load_cpu():
     return cpu, None
 
 
-def unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str | None:
-    """Why the compiled kernel cannot run this call, or ``None`` where it can."""
+def triton_available() -> bool:
+    """Whether Triton can be imported (checked without importing it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _load_triton(grad: bool):
+    """The Triton engine for this call and ``None``, or ``None`` and why it cannot load."""
+    if not triton_available():
+        return None, "Triton is not installed (pip install asyncsnn[gpu], or triton)"
+    try:
+        if grad:
+            from .triton_grad import run_async_triton_grad as engine
+        else:
+            from .triton_async import run_async_triton as engine
+    except ImportError as e:
+        return None, f"Triton cannot be imported ({e})"
+    return engine, None
+
+
+def _cpu_device(x: torch.Tensor) -> str | None:
+    if x.device.type != "cpu":
+        return f"the tensors are on {x.device}, the kernel runs on the CPU"
+    return None
+
+
+def _triton_device(x: torch.Tensor) -> str | None:
+    if x.device.type == "cuda":
+        return None
+    if x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return None  # Triton's interpreter runs the kernel on CPU tensors
+    return (
+        f"the tensors are on {x.device}; the Triton kernel runs on CUDA tensors (or on CPU "
+        "tensors under Triton's interpreter, TRITON_INTERPRET=1)"
+    )
+
+
+def triton_unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str | None:
+    """Why the Triton kernel cannot run this call, or ``None`` where it can: the numba
+    kernel's conditions on a CUDA device, and a forward group it can sort."""
+    reason = unsupported_reason(net, x, options, device=_triton_device)
+    if reason is not None:
+        return reason
+    from .triton_limits import MAX_GROUP
+
+    largest = min(options.group_size, (net.n_neurons - net.n_input) * options.slots)
+    if largest > MAX_GROUP:
+        return f"group_size {options.group_size} is above the kernel's {MAX_GROUP}"
+    if options.spike_fn is not None and options.silent_gradients:
+        return "silent gradients are not implemented in the Triton kernel's backward pass"
+    return None
+
+
+def unsupported_reason(net, x: torch.Tensor, options: RunOptions, device=_cpu_device) -> str | None:
+    """Why the compiled kernel cannot run this call, or ``None`` where it can (``device``:
+    the kernel's check of the tensors' device)."""
     neuron = net.neuron_model()
     if neuron is not LIF:  # the populations' declaration, never a silent plain LIF
         return f"the neuron model {neuron.name!r} is not one the kernel knows (lif)"
@@ -70,8 +133,9 @@ def unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str | None:
             f"gradients are required with the surrogate {type(spike_fn).__name__}; the kernel "
             "knows ArcTan and FastSigmoid"
         )
-    if x.device.type != "cpu":
-        return f"the tensors are on {x.device}, the kernel runs on the CPU"
+    where = device(x)
+    if where is not None:
+        return where
     if x.dtype != torch.float32:
         return f"the tensors are {x.dtype}, the kernel runs float32 only"
     if not options.prioritized_input:
@@ -89,10 +153,19 @@ def unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str | None:
 
 def engine_for(net, x: torch.Tensor, options: RunOptions) -> Callable | None:
     """The compiled engine ``(net, x, options) -> RunResult`` for this asynchronous run, or
-    ``None`` where the reference must run. ``backend="numba"`` raises a ``ValueError`` saying
-    why instead of returning ``None``."""
+    ``None`` where the reference must run: the Triton kernel for CUDA tensors (and for
+    ``backend="triton"``), the numba kernel for CPU tensors. ``backend="numba"`` and
+    ``backend="triton"`` raise a ``ValueError`` saying why instead of returning ``None``."""
     if options.backend == "torch":
         return None
+    if options.backend == "triton" or (options.backend == "auto" and x.device.type == "cuda"):
+        reason = triton_unsupported_reason(net, x, options)
+        engine = None
+        if reason is None:
+            engine, reason = _load_triton(options.spike_fn is not None)
+        if reason is not None and options.backend == "triton":
+            raise ValueError(f"backend='triton' cannot run this call: {reason}")
+        return engine
     reason = unsupported_reason(net, x, options)
     cpu = None
     if reason is None:

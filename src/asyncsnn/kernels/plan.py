@@ -165,7 +165,7 @@ def input_current(net: Network, x: torch.Tensor) -> torch.Tensor:
     n_in = net.n_input
     n_pop = net.n_neurons - n_in
     dtype = x.dtype
-    out = torch.zeros(T, B, n_pop, dtype=dtype)
+    out = torch.zeros(T, B, n_pop, dtype=dtype, device=x.device)
     projs = [p for p in net.projections if p.source == INPUT]
     by_pop = []
     for pop in net.populations:
@@ -236,7 +236,8 @@ class Plan:
             drop_p=np.array([h.p for h in drops], np.float32),
         )
         self.beta = decay_factor(o.dt, net.tau_m.to(self.dtype)).detach().contiguous()
-        theta = net.threshold.to(self.dtype).masked_fill(~st["spiking"], float("inf"))
+        spiking = st["spiking"].to(net.threshold.device)
+        theta = net.threshold.to(self.dtype).masked_fill(~spiking, float("inf"))
         self.theta = theta.detach().contiguous()
         self.synaptic = net.current_based
         self.alpha = decay_factor(o.dt, net.tau_syn.to(self.dtype)).detach().contiguous()
