@@ -56,18 +56,20 @@ def stream_hash(stream: int) -> int:
 
 class Blocks:
     """Block sizes of one launch (powers of two): the neuron sweep, a wave's entries, the
-    live list's chunks, the largest live list selected in registers, the sorted group."""
+    live list's chunks, the largest live list selected in registers, the sorted group; and
+    whether the registers rank by counting instead of sorting. On a GPU they are fixed (one
+    compiled kernel per group size serves every network); the interpreter takes smaller
+    ones, and ranks (a sorting network is slow there)."""
 
     def __init__(self, n: int, widest_wave: int, group: int, interpreted: bool):
-        cap = 64 if interpreted else 1024
-        self.N = min(_pow2(n, 16), 256 if interpreted else 1024)
-        self.E = min(_pow2(widest_wave, 16), 128 if interpreted else 256)
-        self.Q = 64 if interpreted else 256
-        self.QB = cap
+        if interpreted:
+            self.N = min(_pow2(n, 16), 256)
+            self.E = min(_pow2(widest_wave, 16), 128)
+            self.Q, self.QB = 64, 64
+        else:
+            self.N, self.E, self.Q, self.QB = 256, 128, 256, 256
         self.GB = _pow2(group)
-        # rank by counting where the blocks are small (and always in the interpreter, where
-        # a sorting network is slow); sort with tl.sort otherwise
-        self.rank = interpreted or (self.QB <= 64 and self.GB <= 64)
+        self.rank = interpreted
 
 
 # ------------------------------------------------------------------ the network's tables

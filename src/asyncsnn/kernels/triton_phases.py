@@ -448,8 +448,9 @@ def select_group(
     the ``group``-th; beyond, ``group`` rounds each take the largest remaining key. Returns
     the group's size and the new ``n_live``.
 
-    ``RANK``: rank by counting (``QB`` x ``QB`` comparisons, for small blocks and Triton's
-    interpreter, where a sorting network is slow) instead of ``tl.sort``; the same result."""
+    ``RANK``: rank by counting (``QB`` x ``QB`` comparisons, for Triton's interpreter, where
+    a sorting network is slow) instead of ``tl.sort``; the same result. A group of up to 32
+    is always sorted by counting."""
     n_sel = tl.minimum(n_live, group)
     if n_live <= group:  # all of them
         for c in range(0, n_live, BLOCK_Q):
@@ -504,7 +505,7 @@ def select_group(
     gm = g < n_sel
     places = tl.load(chosen_ptr + g, mask=gm, other=BIG)
     tl.debug_barrier()
-    if RANK:
+    if RANK or GB <= 32:  # a small group: ranked by counting in any case
         rank = vsum((places[None, :] < places[:, None]).to(tl.int32))
         tl.store(chosen_ptr + rank, places, mask=gm)
     else:
