@@ -16,6 +16,12 @@ snnTorch. Each configuration runs in a fresh process (:mod:`benchmarks.worker`) 
 ``OMP_WAIT_POLICY=PASSIVE``; the figures are medians of repetitions (with ``--rounds N``,
 those of the fastest of N processes per configuration, run in alternating order). It writes
 ``results/latest.json`` and ``results/latest.md`` beside this file (``--out`` to change).
+
+``--device cuda`` measures the GPU rows instead (:func:`plan_gpu`): asynchronous inference
+through the Triton kernel (``backend="triton"``) and through the PyTorch engine, layered
+execution and snnTorch on the same GPU and the same weights, at batch 32, 256 and 1024, and a
+training step at each batch; memory is the GPU's. It needs a CUDA GPU and says so otherwise;
+it writes ``results/latest-cuda.{json,md}``.
 """
 
 from __future__ import annotations
@@ -70,6 +76,15 @@ TARGET_EVENTS_B1 = 110e6
 TARGET_RATIO_B32 = 1.0
 TARGET_TRAIN_TIME = 3.0
 TARGET_TRAIN_MEMORY = 2.0
+# the GPU's targets (issue 15): at batch 256, asynchronous inference at >= 10 G synaptic
+# events/s and no slower than snnTorch layered; a training step <= 2x snnTorch's BPTT step,
+# extra GPU memory <= 2x
+GPU_BATCHES = (32, 256, 1024)
+GPU_TARGET_BATCH = 256
+GPU_TARGET_EVENTS = 10e9
+GPU_TARGET_RATIO = 1.0
+GPU_TARGET_TRAIN_TIME = 2.0
+GPU_TARGET_TRAIN_MEMORY = 2.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +97,7 @@ class Config:
     batch: int
     policy: str | None = None
     backend: str | None = None
+    device: str = "cpu"
 
     @property
     def label(self) -> str:
@@ -109,6 +125,7 @@ class Config:
             "max_repeats": effort["max_repeats"],
             "data": str(data),
             "seed": 0,
+            "device": self.device,
         }
 
 
@@ -173,6 +190,56 @@ def plan(quick: bool, networks: list[str], backends: list[str | None]) -> list[C
     return out
 
 
+def plan_gpu(quick: bool, networks: list[str]) -> list[Config]:
+    """The GPU's configurations: asynchronous inference through the Triton kernel (every
+    policy) and the PyTorch engine (momentum), layered execution and snnTorch, at batch 32,
+    256 and 1024, and a training step at each batch (unlayered through the Triton kernel,
+    layered, snnTorch BPTT), on the networks asked for among ``fc`` and ``conv``."""
+    out: list[Config] = []
+    batches = (GPU_TARGET_BATCH,) if quick else GPU_BATCHES
+    policies = ("momentum",) if quick else POLICIES
+    for network in ("fc", "conv"):
+        if network not in networks:
+            continue
+        for batch in batches:
+            for policy in policies:
+                out.append(
+                    Config(network, "asyncsnn-async", "inference", batch, policy, "triton", "cuda")
+                )
+            if not quick and batch == batches[0]:
+                out.append(
+                    Config(
+                        network, "asyncsnn-async", "inference", batch, "momentum", "torch", "cuda"
+                    )
+                )
+            out.append(Config(network, "asyncsnn-layered", "inference", batch, device="cuda"))
+            out.append(Config(network, "snntorch", "inference", batch, device="cuda"))
+        for batch in batches:
+            out.append(
+                Config(network, "asyncsnn-async", "train", batch, "momentum", "triton", "cuda")
+            )
+            out.append(Config(network, "asyncsnn-layered", "train", batch, device="cuda"))
+            out.append(Config(network, "snntorch", "train", batch, device="cuda"))
+    return out
+
+
+def gpu_problem() -> str | None:
+    """Why ``--device cuda`` cannot run here, or ``None``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return (
+            "--device cuda needs a CUDA GPU: torch sees none here (torch.cuda.is_available() "
+            f"is False, torch {torch.__version__}); run it on a machine with an NVIDIA GPU, "
+            "a CUDA build of PyTorch and Triton (pip install -e .[gpu])"
+        )
+    from asyncsnn.kernels import triton_available
+
+    if not triton_available():
+        return "--device cuda measures the Triton kernel: install Triton (pip install -e .[gpu])"
+    return None
+
+
 # ------------------------------------------------------------------------------ running
 def child_env() -> dict:
     env = dict(os.environ)
@@ -224,12 +291,12 @@ def add_ratios(rows: list[dict]) -> None:
     against the snnTorch row of the same network, mode and batch (``None`` where missing, and
     the memory ratio where snnTorch's extra peak is under 1 MiB: a ratio to noise)."""
     refs = {
-        (r["network"], r["mode"], r["batch"]): r
+        (r["network"], r["mode"], r["batch"], r.get("device", "cpu")): r
         for r in rows
         if r["engine"] == "snntorch" and "error" not in r
     }
     for r in rows:
-        ref = refs.get((r["network"], r["mode"], r["batch"]))
+        ref = refs.get((r["network"], r["mode"], r["batch"], r.get("device", "cpu")))
         ok = ref is not None and "error" not in r
         r["ratio_to_snntorch"] = r["ms_per_sample"] / ref["ms_per_sample"] if ok else None
         r["extra_peak_ratio_to_snntorch"] = (
@@ -288,6 +355,41 @@ def evaluate_targets(rows: list[dict], backend: str | None) -> list[dict]:
     return out
 
 
+def evaluate_gpu_targets(rows: list[dict]) -> list[dict]:
+    """The GPU's targets on the fully connected network at batch 256, each met, not met or
+    ``None`` (not measured): Triton inference (every policy) at >= 10 G synaptic events/s
+    and no slower than snnTorch, the unlayered training step <= 2x snnTorch's BPTT step in
+    time and extra GPU memory."""
+    out = []
+    b = GPU_TARGET_BATCH
+    for policy in POLICIES:
+        r = _find(rows, "fc", "inference", b, "asyncsnn-async", policy, "triton")
+        v = r and r["synaptic_events_per_s"]
+        t = r and r["ratio_to_snntorch"]
+        out.append(
+            {
+                "target": f"GPU async {policy} inference, batch {b}: >= 10 G synaptic "
+                "events/s and time <= 1.0x snnTorch's",
+                "value": None if r is None else f"{v / 1e9:.2f} G/s, {t:.2f}x",
+                "met": None if r is None else v >= GPU_TARGET_EVENTS and t <= GPU_TARGET_RATIO,
+            }
+        )
+    r = _find(rows, "fc", "train", b, "asyncsnn-async", "momentum")
+    t = r and r["ratio_to_snntorch"]
+    m = r and r["extra_peak_ratio_to_snntorch"]
+    out.append(
+        {
+            "target": f"GPU unlayered training step (momentum), batch {b}: time <= 2x "
+            "snnTorch's BPTT and extra GPU memory <= 2x",
+            "value": None if t is None or m is None else f"time {t:.2f}x, memory {m:.2f}x",
+            "met": None
+            if t is None or m is None
+            else (t <= GPU_TARGET_TRAIN_TIME and m <= GPU_TARGET_TRAIN_MEMORY),
+        }
+    )
+    return out
+
+
 def fastest(rounds: list[dict]) -> dict:
     """The row of the fastest successful round (noise on a shared machine only adds time),
     with every round's ms per sample; the last failure where none succeeded."""
@@ -326,6 +428,7 @@ def machine_info() -> dict:
         "snntorch": _version("snntorch"),
         "numba": _version("numba"),
         "asyncsnn": _version("asyncsnn"),
+        "triton": _version("triton"),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
@@ -356,8 +459,13 @@ def markdown(report: dict) -> str:
         if meta["rounds"] > 1
         else "Medians of repetitions"
     )
+    where = f"CPU: {meta['cores']} cores ({meta['cpu']})"
+    if meta.get("device") == "cuda":
+        gpu = next((r.get("gpu") for r in report["configs"] if r.get("gpu")), None)
+        where = f"GPU: {gpu}, Triton {meta.get('triton')}; {where}"
+        flags += " --device cuda"
     lines = [
-        f"CPU: {meta['cores']} cores ({meta['cpu']}), PyTorch {meta['torch']}, snnTorch "
+        f"{where}, PyTorch {meta['torch']}, snnTorch "
         f"{meta['snntorch']}, numba {meta['numba'] or 'absent'}, {meta['date']}, "
         f"`python -m benchmarks{flags}` in {meta['wall_s']:.0f} s. "
         f"{how}, one process per configuration.",
@@ -380,6 +488,8 @@ def markdown(report: dict) -> str:
             f"{_num(r['extra_peak_ratio_to_snntorch'], '.2f')} |"
         )
     lines += ["", "Targets (fully connected network 2312-128-128-10):", ""]
+    if not report["targets"]:
+        lines.append("- none measured")
     for t in report["targets"]:
         verdict = {True: "met", False: "not met", None: "not measured"}[t["met"]]
         value = f" ({t['value']})" if t["value"] else ""
@@ -431,7 +541,19 @@ def main(argv: list[str] | None = None) -> int:
         help="backends of asyncsnn.run for asynchronous inference "
         "(default: numba and torch where both exist)",
     )
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu (default), or cuda: the GPU rows (the Triton kernel, the PyTorch engine, "
+        "layered execution and snnTorch at batch 32, 256 and 1024; needs a CUDA GPU)",
+    )
     args = ap.parse_args(argv)
+    if args.device == "cuda":
+        problem = gpu_problem()
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
     if args.rounds < 1:
         ap.error(f"--rounds must be at least 1, got {args.rounds}")
     if not (args.data / "nmnist-subset").is_dir():
@@ -441,8 +563,11 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     effort = EFFORT["quick" if args.quick else "full"]
-    backends = args.backends or available_backends()
-    configs = plan(args.quick, args.networks, backends)
+    gpu = args.device == "cuda"
+    backends = ["triton", "torch"] if gpu else (args.backends or available_backends())
+    configs = (
+        plan_gpu(args.quick, args.networks) if gpu else plan(args.quick, args.networks, backends)
+    )
     meta = machine_info()
     measured: dict[Config, list[dict]] = {cfg: [] for cfg in configs}
     # rounds alternate the order, so that a slow spell of the machine hits different configs
@@ -466,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=args.quick,
         rounds=args.rounds,
         backends=backends,
+        device=args.device,
         wall_s=time.perf_counter() - start,
         threads=next((r["threads"] for r in rows if "threads" in r), None),
         load_average_end=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -473,13 +599,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = {
         "configs": rows,
-        "targets": evaluate_targets(rows, backends[0]),
+        "targets": evaluate_gpu_targets(rows) if gpu else evaluate_targets(rows, backends[0]),
         "meta": meta,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2)
-    (args.out / "latest.json").write_text(text + "\n")
+    stem = "latest-cuda" if gpu else "latest"
+    (args.out / f"{stem}.json").write_text(text + "\n")
     table = markdown(report)
-    (args.out / "latest.md").write_text(table)
+    (args.out / f"{stem}.md").write_text(table)
     print(text if args.json else table, flush=True)
     return 1 if any("error" in r for r in rows) else 0

@@ -13,7 +13,12 @@ peak resident memory it reports belongs to that configuration alone. Keys of the
   counts, backward, Adam);
 - ``batch``; ``samples``: distinct samples run one after another at batch 1;
 - ``timesteps`` (``null``: the workload's), ``data`` (folder holding ``nmnist-subset/`` and
-  ``dvs128-clips/``), ``budget_s``, ``min_repeats``, ``max_repeats``, ``seed``.
+  ``dvs128-clips/``), ``budget_s``, ``min_repeats``, ``max_repeats``, ``seed``;
+- ``device``: ``cpu`` (default) or ``cuda``: the network, its snnTorch twin and the data on
+  that device; a repetition then ends with ``torch.cuda.synchronize()``, and the memory
+  figures are the GPU's (``torch.cuda.max_memory_allocated``: ``peak_rss_mb`` is the peak
+  allocated, ``extra_peak_mb`` the peak during warm-up and repetitions minus what was
+  allocated just before them).
 
 Timing: one untimed warm-up (compilation, cached tables), then repetitions, as many as fit
 in ``budget_s`` within ``[min_repeats, max_repeats]`` (fewer where a single repetition
@@ -112,6 +117,18 @@ def timed_repeats(fn: Callable[[], None], budget_s: float, lo: int, hi: int) -> 
             return times
 
 
+def _synchronised(fn: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """``fn`` that returns once the GPU has finished its work (on a CPU: ``fn``)."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        fn()
+        torch.cuda.synchronize(device)
+
+    return run
+
+
 def _batches(x: torch.Tensor, y, batch: int, samples: int):
     """The inputs of one repetition: ``samples`` single samples, or one batch."""
     if batch == 1:
@@ -153,7 +170,7 @@ def _snntorch_stats(net, x, record) -> dict:
 
 def _inference(spec, work, net, groups):
     if spec["engine"] == "snntorch":
-        model = W.SnnTorchNet(work).eval()
+        model = W.SnnTorchNet(work).to(_device(spec)).eval()
         last: list = []
 
         def rep():
@@ -182,10 +199,10 @@ def _inference(spec, work, net, groups):
 def _train(spec, work, net, groups):
     ((xb, yb),) = groups
     if yb is None:  # the DVS clips have no labels: train towards class 0 (throughput only)
-        yb = torch.zeros(xb.shape[1], dtype=torch.long)
+        yb = torch.zeros(xb.shape[1], dtype=torch.long, device=xb.device)
     step_no = [0]
     if spec["engine"] == "snntorch":
-        model = W.SnnTorchNet(work).train()
+        model = W.SnnTorchNet(work).to(_device(spec)).train()
         opt = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
         last: list = []
 
@@ -243,6 +260,14 @@ def _train(spec, work, net, groups):
 
 
 # ------------------------------------------------------------------------------ main
+def _device(spec: dict) -> torch.device:
+    return torch.device(spec.get("device") or "cpu")
+
+
+def _gpu_mb(value: int) -> float:
+    return value / 2**20
+
+
 def measure(spec: dict) -> dict:
     """Measure one configuration; see the module docstring for ``spec``."""
     if spec["engine"] not in ENGINES:
@@ -256,6 +281,12 @@ def measure(spec: dict) -> dict:
     net = W.asyncsnn_network(work)
     x, y = W.inputs(work, Path(spec["data"]), samples, spec.get("timesteps"))
     groups = _batches(x, y, batch, min(samples, x.shape[1]))
+    device = _device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device cuda was asked for, but torch sees no CUDA GPU")
+        net = net.to(device)
+        groups = [(xb.to(device), None if yb is None else yb.to(device)) for xb, yb in groups]
     n_samples = sum(xb.shape[1] for xb, _ in groups)
     make = _train if spec["mode"] == "train" else _inference
     grad = torch.enable_grad if spec["mode"] == "train" else torch.no_grad
@@ -265,12 +296,19 @@ def measure(spec: dict) -> dict:
     with grad():
         make(spec, work, net, tiny)[0]()
     rep, stats = make(spec, work, net, groups)
+    rep = _synchronised(rep, device)
 
     gc.collect()
     release_free_memory()
-    before = rss_mb()
-    peak_so_far = peak_rss_mb()  # resetting the peak below resets ru_maxrss too
-    clean_peak = reset_peak()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        before = _gpu_mb(torch.cuda.memory_allocated(device))
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        before = rss_mb()
+        peak_so_far = peak_rss_mb()  # resetting the peak below resets ru_maxrss too
+        clean_peak = reset_peak()
     with grad():
         times = timed_repeats(
             rep,
@@ -278,10 +316,14 @@ def measure(spec: dict) -> dict:
             int(spec.get("min_repeats", 3)),
             int(spec.get("max_repeats", 7)),
         )
-    peak_since = peak_rss_mb()
-    after = hwm_mb() if clean_peak else None
-    extra = (after if after is not None else peak_since) - before
-    peak = max(peak_so_far, peak_since, after or 0.0)
+    if device.type == "cuda":
+        peak = _gpu_mb(torch.cuda.max_memory_allocated(device))
+        extra = peak - before
+    else:
+        peak_since = peak_rss_mb()
+        after = hwm_mb() if clean_peak else None
+        extra = (after if after is not None else peak_since) - before
+        peak = max(peak_so_far, peak_since, after or 0.0)
     s = stats()
     t = statistics.median(times)
     return {
@@ -298,6 +340,8 @@ def measure(spec: dict) -> dict:
         "repeats": len(times),
         "times_ms": [1e3 * v for v in times],
         "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "wall_s": time.perf_counter() - start,
     }
 
