@@ -135,8 +135,8 @@ class TrainConfig:
     mix_group_sizes: tuple[int, ...] = ()
     seed: int = 0
     # where the training runs: "cpu", "cuda" or "cuda:N" (under torchrun each process takes
-    # cuda:LOCAL_RANK); unlayered training on CUDA runs the PyTorch engine, recomputing each
-    # timestep in the backward pass
+    # cuda:LOCAL_RANK); unlayered training on CUDA runs the Triton kernel where it applies,
+    # else the PyTorch engine, recomputing each timestep in the backward pass
     device: str = "cpu"
     # fine-tuning: start from a run directory ("RUN", "RUN:last") or a NIR file ("F.nir")
     init: str | None = None
@@ -565,8 +565,9 @@ def forward(
 ) -> RunResult:
     """Run a batch ``x`` of shape (batch, timesteps, *input) as the training does
     (``backend``: that of :func:`asyncsnn.run`; ``seed``: an int or per-sample seeds,
-    :func:`asyncsnn.rng.sample_seeds`). On CUDA the PyTorch engine recomputes each timestep in
-    the backward pass, so memory does not grow with forward steps.
+    :func:`asyncsnn.rng.sample_seeds`). On CUDA, where the Triton kernel does not apply, the
+    PyTorch engine recomputes each timestep in the backward pass (the Triton kernel replays
+    one timestep at a time by itself), so memory does not grow with forward steps.
 
     Frames whose shape differs from the network's input but holds as many values (a flat
     ``(512,)`` input for ``(2, 16, 16)`` frames, as NIR graphs often declare) are reshaped.
