@@ -51,7 +51,8 @@ BACKWARD_POINTERS = {
     "step_base_ptr": I32, "grad_spikes_ptr": F32, "grad_membrane_ptr": F32,
     "grad_rcurrent_ptr": F32, "grad_current_ptr": F32, "grad_w_ptr": "*fp64", "spk_ptr": F32,
     "lam_ptr": F32, "mu_ptr": F32, "dz_place_ptr": F32, "chk_code_ptr": I32,
-    "chk_place_ptr": I32, "chk_v_ptr": F32, "chk_rows_ptr": I32,
+    "chk_place_ptr": I32, "chk_v_ptr": F32, "chk_rows_ptr": I32, "ghosts_ptr": I32,
+    "dz_ghost_ptr": F32,
 }  # fmt: skip
 FLOATS = {"lam", "p_refr", "lam_noise", "parameter"}
 WIDE = {"h_random", "h_noise", "h_refr"}  # 32-bit hashes: passed as int64 when >= 2**31
@@ -64,6 +65,8 @@ def signature(fn, pointers: dict, constexprs: dict) -> dict:
             sig[name] = "constexpr"
         elif name in pointers:
             sig[name] = pointers[name]
+        elif name.endswith("_ptr"):
+            raise KeyError(f"{fn.__name__}: the pointer {name} has no type in this script")
         elif name in FLOATS:
             sig[name] = "fp32"
         elif name in WIDE:

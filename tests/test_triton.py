@@ -24,7 +24,12 @@ if "triton" not in sys.modules and not torch.cuda.is_available():
 pytest.importorskip("triton", reason="Triton is not installed (pip install asyncsnn[gpu])")
 pytest.importorskip("numba")
 
-from test_kernel_gradients import assert_same_run_and_close_gradients, gradients  # noqa: E402
+from test_kernel_gradients import (  # noqa: E402
+    assert_same_run_and_close_gradients,
+    check_silent_gradients_by_hand,
+    check_silent_gradients_chain,
+    gradients,
+)
 from test_kernels import (  # noqa: E402
     NETWORKS,
     POLICIES,
@@ -281,6 +286,14 @@ def test_waves_keep_table_order_and_distinct_targets():
         ("conv", "momentum", {}),
         ("fc_bias_membrane_cuba_subtract", "momentum_noisy", {}),
         ("conv_cuba", "fifo", {}),
+        ("fc", "momentum_noisy", {"silent_gradients": True}),
+        ("conv_cuba", "random", {"silent_gradients": True, "refractory_dropout": 0.5}),
+        ("fc_bias_membrane_cuba_subtract", "fifo", {"silent_gradients": True}),
+        (
+            "recurrent",
+            "momentum",
+            {"silent_gradients": True, "hooks": [asyncsnn.MaxForwardSteps(3)]},
+        ),
         (
             "recurrent",
             "random",
@@ -295,15 +308,29 @@ def test_waves_keep_table_order_and_distinct_targets():
             },
         ),
     ],
-    ids=lambda v: v if isinstance(v, str) else ("plain" if not v else "dropouts"),
+    ids=lambda v: v if isinstance(v, str) else _setting_id(v),
 )
 def test_gradients_equal_autograd_through_the_reference(name, policy, setting):
     net, x = tiny(name)
     net.train()
     kw = {"scheduler": POLICIES[policy], "group_size": 3, **setting}
-    assert_same_run_and_close_gradients(
-        gradients(net, x, "torch", **kw), gradients(net, x, "triton", **kw)
-    )
+    ref = gradients(net, x, "torch", **kw)
+    assert_same_run_and_close_gradients(ref, gradients(net, x, "triton", **kw))
+    if setting.get("silent_gradients"):  # the ghosts change the gradients here
+        without = gradients(net, x, "torch", **{**kw, "silent_gradients": False})
+        assert any(not torch.allclose(ref[1][k], without[1][k]) for k in without[1])
+
+
+def _setting_id(setting: dict) -> str:
+    name = "silent" if setting.get("silent_gradients") else "plain"
+    return name if set(setting) <= {"silent_gradients"} else f"{name}-dropouts"
+
+
+@interpreter
+def test_silent_gradients_by_hand():
+    """The hand-computed silent-gradient networks of ``test_kernel_gradients.py``."""
+    check_silent_gradients_by_hand("triton")
+    check_silent_gradients_chain("triton")
 
 
 @interpreter
@@ -371,7 +398,6 @@ REFUSED = {
     "float64": ({"dtype": torch.float64}, "float64"),
     "queued input": ({"prioritized_input": False, "scheduler": "fifo"}, "queued"),
     "output trace": ({"hooks": [asyncsnn.OutputTrace()]}, "OutputTrace"),
-    "silent gradients": ({"grad": True, "silent_gradients": True}, "silent gradients"),
     "group above the limit": ({"group_size": 5}, "above the kernel's 4"),
 }
 
@@ -506,11 +532,14 @@ def _gpu_gradients(net, x, **kw):
 
 
 @gpu
-@pytest.mark.parametrize("policy", ["momentum_noisy", "fifo", "random"])
+@pytest.mark.parametrize(
+    ("policy", "silent"),
+    [("momentum_noisy", False), ("fifo", False), ("random", False), ("momentum", True)],
+)
 @pytest.mark.parametrize("name", ["fc", "conv_bias_membrane", "recurrent", "fc_cuba"])
-def test_gpu_gradients_equal_the_numba_kernels(name, policy):
+def test_gpu_gradients_equal_the_numba_kernels(name, policy, silent):
     """The GPU's unlayered backprop against the CPU kernel's (itself equal to autograd
-    through the reference): the same spikes, close gradients."""
+    through the reference): the same spikes, close gradients; also with silent gradients."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     results = []
@@ -518,6 +547,7 @@ def test_gpu_gradients_equal_the_numba_kernels(name, policy):
         net, x = make(name)
         net = _dyadic(net).train().to(device)
         kw = {"scheduler": POLICIES[policy], "group_size": 3, "refractory_dropout": 0.3}
+        kw["silent_gradients"] = silent
         results.append(_gpu_gradients(net, x.to(device), **kw))
     (ra, ga), (rb, gb) = results
     assert torch.equal(ra.spikes.detach(), rb.spikes.detach().cpu())
@@ -556,3 +586,18 @@ def test_the_gpu_benchmark_says_it_needs_a_gpu():
     assert proc.returncode == 2
     assert "--device cuda needs a CUDA GPU" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_the_kernels_compile_for_a_gpu(tmp_path):
+    """The interpreter does not check the compiled language (types of loop-carried values,
+    pointer arguments): one forward and one backward kernel compiled for sm_90, no GPU."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile, do not take a cached kernel
+    cmd = [sys.executable, "benchmarks/triton_compile.py", "--first"]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "forward  compiled" in proc.stdout and "backward compiled" in proc.stdout
+    assert "all compiled for sm_90" in proc.stdout

@@ -116,8 +116,6 @@ def triton_unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str 
     largest = min(options.group_size, (net.n_neurons - net.n_input) * options.slots)
     if largest > MAX_GROUP:
         return f"group_size {options.group_size} is above the kernel's {MAX_GROUP}"
-    if options.spike_fn is not None and options.silent_gradients:
-        return "silent gradients are not implemented in the Triton kernel's backward pass"
     return None
 
 

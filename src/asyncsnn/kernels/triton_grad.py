@@ -22,8 +22,10 @@ Memory does not grow with forward steps: the schedule is a few integers per deli
 the replay's records are one timestep's. The weights' gradient is summed over the samples in
 float64 (atomic additions: the order between samples may vary from run to run, far below
 float32 resolution); everything else is computed per sample. Scheduling decisions are not
-differentiated (docs/semantics.md, section 8), as in the reference. Silent gradients (section
-8.7) are not implemented here: such a run takes the reference engine.
+differentiated (docs/semantics.md, section 8), as in the reference. With silent gradients
+(section 8.7) each timestep's ghosts are walked after its replay and before its steps, as in
+``kernels.cpu_grad._ghost_adjoint``: a ghost's gradient is a delivered spike's
+(:func:`_spike_adjoint`) without the weights' share, its value being 0.
 """
 
 from __future__ import annotations
@@ -52,6 +54,45 @@ def _derivative(x, parameter, KIND: tl.constexpr):
         s = parameter * tl.abs(x) + 1.0
         d = 1.0 / (s * s)
     return d
+
+
+@triton.jit
+def _spike_adjoint(
+    row,
+    t,
+    row_wave_ptr,
+    wave_start_ptr,
+    dst_ptr,
+    w_ptr,
+    refr_ptr,
+    lam_ptr,
+    mu_ptr,
+    grad_w_ptr,
+    SYNAPTIC: tl.constexpr,
+    WEIGHTS: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+):
+    """``dL/dz`` of a spike of the sender whose row is ``row``, delivered in timestep ``t``:
+    over its entries, the weight times the target's adjoint (its membrane's where it was not
+    refractory, plus its current's in a current-based network;
+    ``kernels.cpu_grad._target_adjoint``). With ``WEIGHTS`` (a spike of value 1) the
+    target's adjoint is also each entry's weight gradient, added to ``grad_w_ptr``."""
+    total = tl.full((), 0.0, tl.float32)
+    for wv in range(tl.load(row_wave_ptr + row), tl.load(row_wave_ptr + row + 1)):
+        e1 = tl.load(wave_start_ptr + wv + 1)
+        for c in range(tl.load(wave_start_ptr + wv), e1, BLOCK_E):
+            e = c + tl.arange(0, BLOCK_E)
+            m = e < e1
+            j = tl.load(dst_ptr + e, mask=m, other=0)
+            open_ = m & (tl.load(refr_ptr + j, mask=m, other=0) != t)
+            gj = tl.load(lam_ptr + j, mask=open_, other=0.0)
+            if SYNAPTIC:
+                gj = tl.load(mu_ptr + j, mask=m, other=0.0) + gj
+            w = tl.load(w_ptr + e, mask=m, other=0.0)
+            if WEIGHTS:
+                tl.atomic_add(grad_w_ptr + e, gj.to(tl.float64), mask=m & (gj != 0))
+            total += ph.vsum(w * gj)
+    return total
 
 
 @triton.jit
@@ -97,6 +138,9 @@ def _backward(
     chk_place_ptr,
     chk_v_ptr,
     chk_rows_ptr,
+    ghosts_ptr,
+    n_ghost,
+    dz_ghost_ptr,
     T,
     B,
     n,
@@ -139,6 +183,7 @@ def _backward(
     chk_place_ptr += b64 * chk_cap
     chk_v_ptr += b64 * chk_cap
     chk_rows_ptr += b64 * rows_cap
+    dz_ghost_ptr += b64 * n
     seed = tl.cast(tl.load(seeds_ptr + b), tl.uint32)
     mixed = ph.hash32(seed ^ 0x5BD1E995)
     zero = tl.full((), 0, tl.int32)
@@ -204,6 +249,31 @@ def _backward(
             tl.store(chk_rows_ptr + s, n_chk)
             d += g
         tl.debug_barrier()
+        # ---- silent gradients: the ghosts after the last step, populations in reverse ----
+        for kk in range(0, n_ghost):
+            k = n_ghost - 1 - kk
+            lo = tl.load(ghosts_ptr + 2 * k)
+            hi = tl.load(ghosts_ptr + 2 * k + 1)
+            for src in range(lo, hi):  # each sum taken before the population's adjoints change
+                total = tl.full((), 0.0, tl.float32)
+                row = tl.load(slot_of_ptr + src)
+                if (tl.load(refr_ptr + src) != t) & (row >= 0):
+                    total = _spike_adjoint(
+                        row, t, row_wave_ptr, wave_start_ptr, dst_ptr, w_ptr, refr_ptr,
+                        lam_ptr, mu_ptr, grad_w_ptr, SYNAPTIC, False, BLOCK_E,
+                    )  # fmt: skip
+                tl.store(dz_ghost_ptr + src, total)
+            tl.debug_barrier()
+            for c in range(lo, hi, BLOCK_N):
+                i = c + tl.arange(0, BLOCK_N)
+                m = i < hi
+                dz = tl.load(dz_ghost_ptr + i, mask=m, other=0.0)
+                m = m & (dz != 0.0)
+                v = tl.load(v_end_ptr + tb * n + i, mask=m, other=0.0)
+                theta = tl.load(theta_ptr + i, mask=m, other=0.0)
+                lam = tl.load(lam_ptr + i, mask=m, other=0.0)
+                tl.store(lam_ptr + i, lam + _derivative(v - theta, parameter, KIND) * dz, mask=m)
+            tl.debug_barrier()
         # ---- backwards through the steps: checks, then the delivery that caused them -----
         for ss in range(0, n_steps + 1):
             s = n_steps - ss
@@ -237,21 +307,10 @@ def _backward(
                 d -= g
                 for k in range(0, g):
                     q = tl.load(tape_ptr + d + k)
-                    row = q // slots
-                    total = tl.full((), 0.0, tl.float32)
-                    for wv in range(tl.load(row_wave_ptr + row), tl.load(row_wave_ptr + row + 1)):
-                        e1 = tl.load(wave_start_ptr + wv + 1)
-                        for c in range(tl.load(wave_start_ptr + wv), e1, BLOCK_E):
-                            e = c + tl.arange(0, BLOCK_E)
-                            m = e < e1
-                            j = tl.load(dst_ptr + e, mask=m, other=0)
-                            open_ = m & (tl.load(refr_ptr + j, mask=m, other=0) != t)
-                            gj = tl.load(lam_ptr + j, mask=open_, other=0.0)
-                            if SYNAPTIC:
-                                gj = tl.load(mu_ptr + j, mask=m, other=0.0) + gj
-                            w = tl.load(w_ptr + e, mask=m, other=0.0)
-                            tl.atomic_add(grad_w_ptr + e, gj.to(tl.float64), mask=m & (gj != 0))
-                            total += ph.vsum(w * gj)
+                    total = _spike_adjoint(
+                        q // slots, t, row_wave_ptr, wave_start_ptr, dst_ptr, w_ptr, refr_ptr,
+                        lam_ptr, mu_ptr, grad_w_ptr, SYNAPTIC, True, BLOCK_E,
+                    )  # fmt: skip
                     tl.store(dz_place_ptr + q, total)
                 tl.debug_barrier()
         # ---- the start of timestep t: the input current's gradient, the leak -------------
@@ -330,6 +389,11 @@ class TritonTrainFunction(torch.autograd.Function):
             return torch.zeros(*shape, dtype=dtype, device=dev)
 
         r = p.rules
+        # silent gradients: the populations that send ghosts, as (first neuron, end) pairs
+        n_ghost = len(p.ghosts)
+        ghosts = torch.as_tensor(p.ghosts.reshape(-1), dtype=i32).to(dev)
+        if not n_ghost:
+            ghosts = zeros(2, dtype=i32)  # never read
         _backward[(B,)](
             current, run.seeds, run.beta, run.theta, run.alpha, run.sub, st["slot_of"],
             st["slot_layer"], st["slot_fanout"], st["row_wave"], st["wave_start"],
@@ -340,6 +404,7 @@ class TritonTrainFunction(torch.autograd.Function):
             torch.full((B, places), -(2**63), dtype=i64, device=dev), zeros(B, n),
             zeros(B, n), zeros(B, n), zeros(B, places), zeros(B, chk_cap, dtype=i32),
             zeros(B, chk_cap, dtype=i32), zeros(B, chk_cap), zeros(B, rows_cap, dtype=i32),
+            ghosts, n_ghost, zeros(B, n) if n_ghost else zeros(1),
             T, B, n, places, p.slots, float(r.lam), float(r.p_refractory), p.out_lo, p.out_hi,
             tape_cap, chk_cap, rows_cap, stream_hash(int(Stream.REFRACTORY_DROPOUT)),
             float(parameter),
