@@ -36,8 +36,34 @@ def input_synops(x_flat: torch.Tensor, in_fanout: torch.Tensor) -> torch.Tensor:
     return (events @ in_fanout.to(events)).to(x_flat.dtype)
 
 
+class SpikeReadout:
+    """What is read off a run's ``spikes`` (timesteps, samples, neurons), ``output_counts``
+    and ``membrane``, shared by :class:`RunResult` and a read spike log
+    (:class:`asyncsnn.spikelog.SpikeLog`); ``_population(name)`` gives a population's
+    ``offset``, ``size`` and ``shape``, ``_n_input`` the input's size."""
+
+    def population_spikes(self, name: str) -> torch.Tensor:
+        """(timesteps, samples, *population shape) spikes of one population (a view)."""
+        pop = self._population(name)
+        start = pop.offset - self._n_input
+        s = self.spikes[..., start : start + pop.size]
+        return s.reshape(*s.shape[:2], *pop.shape)
+
+    @property
+    def spike_count(self) -> torch.Tensor:
+        """(samples,) network spikes of each sample."""
+        return self.spikes.sum((0, 2))
+
+    @property
+    def prediction(self) -> torch.Tensor:
+        """(samples,) argmax of the output counts (or of the summed membrane for a
+        non-spiking readout); ``-1`` where the maximum is tied."""
+        score = self.output_counts if self.membrane is None else self.membrane.sum(0)
+        return predict(score.detach())
+
+
 @dataclass
-class RunResult:
+class RunResult(SpikeReadout):
     """What a run produced. Neurons are the populations' (not the input's), in network order.
 
     Attributes:
@@ -69,21 +95,9 @@ class RunResult:
     records: dict = field(default_factory=dict)
     current: torch.Tensor | None = None
 
-    def population_spikes(self, name: str) -> torch.Tensor:
-        """(timesteps, batch, *population shape) spikes of one population."""
-        pop = self.network.population(name)
-        start = pop.offset - self.network.n_input
-        s = self.spikes[..., start : start + pop.size]
-        return s.reshape(*s.shape[:2], *pop.shape)
+    def _population(self, name: str):
+        return self.network.population(name)
 
     @property
-    def spike_count(self) -> torch.Tensor:
-        """(batch,) network spikes of each sample."""
-        return self.spikes.sum((0, 2))
-
-    @property
-    def prediction(self) -> torch.Tensor:
-        """(batch,) argmax of the output counts (or of the summed membrane for a non-spiking
-        readout); ``-1`` where the maximum is tied."""
-        score = self.output_counts if self.membrane is None else self.membrane.sum(0)
-        return predict(score.detach())
+    def _n_input(self) -> int:
+        return self.network.n_input

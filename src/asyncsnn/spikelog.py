@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 import torch
 
-from .result import RunResult, predict
+from .result import RunResult, SpikeReadout
 
 __all__ = [
     "FORMAT_VERSION",
@@ -78,7 +78,7 @@ class LoggedPopulation:
 
 
 @dataclass
-class SpikeLog:
+class SpikeLog(SpikeReadout):
     """A spike-log file, read. The tensors are laid out as :class:`RunResult`'s (timesteps
     first), not as the file's (samples first), so code that reads a ``RunResult``'s spikes,
     forward steps and counts reads a ``SpikeLog`` too.
@@ -137,23 +137,12 @@ class SpikeLog:
         names = [p.name for p in self.populations]
         raise KeyError(f"no population named {name!r}; the spike log has {names}")
 
-    def population_spikes(self, name: str) -> torch.Tensor:
-        """(timesteps, samples, *population shape) spikes of one population (a view)."""
-        pop = self.population(name)
-        start = pop.offset - self.n_input
-        s = self.spikes[..., start : start + pop.size]
-        return s.reshape(*s.shape[:2], *pop.shape)
+    def _population(self, name: str) -> LoggedPopulation:
+        return self.population(name)
 
     @property
-    def spike_count(self) -> torch.Tensor:
-        """(samples,) network spikes of each sample."""
-        return self.spikes.sum((0, 2))
-
-    @property
-    def prediction(self) -> torch.Tensor:
-        """(samples,) the run's prediction, as :attr:`RunResult.prediction`."""
-        score = self.output_counts if self.membrane is None else self.membrane.sum(0)
-        return predict(score)
+    def _n_input(self) -> int:
+        return self.n_input
 
 
 # ------------------------------------------------------------------------------ writing
