@@ -562,14 +562,25 @@ def import_(model, dt, discretization, dataset, data_dir, timesteps, reset, out)
     LIF, IF and current-based LIF (CubaLIF) neurons, with LI, I or CubaLI readouts.
     """
     import shutil
+    import warnings
 
-    from .interchange import from_nir, with_reset
+    from .interchange import ResetAssumedWarning, from_nir, with_reset
     from .rundir import DataFacts, NIRSource, RunRecord
     from .training import TrainConfig
 
     try:
-        net = from_nir(model, dt=dt, discretization=discretization, reset=reset)
-        graph = with_reset(model, reset) if reset is not None else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            net = from_nir(model, dt=dt, discretization=discretization, reset=reset)
+        assumed = any(issubclass(w.category, ResetAssumedWarning) for w in caught)
+        for w in caught:
+            click.echo(f"warning: {model}: {w.message}", err=True)
+        if reset is not None:
+            graph = with_reset(model, reset)
+        elif assumed:  # the copy records the reset taken, so that every reader agrees
+            graph = with_reset(model, {p.name: p.reset for p in net.populations if p.spiking})
+        else:
+            graph = None
         cfg = TrainConfig(
             dataset=dataset,
             data_dir=str(data_dir) if data_dir else None,

@@ -137,10 +137,20 @@ class NIRConversionError(ValueError):
     ``node`` names the NIR node (on import) or the population/projection (on export).
     """
 
-    def __init__(self, node: str, reason: str) -> None:
+    def __init__(self, node: str, reason: str, source: str | None = None) -> None:
         self.node = node
         self.reason = reason
-        super().__init__(f"{node!r}: {reason}")
+        #: the file the graph was read from (``None`` for a graph given as an object)
+        self.source = source
+        where = f"{source}: " if source is not None else ""
+        super().__init__(f"{where}{node!r}: {reason}")
+
+
+class ResetAssumedWarning(UserWarning):
+    """A NIR graph does not say how its spiking neurons reset, and :func:`from_nir` took the
+    reset to zero (``v_reset = 0``); a model trained with a reset by subtraction then runs with
+    other dynamics. State the reset (``from_nir(..., reset=...)``, ``asyncsnn import --reset``)
+    to silence it."""
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -168,6 +178,23 @@ def _arr(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _values(x: Any, name: str, what: str) -> np.ndarray:
+    """A node's numeric field as a float64 array; strings, objects and NaN or infinite values
+    are a :class:`NIRConversionError` naming the node and the field."""
+    a = _arr(x)
+    if a.dtype.kind not in "biuf":
+        raise NIRConversionError(name, f"{what} must be numbers, got {a.dtype} values")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise NIRConversionError(
+            name,
+            f"{what} holds {int(bad.sum())} NaN or infinite value(s) of {a.size} (the first at "
+            f"index {[int(i) for i in np.unravel_index(int(np.argmax(bad)), a.shape)]})",
+        )
+    return a
 
 
 def _pair(v: Any, name: str, what: str) -> tuple[int, int]:
@@ -238,13 +265,57 @@ def _load(graph_or_path):
         path = Path(graph_or_path)
         if not path.is_file():
             raise FileNotFoundError(f"no NIR file at {path}")
-        return nir.read(str(path), type_check=False)
+        try:
+            return nir.read(str(path), type_check=False)
+        except Exception as e:  # h5py's and nir's own errors (nir asserts what it expects)
+            why = _why(path, e)
+            raise ValueError(f"{path}: not a NIR graph asyncsnn can read ({why})") from None
     if not isinstance(graph_or_path, nir.NIRGraph):
         raise TypeError(
             "from_nir takes a nir.NIRGraph or the path of a .nir file, got "
             f"{type(graph_or_path).__name__}"
         )
     return graph_or_path
+
+
+def _why(path: Path, error: Exception) -> str:
+    """What is wrong with a file ``nir.read`` failed on: an unknown node type or a graph
+    without edges where the file shows one, else the error itself."""
+    nir = _nir()
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if "node" not in f:
+                return "it has no 'node' group: not written by nir.write"
+            found: list[str] = []
+
+            def visit(group, where: str) -> None:
+                kind = _text(group["type"][()]) if "type" in group else None
+                if kind == "NIRGraph":
+                    if "edges" not in group:
+                        found.append(f"the graph {where or '<top>'!r} has no edges")
+                    for key, sub in group.get("nodes", {}).items():
+                        visit(sub, f"{where}.{key}" if where else key)
+                elif kind is not None and not isinstance(getattr(nir, str(kind), None), type):
+                    found.append(f"the node {where!r} has the type {kind!r}, unknown to NIR")
+                elif kind in _NEURON_NAMES:
+                    shapes = {
+                        k: v.shape
+                        for k, v in group.items()
+                        if isinstance(v, h5py.Dataset) and k != "type" and v.size > 1
+                    }
+                    if len(set(shapes.values())) > 1:
+                        listed = ", ".join(f"{k} {tuple(v)}" for k, v in sorted(shapes.items()))
+                        found.append(f"the node {where!r} has fields of unequal shapes: {listed}")
+
+            visit(f["node"], "")
+            if found:
+                return "; ".join(found)
+    except Exception:  # not HDF5 at all: the error says so
+        pass
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _inline(graph, prefix: str = "") -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -511,10 +582,14 @@ def _module(name: str, node: Any, in_shape: tuple[int, ...]) -> nn.Module | None
     if _is_pass_through(node):
         return None
     if isinstance(node, (nir.Affine, nir.Linear)):
-        w = _arr(node.weight)
+        w = _values(node.weight, name, "weight")
         if w.ndim != 2:
             raise NIRConversionError(name, f"weight must be a matrix, got shape {w.shape}")
-        bias = _arr(node.bias) if isinstance(node, nir.Affine) else None
+        bias = _values(node.bias, name, "bias") if isinstance(node, nir.Affine) else None
+        if bias is not None and bias.size != w.shape[0]:
+            raise NIRConversionError(
+                name, f"bias has {bias.size} values for a weight of {w.shape[0]} rows"
+            )
         m = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
         with torch.no_grad():
             m.weight.copy_(torch.as_tensor(w.astype(np.float64), dtype=dtype))
@@ -522,11 +597,15 @@ def _module(name: str, node: Any, in_shape: tuple[int, ...]) -> nn.Module | None
                 m.bias.copy_(torch.as_tensor(bias.astype(np.float64), dtype=dtype).flatten())
         return m
     if isinstance(node, nir.Conv2d):
-        w = _arr(node.weight)
+        w = _values(node.weight, name, "weight")
         if w.ndim != 4:
             raise NIRConversionError(name, f"Conv2d weight must be 4-D, got shape {w.shape}")
         groups = int(_arr(node.groups))
-        b = _arr(node.bias) if node.bias is not None else np.zeros(w.shape[0])
+        b = _values(node.bias, name, "bias") if node.bias is not None else np.zeros(w.shape[0])
+        if b.size not in (1, w.shape[0]):
+            raise NIRConversionError(
+                name, f"bias has {b.size} values for {w.shape[0]} output channels"
+            )
         has_bias = bool(np.any(b != 0))
         m = nn.Conv2d(
             w.shape[1] * groups,
@@ -607,7 +686,7 @@ def _build(proj: _Proj, nodes: dict[str, Any], in_shape: tuple[int, ...]) -> Non
     for name in proj.path:
         node = nodes[name]
         if isinstance(node, nir.Scale):
-            s = _arr(node.scale).astype(np.float64)
+            s = _values(node.scale, name, "scale")
             if s.size == 1:
                 s = np.full(shape, float(s.ravel()[0]))
             elif s.size != math.prod(shape):
@@ -741,7 +820,10 @@ def _neurons(name: str, node: Any, shape: tuple[int, ...], dt: float, disc: str)
             if default is None:
                 raise NIRConversionError(name, f"{field_} is missing")
             return np.full(shape, default)
-        a = _arr(v).astype(np.float64)
+        a = _arr(v)
+        if a.dtype.kind not in "biuf":
+            raise NIRConversionError(name, f"{field_} must be numbers, got {a.dtype} values")
+        a = a.astype(np.float64)
         if a.size == 1:
             return np.full(shape, float(a.ravel()[0]))
         if a.size != n:
@@ -958,6 +1040,30 @@ def _resets(order: list[str], pops: _Populations, reset) -> dict[str, str]:
     return {n: stated.get(n) or pops.params[n].reset or "zero" for n in order}
 
 
+def _warn_assumed_resets(graph, order: list[str], pops: _Populations, reset) -> None:
+    """Warn (:class:`ResetAssumedWarning`) where a spiking population resets to zero only
+    because nothing said otherwise: neither ``reset`` nor its node's metadata, in a graph that
+    asyncsnn did not write (asyncsnn's export records every reset by subtraction)."""
+    meta = getattr(graph, "metadata", None) or {}
+    if _text(meta.get("generator")) == "asyncsnn":
+        return
+    stated = set(order) if isinstance(reset, str) else set(reset or {})
+    assumed = [
+        n
+        for n in order
+        if pops.params[n].spiking and n not in stated and pops.params[n].reset is None
+    ]
+    if assumed:
+        warnings.warn(
+            f"the graph does not say how its spiking neurons reset (NIR has no field for a "
+            f"reset by subtraction): {', '.join(assumed)} reset to zero; if the model was "
+            "trained with a reset by subtraction (snnTorch's default), state it: "
+            "--reset subtract (from_nir(..., reset='subtract'))",
+            ResetAssumedWarning,
+            stacklevel=4,
+        )
+
+
 def _assemble(
     net: Network,
     inp: str,
@@ -1006,8 +1112,14 @@ def from_nir(
             ``"subtract"``), else ``"zero"``.
 
     Raises:
-        NIRConversionError: a node or a topology asyncsnn cannot run (the node is named).
-        ValueError: ``reset`` is not a reset, or names no spiking population.
+        NIRConversionError: a node or a topology asyncsnn cannot run, or a field that is not
+            a finite number (the node is named, and the file where one was read).
+        ValueError: ``reset`` is not a reset, or names no spiking population; a file that nir
+            cannot read (the file and why).
+
+    Warns:
+        ResetAssumedWarning: a spiking population resets to zero only because neither
+            ``reset`` nor the graph says otherwise.
 
     >>> import nir, numpy as np
     >>> g = nir.NIRGraph.from_list(
@@ -1022,6 +1134,28 @@ def from_nir(
     """
     dt = _check_args(dt, discretization)
     graph = _load(graph_or_path)
+    if not isinstance(graph_or_path, (str, Path)):
+        return _from_graph(graph, dt, discretization, reset)
+    try:
+        return _from_graph(graph, dt, discretization, reset, source=str(graph_or_path))
+    except NIRConversionError as e:
+        raise NIRConversionError(e.node, e.reason, source=str(graph_or_path)) from None
+
+
+def _from_graph(graph, dt: float, discretization: str, reset, source: str | None = None) -> Network:
+    """:func:`from_nir` of a graph read; a field of an unexpected kind in a graph read from a
+    file (``source``) is a :class:`NIRConversionError`, not a traceback."""
+    try:
+        return _convert(graph, dt, discretization, reset)
+    except (TypeError, AttributeError, AssertionError, KeyError, IndexError) as e:
+        if source is None:
+            raise
+        text = str(e).strip().splitlines()
+        why = f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+        raise NIRConversionError("<graph>", f"a field of an unexpected kind ({why})") from None
+
+
+def _convert(graph, dt: float, discretization: str, reset) -> Network:
     _check_metadata(graph, dt, discretization)
     nodes, edges = _inline(graph)
     inp, order, projections, back = _topology(nodes, edges)
@@ -1031,6 +1165,7 @@ def from_nir(
     net = Network(input_shape)
     pops = _populations(nodes, inp, input_shape, order, projections, back, dt, discretization)
     resets = _resets(order, pops, reset)
+    _warn_assumed_resets(graph, order, pops, reset)
     _build_others(nodes, inp, projections, pops)
     # fold each population's input gain into its incoming weights (or its threshold)
     _fold_gains(order, projections, pops)
