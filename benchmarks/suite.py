@@ -13,9 +13,19 @@ convolutional network, one training step at batch 32 (forward, cross-entropy on 
 spike counts, backward, Adam; on the first backend): ms per sample, synaptic
 events per second, peak resident memory, the extra peak memory of the work, and the ratios to
 snnTorch. Each configuration runs in a fresh process (:mod:`benchmarks.worker`) with
-``OMP_WAIT_POLICY=PASSIVE``; the figures are medians of repetitions (with ``--rounds N``,
-those of the fastest of N processes per configuration, run in alternating order). It writes
-``results/latest.json`` and ``results/latest.md`` beside this file (``--out`` to change).
+``OMP_WAIT_POLICY=PASSIVE``; the figures are medians of repetitions, wall and process CPU
+time. ``--rounds N`` (default 3, ``--quick`` 1) measures every configuration N times, the
+engines of one network, mode and batch one after another (:func:`schedule`), so that each
+round gives each engine's ratio to snnTorch from neighbours in time; the report gives the
+median of the rounds and their spread (:func:`add_ratios`). It writes ``results/latest.json``
+and ``results/latest.md`` beside this file (``--out`` to change).
+
+``--against REV`` (a git revision, checked out into a temporary worktree, or the path of
+another checkout) is the A/B mode: the same configurations of this tree ("new") and of that
+one ("old"), each worker with its tree's ``src`` first on ``PYTHONPATH`` and this tree's
+harness, a configuration's two trees back to back in every round, and the paired new/old
+ratios per round with their median and spread (:func:`paired`); it writes
+``results/latest-ab.{json,md}``.
 
 ``--device cuda`` measures the GPU rows instead (:func:`plan_gpu`): asynchronous inference
 through the Triton kernel (``backend="triton"``) and through the PyTorch engine, layered
@@ -27,12 +37,18 @@ it writes ``results/latest-cuda.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
 import json
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from importlib import metadata
@@ -127,6 +143,25 @@ class Config:
             "seed": 0,
             "device": self.device,
         }
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A checkout whose ``src/asyncsnn`` a worker measures: ``new`` (this one) or ``old``
+    (the A/B mode's other one); ``rev`` says which commit it holds."""
+
+    name: str
+    root: Path
+    rev: str | None = None
+
+    @property
+    def src(self) -> Path:
+        return self.root / "src"
+
+
+def group_of(cfg: Config) -> tuple:
+    """The configurations compared with one another: one network, mode, batch and device."""
+    return (cfg.network, cfg.mode, cfg.batch, cfg.device)
 
 
 # ------------------------------------------------------------------------------ planning
@@ -240,12 +275,90 @@ def gpu_problem() -> str | None:
     return None
 
 
+def select(configs: list[Config], patterns: list[str] | None) -> list[Config]:
+    """The configurations whose name (``network/mode/bBATCH/engine``, as the report prints
+    it) matches one of the shell-style ``patterns`` or equals one of them; all without."""
+    if not patterns:
+        return configs
+    return [
+        c for c in configs if any(c.name == p or fnmatch.fnmatchcase(c.name, p) for p in patterns)
+    ]
+
+
+def schedule(configs: list[Config], rounds: int, trees: list[Tree]) -> list[tuple]:
+    """The order of the measurements, ``(round, config, tree)``: round after round, and in a
+    round the groups (:func:`group_of`) one after another, so that the engines compared
+    with one another are measured next to one another; inside a group the planned order on
+    even rounds and the reverse on odd ones, and with two trees each configuration's two
+    back to back, the tree measured first alternating from one to the next."""
+    groups: dict[tuple, list[Config]] = {}
+    for cfg in configs:
+        groups.setdefault(group_of(cfg), []).append(cfg)
+    out = []
+    for r in range(rounds):
+        for members in groups.values():
+            for j, cfg in enumerate(members[::-1] if r % 2 else members):
+                pair = trees if (r + j) % 2 == 0 else trees[::-1]
+                out.extend((r, cfg, tree) for tree in pair)
+    return out
+
+
+def _git(*args: str, cwd: Path = REPO) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout.strip()
+
+
+def describe(root: Path) -> str | None:
+    """The commit a checkout holds, ``+`` where its tracked files differ from it."""
+    try:
+        head = _git("rev-parse", "--short", "HEAD", cwd=root)
+        dirty = _git("status", "--porcelain", "--untracked-files=no", cwd=root)
+    except (RuntimeError, OSError):
+        return None
+    return head + ("+" if dirty else "")
+
+
+@contextlib.contextmanager
+def other_tree(against: str) -> Iterator[Tree]:
+    """The A/B mode's ``old`` tree: ``against`` as the path of a checkout (it must hold
+    ``src/asyncsnn``), or else as a git revision of this repository, checked out with
+    ``git worktree add`` into a temporary folder that is removed afterwards."""
+    path = Path(against).expanduser()
+    if path.is_dir():
+        if not (path / "src" / "asyncsnn").is_dir():
+            raise ValueError(f"--against {against}: a checkout holds src/asyncsnn; this has none")
+        yield Tree("old", path.resolve(), describe(path))
+        return
+    try:
+        commit = _git("rev-parse", "--verify", "--quiet", f"{against}^{{commit}}")
+    except RuntimeError:
+        raise ValueError(
+            f"--against {against}: neither a folder nor a git revision of {REPO.name}"
+        ) from None
+    tmp = Path(tempfile.mkdtemp(prefix="asyncsnn-ab-"))
+    root = tmp / "tree"
+    try:
+        _git("worktree", "add", "--detach", str(root), commit)
+        yield Tree("old", root, commit[:7])
+    finally:
+        with contextlib.suppress(RuntimeError, OSError):
+            _git("worktree", "remove", "--force", str(root))
+        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(RuntimeError, OSError):
+            _git("worktree", "prune")
+
+
 # ------------------------------------------------------------------------------ running
-def child_env() -> dict:
+def child_env(src: Path | None = None) -> dict:
+    """A worker's environment: ``src`` (the asyncsnn to measure) and this tree's harness
+    first on ``PYTHONPATH``."""
     env = dict(os.environ)
     # PyTorch's OpenMP threads spin while they wait by default, which slows a shared machine
     env["OMP_WAIT_POLICY"] = "PASSIVE"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    first = [str(src)] if src is not None else []
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*first, str(REPO), env.get("PYTHONPATH")]))
     return env
 
 
@@ -255,8 +368,9 @@ FAILED = dict.fromkeys(
 )
 
 
-def run_config(cfg: Config, effort: dict, data: Path) -> dict:
-    """Measure ``cfg`` in a fresh process; the row of the report (with ``error`` on failure)."""
+def run_config(cfg: Config, effort: dict, data: Path, tree: Tree | None = None) -> dict:
+    """Measure ``cfg`` in a fresh process, on ``tree``'s asyncsnn (default: this one's); the
+    row of the report (with ``error`` on failure)."""
     row = {
         "name": cfg.name,
         "network": cfg.network,
@@ -272,7 +386,7 @@ def run_config(cfg: Config, effort: dict, data: Path) -> dict:
         proc = subprocess.run(
             cmd,
             cwd=REPO,
-            env=child_env(),
+            env=child_env(tree.src if tree is not None else REPO / "src"),
             capture_output=True,
             text=True,
             timeout=effort["timeout_s"],
@@ -286,10 +400,59 @@ def run_config(cfg: Config, effort: dict, data: Path) -> dict:
     return {**row, **json.loads(lines[-1])}
 
 
+def spread(values) -> dict | None:
+    """Median, least and greatest of ``values`` (``None`` entries, failed rounds, left out);
+    ``None`` where nothing is left."""
+    ok = [v for v in values if v is not None]
+    if not ok:
+        return None
+    return {"median": statistics.median(ok), "min": min(ok), "max": max(ok), "n": len(ok)}
+
+
+def round_ratios(num: list, den: list) -> list:
+    """``num[r] / den[r]`` per round ``r``; ``None`` where either is missing."""
+    return [a / b if a is not None and b else None for a, b in zip(num, den, strict=True)]
+
+
+def combine(rounds: list[dict]) -> dict:
+    """One configuration's row from its rounds (one row per round, in round order): the
+    medians over the successful rounds of time, CPU time and extra peak, the greatest peak,
+    and every round's time (``None`` where it failed); the last failure where none
+    succeeded."""
+    ok = [r for r in rounds if "error" not in r]
+    if not ok:
+        return rounds[-1]
+
+    def median(key):
+        values = [r[key] for r in ok if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    ms = median("ms_per_sample")
+    row = {**ok[-1]}
+    row.update(
+        ms_per_sample=ms,
+        cpu_ms_per_sample=median("cpu_ms_per_sample"),
+        extra_peak_mb=median("extra_peak_mb"),
+        peak_rss_mb=max(r["peak_rss_mb"] for r in ok),
+        synaptic_events_per_s=row["synops_per_sample"] / (ms / 1e3),
+        rounds_ms_per_sample=[None if "error" in r else r["ms_per_sample"] for r in rounds],
+        rounds_cpu_ms_per_sample=[
+            None if "error" in r else r.get("cpu_ms_per_sample") for r in rounds
+        ],
+        rounds_extra_peak_mb=[None if "error" in r else r["extra_peak_mb"] for r in rounds],
+    )
+    return row
+
+
 def add_ratios(rows: list[dict]) -> None:
-    """``ratio_to_snntorch`` (ms per sample) and ``extra_peak_ratio_to_snntorch`` of every row
-    against the snnTorch row of the same network, mode and batch (``None`` where missing, and
-    the memory ratio where snnTorch's extra peak is under 1 MiB: a ratio to noise)."""
+    """``ratio_to_snntorch`` and ``extra_peak_ratio_to_snntorch`` of every row against the
+    snnTorch row of the same network, mode and batch (``None`` where missing, and the memory
+    ratio where snnTorch's extra peak is under 1 MiB: a ratio to noise).
+
+    Where the rows hold rounds (:func:`combine`), the time ratio is taken per round, against
+    snnTorch's time of the same round (measured next to it), and ``ratio_to_snntorch`` is the
+    median of those ratios, with all of them in ``ratio_to_snntorch_rounds`` and their least
+    and greatest in ``ratio_to_snntorch_min`` / ``_max``."""
     refs = {
         (r["network"], r["mode"], r["batch"], r.get("device", "cpu")): r
         for r in rows
@@ -298,10 +461,48 @@ def add_ratios(rows: list[dict]) -> None:
     for r in rows:
         ref = refs.get((r["network"], r["mode"], r["batch"], r.get("device", "cpu")))
         ok = ref is not None and "error" not in r
-        r["ratio_to_snntorch"] = r["ms_per_sample"] / ref["ms_per_sample"] if ok else None
+        mine = r.get("rounds_ms_per_sample") or [r["ms_per_sample"]]
+        theirs = (ref or {}).get("rounds_ms_per_sample") or [(ref or {}).get("ms_per_sample")]
+        per_round = round_ratios(mine, theirs) if ok and len(mine) == len(theirs) else []
+        s = spread(per_round)
+        if ok and s is None:  # rounds that never succeeded together: the medians' ratio
+            s = spread([r["ms_per_sample"] / ref["ms_per_sample"]])
+        r["ratio_to_snntorch"] = s and s["median"]
+        r["ratio_to_snntorch_min"] = s and s["min"]
+        r["ratio_to_snntorch_max"] = s and s["max"]
+        r["ratio_to_snntorch_rounds"] = per_round
         r["extra_peak_ratio_to_snntorch"] = (
             r["extra_peak_mb"] / ref["extra_peak_mb"] if ok and ref["extra_peak_mb"] >= 1 else None
         )
+
+
+def paired(new: dict, old: dict) -> dict:
+    """The A/B figures of one configuration from its rows in the two trees (:func:`combine`):
+    new/old time per round (the two measured back to back) with median and spread, the same
+    for CPU time, and both trees' medians and extra peaks."""
+    ok = "error" not in new and "error" not in old
+    time = round_ratios(new["rounds_ms_per_sample"], old["rounds_ms_per_sample"]) if ok else []
+    cpu = (
+        round_ratios(new["rounds_cpu_ms_per_sample"], old["rounds_cpu_ms_per_sample"]) if ok else []
+    )
+    return {
+        "name": new["name"],
+        "network": new["network"],
+        "mode": new["mode"],
+        "batch": new["batch"],
+        "label": new.get("label"),
+        "new_ms_per_sample": new.get("ms_per_sample"),
+        "old_ms_per_sample": old.get("ms_per_sample"),
+        "new_over_old_rounds": time,
+        "new_over_old": spread(time),
+        "cpu_new_over_old_rounds": cpu,
+        "cpu_new_over_old": spread(cpu),
+        "new_extra_peak_mb": new.get("extra_peak_mb"),
+        "old_extra_peak_mb": old.get("extra_peak_mb"),
+        "new_ratio_to_snntorch": new.get("ratio_to_snntorch"),
+        "old_ratio_to_snntorch": old.get("ratio_to_snntorch"),
+        "error": new.get("error") or old.get("error"),
+    }
 
 
 def _find(rows, network, mode, batch, engine, policy=None, backend=None):
@@ -390,16 +591,6 @@ def evaluate_gpu_targets(rows: list[dict]) -> list[dict]:
     return out
 
 
-def fastest(rounds: list[dict]) -> dict:
-    """The row of the fastest successful round (noise on a shared machine only adds time),
-    with every round's ms per sample; the last failure where none succeeded."""
-    ok = [r for r in rounds if "error" not in r]
-    if not ok:
-        return rounds[-1]
-    best = min(ok, key=lambda r: r["ms_per_sample"])
-    return {**best, "rounds_ms_per_sample": [r["ms_per_sample"] for r in rounds]}
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -449,42 +640,84 @@ def _num(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def markdown(report: dict) -> str:
-    meta = report["meta"]
+def _spread_text(s: dict | None) -> str:
+    if s is None:
+        return "-"
+    if s["n"] == 1:
+        return f"{s['median']:.2f}"
+    return f"{s['median']:.2f} [{s['min']:.2f}, {s['max']:.2f}]"
+
+
+def _command(meta: dict) -> str:
     flags = " --quick" if meta["quick"] else ""
-    if meta["rounds"] > 1:
-        flags += f" --rounds {meta['rounds']}"
-    how = (
-        f"Fastest of {meta['rounds']} rounds of medians"
-        if meta["rounds"] > 1
-        else "Medians of repetitions"
-    )
+    flags += f" --rounds {meta['rounds']}"
+    if meta.get("device") == "cuda":
+        flags += " --device cuda"
+    if meta.get("networks") and list(meta["networks"]) != list(NETWORKS):
+        flags += " --networks " + " ".join(meta["networks"])
+    if meta.get("only"):
+        flags += " --only " + " ".join(f"'{p}'" for p in meta["only"])
+    if meta.get("against"):
+        flags += f" --against {meta['against']}"
+    return f"`python -m benchmarks{flags}`"
+
+
+def _where(report: dict) -> str:
+    meta = report["meta"]
     where = f"CPU: {meta['cores']} cores ({meta['cpu']})"
     if meta.get("device") == "cuda":
         gpu = next((r.get("gpu") for r in report["configs"] if r.get("gpu")), None)
         where = f"GPU: {gpu}, Triton {meta.get('triton')}; {where}"
-        flags += " --device cuda"
+    load = meta.get("load_average")
+    return (
+        f"{where}, PyTorch {meta['torch']}, snnTorch {meta['snntorch']}, numba "
+        f"{meta['numba'] or 'absent'}, {meta['date']}, load average {load[0]:.1f} at the start"
+        if load
+        else f"{where}, PyTorch {meta['torch']}, snnTorch {meta['snntorch']}, numba "
+        f"{meta['numba'] or 'absent'}, {meta['date']}"
+    )
+
+
+def markdown(report: dict) -> str:
+    meta = report["meta"]
+    rounds = meta["rounds"]
+    how = (
+        f"Medians of {rounds} rounds (each a median of repetitions), the engines of a "
+        "configuration measured one after another in each round; time vs snnTorch is the "
+        "median of the rounds' ratios [least, greatest]"
+        if rounds > 1
+        else "Medians of repetitions"
+    )
     lines = [
-        f"{where}, PyTorch {meta['torch']}, snnTorch "
-        f"{meta['snntorch']}, numba {meta['numba'] or 'absent'}, {meta['date']}, "
-        f"`python -m benchmarks{flags}` in {meta['wall_s']:.0f} s. "
-        f"{how}, one process per configuration.",
+        f"{_where(report)}, {_command(meta)} in {meta['wall_s']:.0f} s. "
+        f"{how}, one process per configuration and round.",
         "",
-        "| network | mode | batch | engine | ms / sample | synaptic events / s | "
-        "spikes / sample | peak RSS MiB | extra peak MiB | time vs snnTorch | "
-        "extra memory vs snnTorch |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| network | mode | batch | engine | ms / sample | CPU ms / sample | "
+        "synaptic events / s | spikes / sample | peak RSS MiB | extra peak MiB | "
+        "time vs snnTorch | extra memory vs snnTorch |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["configs"]:
         head = f"| {r['network']} | {r['mode']} | {r['batch']} | {r['label']} |"
         if "error" in r:
-            lines.append(f"{head} failed: {r['error']} |||||||")
+            lines.append(f"{head} failed: {r['error']} ||||||||")
             continue
+        ratio = (
+            {
+                "median": r["ratio_to_snntorch"],
+                "min": r.get("ratio_to_snntorch_min"),
+                "max": r.get("ratio_to_snntorch_max"),
+                "n": sum(v is not None for v in r.get("ratio_to_snntorch_rounds") or [1]),
+            }
+            if r["ratio_to_snntorch"] is not None
+            else None
+        )
         lines.append(
             f"{head} {_num(r['ms_per_sample'], '.3f')} | "
+            f"{_num(r.get('cpu_ms_per_sample'), '.3f')} | "
             f"{r['synaptic_events_per_s'] / 1e6:.1f} M | {r['spikes_per_sample']:.0f} | "
             f"{r['peak_rss_mb']:.0f} | {r['extra_peak_mb']:.1f} | "
-            f"{_num(r['ratio_to_snntorch'], '.2f')} | "
+            f"{_spread_text(ratio)} | "
             f"{_num(r['extra_peak_ratio_to_snntorch'], '.2f')} |"
         )
     lines += ["", "Targets (fully connected network 2312-128-128-10):", ""]
@@ -494,6 +727,40 @@ def markdown(report: dict) -> str:
         verdict = {True: "met", False: "not met", None: "not measured"}[t["met"]]
         value = f" ({t['value']})" if t["value"] else ""
         lines.append(f"- {t['target']}: **{verdict}**{value}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_ab(report: dict) -> str:
+    """The A/B table: per configuration, both trees' medians, new/old per round and its
+    median [least, greatest], in wall and CPU time, and the extra peaks."""
+    meta = report["meta"]
+    trees = meta["trees"]
+    lines = [
+        f"{_where(report)}, {_command(meta)} in {meta['wall_s']:.0f} s. new: "
+        f"{trees['new']['rev'] or trees['new']['root']}, old: "
+        f"{trees['old']['rev'] or trees['old']['root']}; {meta['rounds']} rounds, a "
+        "configuration's two trees measured back to back in each (one process each); "
+        "new/old is the median of the rounds' ratios [least, greatest].",
+        "",
+        "| network | mode | batch | engine | new ms / sample | old ms / sample | "
+        "new / old per round | new / old | CPU new / old | extra peak MiB new / old | "
+        "vs snnTorch new / old |",
+        "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for a in report["ab"]:
+        head = f"| {a['network']} | {a['mode']} | {a['batch']} | {a['label']} |"
+        if a.get("error"):
+            lines.append(f"{head} failed: {a['error']} |||||||")
+            continue
+        per_round = ", ".join(_num(v, ".2f") for v in a["new_over_old_rounds"])
+        lines.append(
+            f"{head} {_num(a['new_ms_per_sample'], '.3f')} | "
+            f"{_num(a['old_ms_per_sample'], '.3f')} | {per_round} | "
+            f"**{_spread_text(a['new_over_old'])}** | {_spread_text(a['cpu_new_over_old'])} | "
+            f"{_num(a['new_extra_peak_mb'], '.1f')} / {_num(a['old_extra_peak_mb'], '.1f')} | "
+            f"{_num(a['new_ratio_to_snntorch'], '.2f')} / "
+            f"{_num(a['old_ratio_to_snntorch'], '.2f')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -508,6 +775,39 @@ def _log(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
+
+
+def measure_all(
+    configs: list[Config], rounds: int, trees: list[Tree], effort: dict, data: Path
+) -> dict[tuple[str, Config], list[dict]]:
+    """Run :func:`schedule`'s measurements; every configuration's rows per tree, in round
+    order."""
+    measured: dict[tuple[str, Config], list[dict]] = {
+        (t.name, cfg): [] for t in trees for cfg in configs
+    }
+    tag = len(trees) > 1
+    for r, cfg, tree in _progress(schedule(configs, rounds, trees)):
+        row = run_config(cfg, effort, data, tree)
+        row.update(label=cfg.label, round=r, tree=tree.name)
+        measured[(tree.name, cfg)].append(row)
+        name = f"{cfg.name} ({tree.name})" if tag else cfg.name
+        if "error" in row:
+            _log(f"{name:<54} FAILED {row['error']}")
+        else:
+            _log(
+                f"{name:<54} {row['ms_per_sample']:9.3f} ms/sample "
+                f"{row.get('cpu_ms_per_sample', 0):9.3f} CPU "
+                f"{row['synaptic_events_per_s'] / 1e6:8.1f} M events/s "
+                f"{row['extra_peak_mb']:7.1f} MiB extra"
+            )
+    return measured
+
+
+def _rows(measured, configs: list[Config], tree: str) -> list[dict]:
+    rows = [combine(measured[(tree, cfg)]) for cfg in configs]
+    rows.sort(key=_sort_key)
+    add_ratios(rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,11 +828,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS))
     ap.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PATTERN",
+        help="measure only the configurations whose name (network/mode/bBATCH/engine, e.g. "
+        "'conv/inference/b32/*') matches a shell-style pattern or equals it",
+    )
+    ap.add_argument(
         "--rounds",
         type=int,
-        default=1,
-        help="measure every configuration this many times, in alternating order, and report "
-        "the fastest round (default 1)",
+        default=None,
+        help="measure every configuration this many times, the engines of a configuration "
+        "one after another in each round, and report medians over rounds and each engine's "
+        "ratio to snnTorch per round (default 3; 1 with --quick)",
+    )
+    ap.add_argument(
+        "--against",
+        metavar="REV",
+        help="A/B mode: also measure a git revision (checked out into a temporary worktree) "
+        "or another checkout's folder, interleaved with this tree, and report paired "
+        "new/old ratios per round",
     )
     ap.add_argument(
         "--backends",
@@ -554,8 +869,9 @@ def main(argv: list[str] | None = None) -> int:
         if problem is not None:
             print(problem, file=sys.stderr)
             return 2
-    if args.rounds < 1:
-        ap.error(f"--rounds must be at least 1, got {args.rounds}")
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {rounds}")
     if not (args.data / "nmnist-subset").is_dir():
         ap.error(f"no N-MNIST samples at {args.data / 'nmnist-subset'}; give --data")
     if "dvs" in args.networks and not (args.data / "dvs128-clips").is_dir():
@@ -568,30 +884,29 @@ def main(argv: list[str] | None = None) -> int:
     configs = (
         plan_gpu(args.quick, args.networks) if gpu else plan(args.quick, args.networks, backends)
     )
+    configs = select(configs, args.only)
+    if not configs:
+        ap.error(f"--only {' '.join(args.only)} matches no configuration")
     meta = machine_info()
-    measured: dict[Config, list[dict]] = {cfg: [] for cfg in configs}
-    # rounds alternate the order, so that a slow spell of the machine hits different configs
-    order = [cfg for i in range(args.rounds) for cfg in (configs[:: -1 if i % 2 else 1])]
-    for cfg in _progress(order):
-        row = run_config(cfg, effort, args.data.resolve())
-        row["label"] = cfg.label
-        measured[cfg].append(row)
-        if "error" in row:
-            _log(f"{cfg.name:<48} FAILED {row['error']}")
-        else:
-            _log(
-                f"{cfg.name:<48} {row['ms_per_sample']:9.3f} ms/sample "
-                f"{row['synaptic_events_per_s'] / 1e6:8.1f} M events/s "
-                f"{row['peak_rss_mb']:6.0f} MiB peak {row['extra_peak_mb']:7.1f} MiB extra"
-            )
-    rows = [fastest(measured[cfg]) for cfg in configs]
-    rows.sort(key=_sort_key)
-    add_ratios(rows)
+    new = Tree("new", REPO, describe(REPO))
+    with contextlib.ExitStack() as stack:
+        trees = [new]
+        if args.against:
+            try:
+                trees.append(stack.enter_context(other_tree(args.against)))
+            except (ValueError, RuntimeError) as e:
+                ap.error(str(e))
+        measured = measure_all(configs, rounds, trees, effort, args.data.resolve())
+    rows = _rows(measured, configs, "new")
     meta.update(
         quick=args.quick,
-        rounds=args.rounds,
+        rounds=rounds,
         backends=backends,
         device=args.device,
+        networks=args.networks,
+        only=args.only,
+        against=args.against,
+        trees={t.name: {"root": str(t.root), "rev": t.rev} for t in trees},
         wall_s=time.perf_counter() - start,
         threads=next((r["threads"] for r in rows if "threads" in r), None),
         load_average_end=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -602,11 +917,19 @@ def main(argv: list[str] | None = None) -> int:
         "targets": evaluate_gpu_targets(rows) if gpu else evaluate_targets(rows, backends[0]),
         "meta": meta,
     }
+    stem = "latest-cuda" if gpu else "latest"
+    if args.against:
+        old_rows = {r["name"]: r for r in _rows(measured, configs, "old")}
+        report["old_configs"] = list(old_rows.values())
+        report["ab"] = [paired(r, old_rows[r["name"]]) for r in rows]
+        stem += "-ab"
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2)
-    stem = "latest-cuda" if gpu else "latest"
     (args.out / f"{stem}.json").write_text(text + "\n")
     table = markdown(report)
+    if args.against:
+        table = markdown_ab(report) + "\nThis tree's rows:\n\n" + table
     (args.out / f"{stem}.md").write_text(table)
     print(text if args.json else table, flush=True)
-    return 1 if any("error" in r for r in rows) else 0
+    failed = rows + report.get("old_configs", [])
+    return 1 if any("error" in r for r in failed) else 0

@@ -22,12 +22,14 @@ peak resident memory it reports belongs to that configuration alone. Keys of the
 
 Timing: one untimed warm-up (compilation, cached tables), then repetitions, as many as fit
 in ``budget_s`` within ``[min_repeats, max_repeats]`` (fewer where a single repetition
-takes more than twice the budget); the median is reported. A repetition is
+takes more than twice the budget); the median is reported, in wall time (``ms_per_sample``)
+and in the process's CPU time (``cpu_ms_per_sample``, every thread counted). A repetition is
 the whole batch (or, at batch 1, all ``samples`` one by one); a training repetition is one
-step. Memory: ``peak_rss_mb`` is the process's peak resident set (``ru_maxrss``);
-``extra_peak_mb`` is the peak during warm-up and repetitions minus the resident set just
-before them, after model, data, libraries and compiled kernels were loaded by a run on one
-timestep of one sample: the memory the workload itself takes.
+step. ``asyncsnn`` names the package measured (the suite's A/B mode puts another tree's
+``src`` first on ``PYTHONPATH``). Memory: ``peak_rss_mb`` is the process's peak resident set
+(``ru_maxrss``); ``extra_peak_mb`` is the peak during warm-up and repetitions minus the
+resident set just before them, after model, data, libraries and compiled kernels were loaded
+by a run on one timestep of one sample: the memory the workload itself takes.
 """
 
 from __future__ import annotations
@@ -104,14 +106,21 @@ def hwm_mb() -> float | None:
 
 
 # ------------------------------------------------------------------------------ timing
-def timed_repeats(fn: Callable[[], None], budget_s: float, lo: int, hi: int) -> list[float]:
-    """Warm up once, then repeat ``fn``; returns the seconds of each repetition."""
+def timed_repeats(
+    fn: Callable[[], None], budget_s: float, lo: int, hi: int, cpu: list[float] | None = None
+) -> list[float]:
+    """Warm up once, then repeat ``fn``; returns the seconds of each repetition (wall time).
+    ``cpu``, where given, receives the process CPU seconds of each repetition (every thread
+    of this process: more than the wall time where several threads work, less where the
+    process waited for a core)."""
     fn()
     times: list[float] = []
     while True:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
         n, spent = len(times), sum(times)
         if n >= hi or (n >= lo and spent / n * (n + 1) > budget_s) or spent > 2 * budget_s:
             return times
@@ -309,12 +318,14 @@ def measure(spec: dict) -> dict:
         before = rss_mb()
         peak_so_far = peak_rss_mb()  # resetting the peak below resets ru_maxrss too
         clean_peak = reset_peak()
+    cpu_times: list[float] = []
     with grad():
         times = timed_repeats(
             rep,
             float(spec.get("budget_s", 5.0)),
             int(spec.get("min_repeats", 3)),
             int(spec.get("max_repeats", 7)),
+            cpu_times,
         )
     if device.type == "cuda":
         peak = _gpu_mb(torch.cuda.max_memory_allocated(device))
@@ -328,6 +339,7 @@ def measure(spec: dict) -> dict:
     t = statistics.median(times)
     return {
         "ms_per_sample": 1e3 * t / n_samples,
+        "cpu_ms_per_sample": 1e3 * statistics.median(cpu_times) / n_samples,
         "synaptic_events_per_s": s["synops"] / t,
         "peak_rss_mb": peak,
         "extra_peak_mb": max(0.0, extra),
@@ -339,6 +351,8 @@ def measure(spec: dict) -> dict:
         "samples_per_repeat": n_samples,
         "repeats": len(times),
         "times_ms": [1e3 * v for v in times],
+        "cpu_times_ms": [1e3 * v for v in cpu_times],
+        "asyncsnn": str(Path(asyncsnn.__file__).resolve().parent),
         "threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

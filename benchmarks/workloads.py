@@ -197,7 +197,13 @@ def layered_synops(net, x: torch.Tensor, record: list[list[torch.Tensor]]) -> fl
 
     ``net`` is the asyncsnn ``Network`` of the same modules (its tables give the fan-outs).
     """
-    from asyncsnn.result import input_synops
+    try:
+        from asyncsnn.result import input_synops
+    except ImportError:  # an older asyncsnn (the A/B mode's other tree): the same count
+
+        def input_synops(x_flat, in_fanout):
+            events = x_flat.detach().abs().ceil().to(torch.float64)
+            return (events @ in_fanout.to(torch.float64)).to(x_flat.dtype)
 
     tab = net.tables()
     fanout = tab.fanout.to(x.dtype)
