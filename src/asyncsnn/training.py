@@ -751,6 +751,34 @@ def _labels_of(dataset) -> torch.Tensor | None:
 
 
 # ------------------------------------------------------------------------------ trainer
+class ImportedRunError(FileExistsError):
+    """A training (or a resume) into the run directory of an imported model, which holds a
+    NIR graph and no training to continue."""
+
+
+def _refuse_imported(run: RunDir) -> None:
+    """Refuse to train into (or resume) an imported model's run directory: it holds a NIR
+    graph, no training, and a training would overwrite the record of how it was imported. The
+    message says how to fine-tune it instead (``--init RUN/model.nir`` into another folder)."""
+    if not run.is_imported():
+        return
+    how = ""
+    try:
+        record = run.read_record()
+        if record.nir is not None and record.nir.discretization != "exact":
+            how += f" --init-discretization {record.nir.discretization}"
+        dataset, dt = record.config.get("dataset"), record.config.get("dt")
+        how += f" --dataset {dataset}" if dataset not in (None, "digits") else ""
+        how += f" --dt {dt:g}" if isinstance(dt, (int, float)) else ""
+    except (OSError, ValueError, TypeError):
+        pass  # the advice without the recorded settings
+    raise ImportedRunError(
+        f"{run.path} holds an imported model ({run.nir_path.name}), not a training: there is "
+        "nothing to resume or train in it; to train it, fine-tune it into another folder: "
+        f"asyncsnn train --init {run.nir_path}{how} --out NEW"
+    )
+
+
 class Trainer:
     """Trains a model per :class:`TrainConfig` into ``run_dir``.
 
@@ -787,6 +815,7 @@ class Trainer:
         training starts afresh; a resume continues its checkpoint, whose weights win, and a NIR
         init's network is then rebuilt from the run directory's copy (``RUN/init.nir``).
         """
+        _refuse_imported(self.rundir)  # before anything is written, the lock file included
         self.world, self.device = distributed.setup(use_device(self.cfg.device))
         if self.world.distributed and self.cfg.batch_size < self.world.size:
             raise ValueError(
