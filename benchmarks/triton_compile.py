@@ -35,10 +35,10 @@ FORWARD_POINTERS = {
     "row_wave_ptr": I32, "wave_start_ptr": I32, "dst_ptr": I32, "w_ptr": F32,
     "drop_hash_ptr": I64, "drop_p_ptr": F32, "v_ptr": F32, "syn_ptr": F32, "acc_ptr": F32,
     "refr_ptr": I32, "key_ptr": I64, "live_ptr": I32, "kv_ptr": I64, "chosen_ptr": I32,
-    "spikes_ptr": F32, "steps_ptr": I64, "synops_ptr": I64, "undelivered_ptr": I64,
-    "checks_ptr": I32, "membrane_ptr": F32, "current_ptr": F32, "v_end_ptr": F32,
-    "syn_end_ptr": F32, "overflow_ptr": I32, "tape_ptr": I32, "tape_steps_ptr": I32,
-    "tape_start_ptr": I32,
+    "spikes_ptr": F32, "fire_step_ptr": I32, "steps_ptr": I64, "synops_ptr": I64,
+    "undelivered_ptr": I64, "checks_ptr": I32, "membrane_ptr": F32, "current_ptr": F32,
+    "v_end_ptr": F32, "syn_end_ptr": F32, "overflow_ptr": I32, "tape_ptr": I32,
+    "tape_steps_ptr": I32, "tape_start_ptr": I32,
 }  # fmt: skip
 BACKWARD_POINTERS = {
     **{k: v for k, v in FORWARD_POINTERS.items() if k in (
@@ -83,11 +83,12 @@ def configurations():
             for record in (False, True):
                 # triton_async.Blocks on a GPU (tl.sort of the queue, a small group ranked
                 # by counting), the interpreter's ranking, and a group sorted by tl.sort
+                # and each of those with and without the monitors' spike steps (STEPS)
                 for rank, qb, gb in ((False, 256, 8), (True, 64, 8), (False, 256, 64)):
                     yield "forward", triton_async._forward, FORWARD_POINTERS, {
                         **blocks, "SYNAPTIC": synaptic, "MEMBRANE": readout,
                         "CURRENT": readout and synaptic, "RECORD": record, "BLOCK_Q": qb,
-                        "QB": qb, "GB": gb, "RANK": rank,
+                        "QB": qb, "GB": gb, "RANK": rank, "STEPS": record == rank,
                     }  # fmt: skip
         for readout in (False, True):
             for kind in (0, 1):

@@ -57,7 +57,18 @@ def assert_identical(a: asyncsnn.RunResult, b: asyncsnn.RunResult) -> None:
             continue
         assert va.dtype == vb.dtype and va.shape == vb.shape, f
         assert torch.equal(va, vb), f"{f} differs in {int((va != vb).sum())} places"
-    assert a.records == b.records
+    assert_same_records(a.records, b.records)
+
+
+def assert_same_records(a: dict, b: dict) -> None:
+    """The monitors' records, tensor by tensor: the same dtypes, shapes and values."""
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].keys() == b[name].keys(), name
+        for k, va in a[name].items():
+            vb = b[name][k]
+            assert va.dtype == vb.dtype and va.shape == vb.shape, (name, k, va.shape, vb.shape)
+            assert torch.equal(va, vb), f"{name}[{k!r}] differs"
 
 
 # ------------------------------------------------------------------------ networks
@@ -291,6 +302,45 @@ def test_stop_rules(hooks, policy):
     assert_identical(ref, run(net, x, backend="numba", **kw))
 
 
+MONITORS = [asyncsnn.OutputTrace(), asyncsnn.SpikeEvents()]
+
+
+@pytest.mark.parametrize(
+    "stops",
+    [[], [asyncsnn.StopOnOutputSpike(extra_steps=1)], [asyncsnn.MaxForwardSteps(2)]],
+    ids=["none", "stop_out_plus1", "max2"],
+)
+@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize(
+    "name", ["fc", "conv", "skip", "recurrent", "fc_bias_membrane_cuba_subtract"]
+)
+def test_monitors_record_what_the_reference_records(name, policy, stops):
+    """``OutputTrace`` and ``SpikeEvents`` on the kernel: the reference's records to the last
+    bit (rows, dtypes, order), read off each spike's forward step."""
+    net, x = make(name)
+    kw = {"scheduler": POLICIES[policy], "group_size": 3, "seed": 5, "hooks": stops + MONITORS}
+    ref = run(net, x, backend="torch", **kw)
+    fast = run(net, x, backend="numba", **kw)
+    assert set(fast.records) == {"output_trace", "spike_events"}
+    assert_identical(ref, fast)
+    trace = fast.records["output_trace"]
+    assert trace["counts"].shape[0] > x.shape[0]  # rows for forward steps, not only timesteps
+    assert len(fast.records["spike_events"]["neuron"]) == int(fast.spikes.sum())
+
+
+def test_monitors_on_random_networks_and_the_real_kernel_is_used(kernel_calls):
+    for seed in range(6):
+        gen = torch.Generator().manual_seed(300 + seed)
+        net = asyncsnn.Network(input_shape=(17,))
+        net.add_population("h1", [_lin(gen, 17, 23)], threshold=0.3)
+        net.add_population("output", [_lin(gen, 23, 7)], source="h1", threshold=0.3)
+        x = _spikes_in(gen, (9, 4, 17), density=0.5)
+        for policy in ("random", "momentum", "fifo"):
+            kw = {"scheduler": policy, "group_size": 1 + seed, "seed": seed, "hooks": MONITORS}
+            assert_identical(run(net, x, backend="torch", **kw), run(net, x, **kw))
+    assert kernel_calls  # backend="auto" took the kernel with the monitors
+
+
 def test_dropouts_that_do_nothing_are_accepted():
     net, x = make("fc")
     quiet = [asyncsnn.InputSpikeDropout(0.5), asyncsnn.NetworkSpikeDropout(0.5)]
@@ -502,7 +552,10 @@ FALLBACKS = {
     "queued input": ({"prioritized_input": False, "scheduler": "fifo"}, "queued"),
     "user policy": ({"scheduler": Youngest()}, "Youngest"),
     "subclassed policy": ({"scheduler": SubclassedFIFO()}, "SubclassedFIFO"),
-    "output trace": ({"hooks": [asyncsnn.OutputTrace()]}, "OutputTrace"),
+    "monitor with refractory dropout": (
+        {"hooks": [asyncsnn.OutputTrace()], "refractory_dropout": 0.5, "training": True},
+        "OutputTrace",
+    ),
     "user surrogate": ({"grad": True, "surrogate": straight_through}, "surrogate"),
 }
 

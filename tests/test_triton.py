@@ -197,6 +197,22 @@ def test_dropouts_and_stop_rules(case):
 
 
 @interpreter
+@pytest.mark.parametrize("stop", [False, True], ids=["plain", "stop_on_output"])
+@pytest.mark.parametrize("name", ["fc", "recurrent", "fc_bias_membrane_cuba_subtract"])
+def test_monitors_record_what_the_reference_records(name, stop):
+    """``OutputTrace`` and ``SpikeEvents`` on the Triton kernel: the reference's records, read
+    off each spike's forward step (``asyncsnn.hooks.monitor_records``)."""
+    net, x = tiny(name)
+    hooks = [asyncsnn.OutputTrace(), asyncsnn.SpikeEvents()]
+    if stop:
+        hooks.append(asyncsnn.StopOnOutputSpike(extra_steps=1))
+    ref, fast = both(net, x, scheduler="random", group_size=2, seed=4, hooks=hooks)
+    assert set(fast.records) == {"output_trace", "spike_events"}
+    assert_identical(ref, fast)
+    assert len(fast.records["spike_events"]["neuron"]) == int(fast.spikes.sum()) > 0
+
+
+@interpreter
 def test_a_sample_alone_equals_its_slice_of_a_batch():
     net, x = tiny("fc")
     x = torch.cat([x, x.flip(1)], 1)
@@ -397,7 +413,10 @@ def _triton_call(kw: dict):
 REFUSED = {
     "float64": ({"dtype": torch.float64}, "float64"),
     "queued input": ({"prioritized_input": False, "scheduler": "fifo"}, "queued"),
-    "output trace": ({"hooks": [asyncsnn.OutputTrace()]}, "OutputTrace"),
+    "monitor with refractory dropout": (
+        {"hooks": [asyncsnn.OutputTrace()], "refractory_dropout": 0.5, "training": True},
+        "OutputTrace",
+    ),
     "group above the limit": ({"group_size": 5}, "above the kernel's 4"),
 }
 

@@ -252,8 +252,9 @@ class SpikeEvents(Hook):
     without biases this is the step at which asynchronous execution under the ``layered``
     policy, with ``F`` at least the widest layer, fires it.
 
-    The compiled kernel does not know this monitor: a run with it uses the reference engine
-    (the same spikes). :func:`asyncsnn.save_spikes` writes its records (docs/spike-log.md).
+    The compiled kernels give the same records (:func:`monitor_records`) where a neuron fires
+    at most once per timestep; with refractory dropout a run with it uses the reference
+    engine. :func:`asyncsnn.save_spikes` writes its records (docs/spike-log.md).
     """
 
     def start(self, ctx: StepContext) -> None:
@@ -284,3 +285,74 @@ class SpikeEvents(Hook):
         ctx.records["spike_events"] = dict(
             zip(("sample", "timestep", "neuron", "forward_step"), table, strict=True)
         )
+
+
+# ---------------------------------------------------------------------------- monitors' records
+#: the monitors whose records can also be read off each spike's forward step, so that a
+#: compiled engine, which does not call hooks, still serves them (``monitor_records``)
+MONITORS = (OutputTrace, SpikeEvents)
+
+
+def monitor_records(monitors, result, fire_step: torch.Tensor) -> dict:
+    """The records that ``monitors`` (instances of :data:`MONITORS`) would have written in the
+    run ``result``, read off ``fire_step`` (timesteps, batch, population neurons), the forward
+    step at which each neuron fired in each timestep (-1: it did not). Valid where a neuron
+    fires at most once per timestep (no refractory dropout); this is how the compiled kernels
+    give the reference engine's records, equal to the last bit (``tests/test_kernels.py``).
+
+    The rows are the reference's: per timestep ``t`` one row for the input delivery and one
+    per forward step of the batch, ``max`` over samples of ``result.forward_steps[t]``; a
+    sample takes its steps first to last, so its row ``k`` of timestep ``t`` took a step iff
+    ``1 <= k <= forward_steps[t, sample]``.
+    """
+    steps = result.forward_steps.detach().long().cpu()  # (T, B)
+    T, B = steps.shape
+    fire_step = fire_step.cpu()
+    per_t = (steps.max(1).values if B else torch.zeros(T, dtype=torch.long)) + 1
+    offset = torch.cumsum(per_t, 0) - per_t  # first row of each timestep
+    t, b, i = (fire_step >= 0).nonzero(as_tuple=True)
+    k = fire_step[t, b, i].long()
+    out = {}
+    for m in monitors:
+        if type(m) is OutputTrace:
+            out["output_trace"] = _output_trace(result, steps, per_t, offset, (t, b, i, k))
+        elif type(m) is SpikeEvents:
+            key = t * int(per_t.max()) + k  # (timestep, step); nonzero's order breaks ties
+            order = torch.sort(key, stable=True).indices
+            columns = zip(
+                ("sample", "timestep", "neuron", "forward_step"), (b, t, i, k), strict=True
+            )
+            out["spike_events"] = {name: v[order] for name, v in columns}
+        else:
+            raise TypeError(f"{type(m).__name__} is not a monitor with records of spike steps")
+    return out
+
+
+def _output_trace(result, steps, per_t, offset, spikes) -> dict:
+    """``OutputTrace``'s record from the spikes ``(timestep, sample, neuron, step)``."""
+    t, b, i, k = spikes
+    T, B = steps.shape
+    R = int(per_t.sum())
+    dtype = result.spikes.dtype
+    net = result.network
+    lo = net.output.offset - net.n_input
+    n_out = net.output.size
+    timestep = torch.repeat_interleave(torch.arange(T), per_t)  # (R,)
+    step = torch.arange(R) - offset[timestep]  # the row's forward step in its timestep
+    row = offset[t] + k
+    one = torch.ones(len(row), dtype=dtype)
+    spikes_inc = torch.zeros(R, B, dtype=dtype).index_put_((row, b), one, accumulate=True)
+    is_out = (i >= lo) & (i < lo + n_out)
+    counts_inc = torch.zeros(R, B, n_out, dtype=dtype).index_put_(
+        (row[is_out], b[is_out], i[is_out] - lo), one[is_out], accumulate=True
+    )
+    taken = steps[timestep]  # (R, B) the sample's steps in the row's timestep
+    before = (torch.cumsum(steps, 0) - steps)[timestep]
+    device = result.spikes.device
+    return {
+        "counts": counts_inc.cumsum(0).to(device),
+        "forward_steps": (before + torch.minimum(step[:, None], taken)).to(device),
+        "network_spikes": spikes_inc.cumsum(0).to(device),
+        "took_step": ((step[:, None] >= 1) & (step[:, None] <= taken)).to(device),
+        "timestep": timestep,
+    }

@@ -18,7 +18,9 @@ The kernel applies to: the LIF neuron with both its variants (current-based, per
 built-in policies (``random``, ``momentum``, ``fifo``, ``layered``, exactly these classes),
 the hooks
 ``MaxForwardSteps``, ``StopOnOutputSpike``, ``InputSpikeDropout`` and ``NetworkSpikeDropout``,
-refractory dropout, and the surrogates ``ArcTan`` and ``FastSigmoid``. Anything else (a user's
+the monitors ``OutputTrace`` and ``SpikeEvents`` (their records read off each spike's forward
+step, :func:`asyncsnn.hooks.monitor_records`; without refractory dropout), refractory
+dropout, and the surrogates ``ArcTan`` and ``FastSigmoid``. Anything else (a user's
 policy, hook or surrogate, queued input, float64, a GPU without Triton) runs the reference.
 numba is a dependency of the package; where it cannot be imported, ``auto`` runs the
 reference.
@@ -43,7 +45,13 @@ from collections.abc import Callable
 import torch
 
 from ..dynamics import LIF
-from ..hooks import InputSpikeDropout, MaxForwardSteps, NetworkSpikeDropout, StopOnOutputSpike
+from ..hooks import (
+    MONITORS,
+    InputSpikeDropout,
+    MaxForwardSteps,
+    NetworkSpikeDropout,
+    StopOnOutputSpike,
+)
 from ..options import RunOptions
 from ..scheduling import BUILTIN_POLICIES
 from ..surrogate import ArcTan, FastSigmoid
@@ -144,7 +152,13 @@ def unsupported_reason(net, x: torch.Tensor, options: RunOptions, device=_cpu_de
             "random, momentum, fifo and layered"
         )
     for h in options.hooks:
-        if type(h) not in _STOP_RULES + _DROPOUTS:
+        if type(h) in MONITORS:
+            if options.refractory_dropout > 0:
+                return (
+                    f"the monitor {type(h).__name__} needs each neuron to fire at most once per "
+                    "timestep; with refractory dropout it runs on the reference"
+                )
+        elif type(h) not in _STOP_RULES + _DROPOUTS:
             return f"the hook {type(h).__name__} is not supported by the kernel"
     return None
 

@@ -57,9 +57,10 @@ from .shared import (
 
 
 @njit(cache=True, inline="always")
-def check_and_enqueue(n_touched, t, step, mixed, nrn, queue, net, rules, spikes_tb):
+def check_and_enqueue(n_touched, t, step, mixed, nrn, queue, net, rules, spikes_tb, steps_tb):
     """The checks of forward step ``step`` of timestep ``t``: each touched neuron above its
-    threshold fires (into ``spikes_tb``), is reset and, unless refractory dropout spares it,
+    threshold fires (into ``spikes_tb``, and its forward step into ``steps_tb`` unless that is
+    empty: what the monitors read), is reset and, unless refractory dropout spares it,
     made refractory; its spike takes a queue place (unless network spike dropout drops it or
     none is free). The spikes go to ``nrn.fired`` and ``nrn.fired_place``, as the tape
     records them. Returns their number, whether an output neuron fired, and how many spikes
@@ -83,6 +84,8 @@ def check_and_enqueue(n_touched, t, step, mixed, nrn, queue, net, rules, spikes_
             refractory[i] = t
         v[i] = lif.reset(pre, net.theta[i], net.subtract[i])
         spikes_tb[i] += 1.0
+        if steps_tb.shape[0] > 0:
+            steps_tb[i] = step
         if net.out_lo <= i < net.out_hi:
             out_fired = True
         row = net.slot_of[i]
@@ -129,6 +132,8 @@ def _simulate(b0, b1, net, rules, inp, out, record):
     queue = new_queue(net.slot_layer.shape[0] * rules.slots, rules.group)
     record_membrane = out.membrane.shape[0] > 0
     record_current = out.current.shape[0] > 0
+    log_steps = out.fire_step.shape[0] > 0
+    no_steps = np.empty(0, np.int32)
     synaptic = net.synaptic
     # the tape: per spike (neuron << 2 | made refractory << 1 | 1, its queue place or -1),
     # per delivery its place, per step a row (timestep, first delivery, deliveries, first
@@ -162,8 +167,9 @@ def _simulate(b0, b1, net, rules, inp, out, record):
             while True:
                 # ---- threshold, reset, refractoriness; new spikes join the queue --------------
                 n_fired, out_fired, lost = check_and_enqueue(
-                    n_touched, t, step, mixed, nrn, queue, net, rules, out.spikes[t, b]
-                )
+                    n_touched, t, step, mixed, nrn, queue, net, rules, out.spikes[t, b],
+                    out.fire_step[t, b] if log_steps else no_steps,
+                )  # fmt: skip
                 overflow += lost
                 if record:
                     t_rows = _grow_rows(t_rows, n_rows)

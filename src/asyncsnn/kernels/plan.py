@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from ..dynamics import decay_factor
-from ..hooks import MaxForwardSteps, NetworkSpikeDropout, StepContext, StopOnOutputSpike, overrides
+from ..hooks import (
+    MONITORS,
+    MaxForwardSteps,
+    NetworkSpikeDropout,
+    StepContext,
+    StopOnOutputSpike,
+    monitor_records,
+    overrides,
+)
 from ..network import INPUT, Network
 from ..options import RunOptions
 from ..queue import queue_layout
@@ -72,6 +80,8 @@ class KernelOutputs(NamedTuple):
     current: np.ndarray  # (T, B, outputs) a current-based readout's current, or empty
     v_end: np.ndarray  # (T, B, n) with a tape, else empty
     syn_end: np.ndarray  # (T, B, n) with a tape in a current-based network, else empty
+    fire_step: np.ndarray  # (T, B, n) int32 for the monitors: the forward step of each spike
+    # (-1: none; a neuron fires at most once per timestep there), else empty
 
 
 def _structure(net: Network) -> dict:
@@ -261,6 +271,8 @@ class Plan:
                     ghosts.append((pop.offset - self.n_in, pop.offset - self.n_in + pop.size))
         self.ghosts = np.array(ghosts, np.int64).reshape(-1, 2)
         self.seeds = o.rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
+        # the monitors the kernel serves: their records are read off each spike's forward step
+        self.monitors = [h for h in o.hooks if type(h) in MONITORS]
 
     def entry_weights(self) -> torch.Tensor:
         """Per synaptic entry of the populations' projections: weight x coefficient (carries
@@ -316,6 +328,9 @@ class Plan:
             "syn_end": torch.zeros(
                 (T, B, self.n_pop) if record and self.synaptic else none, dtype=dtype
             ),
+            "fire_step": torch.full(
+                (T, B, self.n_pop) if self.monitors else none, -1, dtype=torch.int32
+            ),
         }
 
     def result(
@@ -331,7 +346,7 @@ class Plan:
         # the network's
         fanout = self.net.tables().fanout[: self.n_in]
         in_synops = input_synops(self.x.reshape(self.T, self.B, -1), fanout)
-        return RunResult(
+        result = RunResult(
             spikes=spikes,
             forward_steps=out["forward_steps"],
             synops=in_synops + out["net_synops"].to(self.dtype),
@@ -341,6 +356,9 @@ class Plan:
             network=self.net,
             current=current if self.readout_current else None,
         )
+        if self.monitors:
+            result.records.update(monitor_records(self.monitors, result, out["fire_step"]))
+        return result
 
 
 _POOL: ThreadPoolExecutor | None = None

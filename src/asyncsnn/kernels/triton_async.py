@@ -165,6 +165,7 @@ def _forward(
     kv_ptr,
     chosen_ptr,
     spikes_ptr,
+    fire_step_ptr,
     steps_ptr,
     synops_ptr,
     undelivered_ptr,
@@ -198,6 +199,7 @@ def _forward(
     MEMBRANE: tl.constexpr,
     CURRENT: tl.constexpr,
     RECORD: tl.constexpr,
+    STEPS: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_E: tl.constexpr,
     BLOCK_Q: tl.constexpr,
@@ -230,6 +232,7 @@ def _forward(
     for t in range(0, T):
         tb = b64 + t * B
         spk_ptr = spikes_ptr + tb * n
+        stp_ptr = fire_step_ptr + tb * n
         counter = tl.cast(t << 16, tl.uint32)
         noise_key = ph.counter_key(h_noise, t)
         if RECORD:
@@ -238,8 +241,8 @@ def _forward(
             n, t, zero, zero, mixed, ph.counter_key(h_refr, counter), noise_key, counter,
             cur_ptr + tb * n, beta_ptr, alpha_ptr, v_ptr, syn_ptr, drop_hash_ptr, drop_p_ptr,
             n_drop, theta_ptr, sub_ptr, slot_of_ptr, slot_layer_ptr, refr_ptr, spk_ptr,
-            key_ptr, live_ptr, kv_ptr, kv_ptr, kv_ptr, policy, lam, slots, p_refr, out_lo,
-            out_hi, SYNAPTIC, False, BLOCK_N,
+            stp_ptr, key_ptr, live_ptr, kv_ptr, kv_ptr, kv_ptr, policy, lam, slots, p_refr,
+            out_lo, out_hi, SYNAPTIC, False, STEPS, BLOCK_N,
         )  # fmt: skip
         overflow += lost
         step = zero
@@ -275,8 +278,9 @@ def _forward(
                 chosen_ptr, n_sel, t, step, n_live, n_chk, mixed, ph.counter_key(h_refr, counter),
                 noise_key, counter, row_wave_ptr, wave_start_ptr, dst_ptr, acc_ptr, v_ptr,
                 syn_ptr, drop_hash_ptr, drop_p_ptr, n_drop, theta_ptr, sub_ptr, slot_of_ptr,
-                slot_layer_ptr, refr_ptr, spk_ptr, key_ptr, live_ptr, kv_ptr, kv_ptr, kv_ptr,
-                policy, lam, slots, p_refr, out_lo, out_hi, SYNAPTIC, False, BLOCK_E,
+                slot_layer_ptr, refr_ptr, spk_ptr, stp_ptr, key_ptr, live_ptr, kv_ptr, kv_ptr,
+                kv_ptr, policy, lam, slots, p_refr, out_lo, out_hi, SYNAPTIC, False, STEPS,
+                BLOCK_E,
             )  # fmt: skip
             overflow += lost
             stop, first_out = ph.stop_now(step, out_fired, first_out, max_steps, extra_steps)
@@ -377,6 +381,8 @@ class TritonRun:
             "tape": zeros(B, max(tape_cap, 1), dtype=i32),
             "tape_steps": zeros(B, max(tape_cap, 1), dtype=i32),
             "tape_start": zeros(T + 1, B, dtype=i32),
+            # each spike's forward step, for the monitors (a placeholder without them)
+            "fire_step": torch.full((T, B, n) if p.monitors else (1,), -1, dtype=i32, device=dev),
         }
         h = lambda s: stream_hash(int(s))  # noqa: E731
         _forward[(B,)](
@@ -387,7 +393,8 @@ class TritonRun:
             zeros(B, n), zeros(B, n), zeros(B, n), torch.full((B, n), -1, dtype=i32, device=dev),
             torch.full((B, places), -(2**63), dtype=i64, device=dev),
             zeros(B, places, dtype=i32), zeros(B, places, dtype=i64), zeros(B, bl.GB, dtype=i32),
-            out["spikes"], out["forward_steps"], out["net_synops"], out["undelivered"],
+            out["spikes"], out["fire_step"], out["forward_steps"], out["net_synops"],
+            out["undelivered"],
             out["checks"], out["membrane"], out["current"], out["v_end"], out["syn_end"],
             out["overflow"], out["tape"], out["tape_steps"], out["tape_start"],
             T, B, n, places, p.slots, self.group, int(r.policy), float(r.lam),
@@ -395,8 +402,8 @@ class TritonRun:
             max(tape_cap, 1), h(Stream.RANDOM_POLICY), h(Stream.MOMENTUM_NOISE),
             h(Stream.REFRACTORY_DROPOUT),
             SYNAPTIC=bool(p.synaptic), MEMBRANE=bool(p.readout), CURRENT=bool(p.readout_current),
-            RECORD=record, BLOCK_N=bl.N, BLOCK_E=bl.E, BLOCK_Q=bl.Q, QB=bl.QB, GB=bl.GB,
-            RANK=bl.rank,
+            RECORD=record, STEPS=bool(p.monitors), BLOCK_N=bl.N, BLOCK_E=bl.E, BLOCK_Q=bl.Q,
+            QB=bl.QB, GB=bl.GB, RANK=bl.rank,
             num_warps=4, enable_fp_fusion=False,
         )  # fmt: skip
         overflow = int(out["overflow"].sum())

@@ -221,8 +221,8 @@ def _backward(
             n, t, zero, zero, mixed, ph.counter_key(h_refr, counter), counter, counter,
             cur_ptr + tb * n, beta_ptr, alpha_ptr, v_ptr, syn_ptr, drop_hash_ptr, drop_p_ptr,
             n_drop, theta_ptr, sub_ptr, slot_of_ptr, slot_layer_ptr, refr_ptr, spk_ptr,
-            key_ptr, key_ptr, chk_code_ptr, chk_place_ptr, chk_v_ptr, 0, lam_noise, slots,
-            p_refr, out_lo, out_hi, SYNAPTIC, True, BLOCK_N,
+            spk_ptr, key_ptr, key_ptr, chk_code_ptr, chk_place_ptr, chk_v_ptr, 0, lam_noise,
+            slots, p_refr, out_lo, out_hi, SYNAPTIC, True, False, BLOCK_N,
         )  # fmt: skip
         tl.store(chk_rows_ptr, n_chk)
         n_steps = tl.load(steps_ptr + tb).to(tl.int32)
@@ -242,9 +242,9 @@ def _backward(
                 tape_ptr + d, g, t, s, zero, n_chk, mixed, ph.counter_key(h_refr, counter),
                 counter, counter, row_wave_ptr, wave_start_ptr, dst_ptr, acc_ptr, v_ptr,
                 syn_ptr, drop_hash_ptr, drop_p_ptr, n_drop, theta_ptr, sub_ptr, slot_of_ptr,
-                slot_layer_ptr, refr_ptr, spk_ptr, key_ptr, key_ptr, chk_code_ptr,
+                slot_layer_ptr, refr_ptr, spk_ptr, spk_ptr, key_ptr, key_ptr, chk_code_ptr,
                 chk_place_ptr, chk_v_ptr, 0, lam_noise, slots, p_refr, out_lo, out_hi,
-                SYNAPTIC, True, BLOCK_E,
+                SYNAPTIC, True, False, BLOCK_E,
             )  # fmt: skip
             tl.store(chk_rows_ptr + s, n_chk)
             d += g

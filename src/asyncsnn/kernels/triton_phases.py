@@ -162,6 +162,7 @@ def check(
     slot_layer_ptr,
     refr_ptr,
     spk_ptr,
+    step_ptr,
     key_ptr,
     live_ptr,
     chk_code_ptr,
@@ -174,13 +175,15 @@ def check(
     out_lo,
     out_hi,
     REPLAY: tl.constexpr,
+    STEPS: tl.constexpr,
 ):
     """The threshold checks of neurons ``idx`` (where ``mask``) with membranes ``pre``, in
     step ``step`` of timestep ``t`` (``kernels.cpu.check_and_enqueue``): a neuron above its
-    threshold fires (``spk_ptr``), is reset and, unless refractory dropout spares it, made
-    refractory; its spike takes the first free queue place of its neuron unless network
-    spike dropout drops it. The forward pass appends the queued spikes to the live list
-    (``live_ptr``, ``n_live`` long) with their keys; the replay (``REPLAY``) only marks the
+    threshold fires (``spk_ptr``; with ``STEPS`` its forward step into ``step_ptr``), is
+    reset and, unless refractory dropout spares it, made refractory; its spike takes the
+    first free queue place of its neuron unless network spike dropout drops it. The forward
+    pass appends the queued spikes to the live list (``live_ptr``, ``n_live`` long) with
+    their keys; the replay (``REPLAY``) only marks the
     places taken and records each check of a spiking neuron (neuron << 2 | made refractory
     << 1 | fired, the place, the membrane) after the ``n_chk`` before it.
 
@@ -201,6 +204,8 @@ def check(
         after = tl.where(fired, tl.where(sub, pre - theta, 0.0), pre)
         count = tl.load(spk_ptr + idx, mask=fired, other=0.0)
         tl.store(spk_ptr + idx, count + 1.0, mask=fired)
+        if STEPS:  # each spike's forward step, for the monitors (kernels.cpu's steps_tb)
+            tl.store(step_ptr + idx, idx * 0 + step, mask=fired)
         out_fired = vmax((fired & (idx >= out_lo) & (idx < out_hi)).to(tl.int32))
         # the queue place of each new spike
         row = tl.load(slot_of_ptr + idx, mask=fired, other=-1)
@@ -261,6 +266,7 @@ def leak_and_input(
     slot_layer_ptr,
     refr_ptr,
     spk_ptr,
+    step_ptr,
     key_ptr,
     live_ptr,
     chk_code_ptr,
@@ -274,6 +280,7 @@ def leak_and_input(
     out_hi,
     SYNAPTIC: tl.constexpr,
     REPLAY: tl.constexpr,
+    STEPS: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     """Step 0 of timestep ``t`` (``kernels.shared.leak_and_input``, then the checks): every
@@ -296,8 +303,8 @@ def leak_and_input(
         after, n_live, n_chk, of, lost = check(
             idx, m & (cur != 0), pre, t, 0, n_live, n_chk, mixed, refr_key, noise_key,
             counter, drop_hash_ptr, drop_p_ptr, n_drop, theta_ptr, sub_ptr, slot_of_ptr,
-            slot_layer_ptr, refr_ptr, spk_ptr, key_ptr, live_ptr, chk_code_ptr,
-            chk_place_ptr, chk_v_ptr, policy, lam, slots, p_refr, out_lo, out_hi, REPLAY,
+            slot_layer_ptr, refr_ptr, spk_ptr, step_ptr, key_ptr, live_ptr, chk_code_ptr,
+            chk_place_ptr, chk_v_ptr, policy, lam, slots, p_refr, out_lo, out_hi, REPLAY, STEPS,
         )  # fmt: skip
         tl.store(v_ptr + idx, after, mask=m)
         out_fired = out_fired | of
@@ -372,6 +379,7 @@ def apply(
     slot_layer_ptr,
     refr_ptr,
     spk_ptr,
+    step_ptr,
     key_ptr,
     live_ptr,
     chk_code_ptr,
@@ -385,6 +393,7 @@ def apply(
     out_hi,
     SYNAPTIC: tl.constexpr,
     REPLAY: tl.constexpr,
+    STEPS: tl.constexpr,
     BLOCK_E: tl.constexpr,
 ):
     """Each target's summed current added to it once and cleared
@@ -414,9 +423,9 @@ def apply(
                     after, n_live, n_chk, of, lost = check(
                         j, live, pre, t, step, n_live, n_chk, mixed, refr_key, noise_key,
                         counter, drop_hash_ptr, drop_p_ptr, n_drop, theta_ptr, sub_ptr,
-                        slot_of_ptr, slot_layer_ptr, refr_ptr, spk_ptr, key_ptr, live_ptr,
+                        slot_of_ptr, slot_layer_ptr, refr_ptr, spk_ptr, step_ptr, key_ptr, live_ptr,
                         chk_code_ptr, chk_place_ptr, chk_v_ptr, policy, lam, slots, p_refr,
-                        out_lo, out_hi, REPLAY,
+                        out_lo, out_hi, REPLAY, STEPS,
                     )  # fmt: skip
                     tl.store(v_ptr + j, after, mask=live)
                     out_fired = out_fired | of
