@@ -8,33 +8,41 @@ import os as _os
 # the user set wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .connectivity import SumPool2d
-from .execution import RunResult, RunSettings, run
-from .hooks import (
-    Hook,
-    InputSpikeDropout,
-    MaxForwardSteps,
-    NetworkSpikeDropout,
-    OutputTrace,
-    SpikeEvents,
-    StepContext,
-    StopOnOutputSpike,
-)
-from .interchange import NIRConversionError, from_nir, to_nir
-from .network import Network, Population, Projection
-from .rng import sample_seeds
-from .scheduling import (
-    FIFO,
-    Layered,
-    Momentum,
-    QueueView,
-    Random,
-    Scheduler,
-    available_schedulers,
-    register_scheduler,
-)
-from .spikelog import SpikeLog, SpikeLogError, load_spikes, save_spikes
-from .surrogate import ArcTan, FastSigmoid
+from ._program import exit_interrupted as _exit_interrupted
+from ._program import running_as_program as _running_as_program
+
+try:  # the program says one line where Ctrl-C comes while torch and numba load
+    from .connectivity import SumPool2d
+    from .execution import RunResult, RunSettings, run
+    from .hooks import (
+        Hook,
+        InputSpikeDropout,
+        MaxForwardSteps,
+        NetworkSpikeDropout,
+        OutputTrace,
+        SpikeEvents,
+        StepContext,
+        StopOnOutputSpike,
+    )
+    from .interchange import NIRConversionError, from_nir, to_nir
+    from .network import Network, Population, Projection
+    from .rng import sample_seeds
+    from .scheduling import (
+        FIFO,
+        Layered,
+        Momentum,
+        QueueView,
+        Random,
+        Scheduler,
+        available_schedulers,
+        register_scheduler,
+    )
+    from .spikelog import SpikeLog, SpikeLogError, load_spikes, save_spikes
+    from .surrogate import ArcTan, FastSigmoid
+except KeyboardInterrupt:
+    if not _running_as_program():
+        raise
+    _exit_interrupted()
 
 __version__ = "0.1.0"
 

@@ -26,13 +26,20 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import click
+from ._program import exit_interrupted, running_as_program
 
-from . import __version__
-from .data.registry import available_datasets
-from .dynamics import RESETS
-from .rundir import RunDir, dumps
-from .training import ARCHS, LOSSES, PRESETS, TRAININGS
+try:  # a Ctrl-C while the modules load is one line, as later
+    import click
+
+    from . import __version__
+    from .data.registry import available_datasets
+    from .dynamics import RESETS
+    from .rundir import RunDir, dumps
+    from .training import ARCHS, LOSSES, PRESETS, TRAININGS
+except KeyboardInterrupt:
+    if not running_as_program():
+        raise
+    exit_interrupted()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -250,20 +257,27 @@ def train(config_file, preset, out, resume, quiet, **options) -> None:
         raise click.UsageError(str(e)) from None
     from . import distributed
 
+    trainer = Trainer(cfg, out, quiet=quiet or not _main_process())
     try:
-        line = Trainer(cfg, out, quiet=quiet or not _main_process()).fit(resume=resume)
+        line = trainer.fit(resume=resume)
     except KeyboardInterrupt:
         if RunDir(out).checkpoint("last").is_file():
-            click.echo(f"interrupted; resume with: asyncsnn train --out {out} --resume", err=True)
-        else:
-            click.echo("interrupted before anything was saved; start the training again", err=True)
-        sys.exit(130)
+            exit_interrupted(f"interrupted; resume with: asyncsnn train --out {out} --resume")
+        exit_interrupted("interrupted before anything was saved; start the training again")
     except (OSError, RunDirBusy, ValueError) as e:  # CheckpointError is a ValueError
         raise click.ClickException(str(e)) from None
     finally:
         distributed.teardown()
-    if _main_process():  # under torchrun only rank 0 speaks
-        click.echo(dumps(line) if quiet else f"done: {out}")
+    if not _main_process():  # under torchrun only rank 0 speaks
+        return
+    if trainer.finished_before:
+        epochs = trainer.cfg.epochs
+        click.echo(
+            f"{out}: the training has already finished its {epochs} epochs; nothing to resume "
+            f"(--resume --epochs N, N > {epochs}, trains on)",
+            err=True,
+        )
+    click.echo(dumps(line) if quiet else f"done: {out}")
 
 
 def _main_process() -> bool:
@@ -363,7 +377,14 @@ def evaluate(
             test = load_test_split(cfg, progress=not as_json)
         keep = spikes_samples if spikes_out is not None else 0
         result = do_evaluate(
-            net, test, cfg, how, seed=seed, cost_profile=cost_profile, keep_results=keep
+            net,
+            test,
+            cfg,
+            how,
+            seed=seed,
+            cost_profile=cost_profile,
+            keep_results=keep,
+            progress=not as_json,
         )
         if spikes_out is not None:
             from .spikelog import save_spikes
@@ -397,6 +418,7 @@ def evaluate(
     out = {
         "run": str(run),
         "execution": result["execution"],
+        "engine": result["engine"],
         **result["summary"],
         "cost_profile": result["cost_profile"],
         "stop_on_first_output": result.get("stop_on_first_output"),
@@ -408,7 +430,9 @@ def evaluate(
     if as_json:
         click.echo(dumps(out))
         return
-    click.echo(f"{run} under {result['execution']} ({len(test)} test samples)")
+    click.echo(
+        f"{run} under {result['execution']} ({len(test)} test samples, engine: {result['engine']})"
+    )
     click.echo(f"  cost profile {result['cost_profile']} (docs/cost.md)")
     for key, value in result["summary"].items():
         click.echo(f"  {key:<28} {value:.4g}")
@@ -464,6 +488,11 @@ def compare(runs, executions, checkpoint, out, seed, cost_profile, device) -> No
     try:
         use_device(device)
         hows = [Execution.parse(e) for e in executions.split(",") if e.strip()]
+        if not hows:
+            raise click.UsageError(
+                f"--executions names no execution ({executions!r}): give layered, "
+                "async-POLICY or async-POLICY:F, separated by commas"
+            )
         named = {}
         for r in runs:
             name = r.name
@@ -672,8 +701,7 @@ def demo(out, epochs, seed, quiet) -> None:
     try:
         run_demo(out, epochs=epochs, seed=seed, quiet=quiet)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        exit_interrupted()
 
 
 # ------------------------------------------------------------------------------ reproduce
@@ -752,6 +780,7 @@ def reproduce(
     from .data.registry import default_data_root
     from .reproduce import main_command
     from .reproduce import reproduce as do_reproduce
+    from .rundir import RunDirBusy
 
     root = data_root if data_root is not None else default_data_root()
     folder = out if out is not None else Path(f"runs/reproduce-{budget}")
@@ -775,9 +804,8 @@ def reproduce(
             **chosen,
         )
     except KeyboardInterrupt:
-        click.echo(f"interrupted; run the same command again to go on ({folder})", err=True)
-        sys.exit(130)
-    except (OSError, ValueError, ImportError, TrialsFailed) as e:
+        exit_interrupted(f"interrupted; run the same command again to go on ({folder})")
+    except (OSError, ValueError, ImportError, TrialsFailed, RunDirBusy) as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -839,8 +867,7 @@ def sweep(grid_file, address, out, cpus, dry_run) -> None:
             warn=lambda line: click.echo(line, err=True),
         )
     except KeyboardInterrupt:
-        click.echo(f"interrupted; run the same command again to go on ({folder})", err=True)
-        sys.exit(130)
+        exit_interrupted(f"interrupted; run the same command again to go on ({folder})")
     except (OSError, ValueError, ImportError) as e:
         raise click.ClickException(str(e)) from None
     if result.rows:
@@ -880,6 +907,11 @@ def explore(run, sample, executions, seed, out) -> None:
 
     try:
         names = [e.strip() for e in executions.split(",") if e.strip()]
+        if not names:
+            raise click.UsageError(
+                f"--executions names no execution ({executions!r}): give layered, "
+                "async-POLICY or async-POLICY:F, separated by commas"
+            )
         data = record_run(run, sample=sample, executions=names, seed=seed)
         out.write_text(page(data), encoding="utf-8")
     except (OSError, ValueError) as e:

@@ -797,6 +797,9 @@ class Trainer:
         self.rundir = RunDir(run_dir)
         self.quiet = quiet
         self._splits = splits
+        #: after :meth:`fit`: whether the run had trained all its epochs already (a resume of
+        #: a finished training), so that nothing was trained
+        self.finished_before = False
 
     # -------------------------------------------------------------- public
     def fit(self, resume: bool = False) -> dict:
@@ -889,6 +892,9 @@ class Trainer:
             self.rundir.write_record(record)
             self.rundir.trim_metrics(epoch)
         line = {}
+        if epoch >= cfg.epochs:  # a resume of a finished training: its last epoch's line
+            self.finished_before = True
+            line = (self.rundir.read_metrics() or [{}])[-1]
         step = _Step(net, cfg)
         if self.world.distributed:  # averages the gradients over the processes
             from torch.nn.parallel import DistributedDataParallel
