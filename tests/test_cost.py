@@ -191,3 +191,48 @@ def test_cli_cost_profile_by_name_and_by_file(tmp_path):
 
     r = CliRunner().invoke(main, ["evaluate", str(run), "--cost-profile", "tpu"])
     assert r.exit_code != 0 and "unknown cost profile 'tpu'" in r.output
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("nan", "e_synop_pj must be a number >= 0, got nan"),
+        ("inf", "e_synop_pj must be a number >= 0, got inf"),
+        ("1e308", "e_synop_pj must be a number >= 0, got 1e[+]?308 [(]finite, at most 1e[+]09"),
+        ("-inf", "e_synop_pj must be a number >= 0, got -inf"),
+    ],
+)
+def test_non_finite_and_huge_constants_are_refused_naming_the_file(tmp_path, value, match):
+    f = tmp_path / "chip.toml"
+    f.write_text(f'name = "chip"\ne_synop_pj = {value}\n')
+    with pytest.raises(ValueError, match=match) as err:
+        load_profile(f)
+    assert str(err.value).startswith(f"{f}: ")
+
+
+@pytest.mark.parametrize("key", ["t_step_ns", "t_barrier_ns", "e_mac_pj"])
+def test_an_unknown_constant_is_left_out_not_written_nan(tmp_path, key):
+    f = tmp_path / "chip.toml"
+    f.write_text(f'name = "chip"\ne_synop_pj = 1\n{key} = nan\n')
+    with pytest.raises(ValueError, match=f"{key} is nan; leave the key out"):
+        load_profile(f)
+    f.write_text(f'name = "chip"\ne_synop_pj = 1\n{key} = inf\n')
+    with pytest.raises(ValueError, match=f"{key} must be a number >= 0, got inf"):
+        load_profile(f)
+    assert math.isnan(getattr(Profile("chip", e_synop_pj=1.0), key))  # left out: not known
+
+
+def test_a_binary_or_unreadable_profile_file_is_named(tmp_path):
+    from click.testing import CliRunner
+
+    from asyncsnn.cli import main
+
+    f = tmp_path / "chip.toml"
+    f.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    with pytest.raises(ValueError, match=f"^{f}: not a text file"):
+        load_profile(f)
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'none.toml'}: cannot be read"):
+        load_profile(tmp_path / "none.toml")
+    r = CliRunner().invoke(main, ["compare", str(tmp_path), "--cost-profile", str(f)])
+    assert r.exit_code == 1
+    assert r.stderr.splitlines() == [f"Error: {f}: not a text file (a cost profile is TOML)"]

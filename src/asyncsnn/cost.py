@@ -47,6 +47,13 @@ __all__ = [
 
 NAN = math.nan
 
+#: The largest constant a profile may give (pJ or ns): a millijoule per operation or a second
+#: per step is no chip's, and the products of larger ones with a run's counts overflow.
+MAX_CONSTANT = 1e9
+
+#: The constants a profile may leave unknown (NaN): the latencies and the ANN's MAC.
+_MAY_BE_UNKNOWN = ("e_mac_pj", "t_step_ns", "t_barrier_ns")
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -76,9 +83,21 @@ class Profile:
             if f.name in ("name", "source"):
                 continue
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            if f.name in _MAY_BE_UNKNOWN and isinstance(v, float) and math.isnan(v):
+                continue  # not known for this chip (the default)
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or not 0 <= v <= MAX_CONSTANT  # NaN fails too
+            ):
+                unknown = (
+                    " (or NaN where not known: leave the key out)"
+                    if f.name in _MAY_BE_UNKNOWN
+                    else ""
+                )
                 raise ValueError(
-                    f"cost profile {self.name!r}: {f.name} must be a number >= 0, got {v!r}"
+                    f"cost profile {self.name!r}: {f.name} must be a number >= 0, got {v!r} "
+                    f"(finite, at most {MAX_CONSTANT:g}{unknown})"
                 )
 
     def step_time_ns(self, execution: str) -> float:
@@ -150,9 +169,21 @@ def load_profile(path: str | Path) -> Profile:
     bad key or value."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (a cost profile is TOML)") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
+    for key in _MAY_BE_UNKNOWN:
+        value = data.get(key)
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError(
+                f"{path}: {key} is nan; leave the key out where the chip's constant is not known"
+            )
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise ValueError(
