@@ -1031,3 +1031,32 @@ def test_without_a_synaptic_current_the_plain_lif_is_unchanged(
     assert bool(ga) == grad, "gradients were taken, or not, as asked"
     for k in ga:
         assert torch.equal(ga[k], gb[k]), f"the gradient of {k} differs"
+
+
+# ------------------------------------------------------------------------ input SynOps
+@FAST
+@given(
+    rows=st.integers(1, 40),
+    n=st.integers(1, 9),
+    slab=st.integers(1, 30),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_input_synops_counted_by_slabs_equals_the_whole_count(rows, n, slab, dtype, seed):
+    """Counting a large input's events a slab of rows at a time (which keeps no copy of the
+    whole input) gives exactly the count of the whole input at once: ceil(|x|) x fan-out,
+    summed in float64, in the input's dtype."""
+    from asyncsnn import result
+
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand(rows, 3, n, generator=gen, dtype=torch.float64) - 0.3) * 5
+    x = torch.where(torch.rand(x.shape, generator=gen, dtype=torch.float64) < 0.5, 0.0, x)
+    x = x.to(dtype)
+    fanout = torch.randint(0, 300, (n,), generator=gen)
+    whole = (x.abs().ceil().to(torch.float64) @ fanout.to(torch.float64)).to(dtype)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(result, "INPUT_SLAB", slab)
+        sliced = result.input_synops(x, fanout)
+    assert sliced.dtype == dtype and sliced.shape == (rows, 3)
+    assert torch.equal(sliced, whole)
+    assert torch.equal(result.input_synops(x, fanout), whole)

@@ -24,16 +24,32 @@ def input_events(x: torch.Tensor) -> torch.Tensor:
     return x.detach().abs().ceil()
 
 
+#: input values whose events :func:`input_synops` counts at once: a slab that stays in a
+#: CPU's cache, instead of float64 copies of a whole batch (32 N-MNIST samples: 35 MiB)
+INPUT_SLAB = 1 << 17
+
+
 def input_synops(x_flat: torch.Tensor, in_fanout: torch.Tensor) -> torch.Tensor:
     """Synaptic operations of the input: ``(...)`` the events of ``x_flat`` (``..., n_input``)
     per position (:func:`input_events`) times the position's fan-out ``in_fanout``
     (``n_input``), summed, in ``x_flat``'s dtype.
 
     Summed in float64 (exact for any realistic count), so the result does not depend on how
-    the timesteps and samples are batched: every engine gets the same value.
+    the timesteps and samples are batched: every engine gets the same value. On a CPU a large
+    input is counted a slab of rows at a time (:data:`INPUT_SLAB` values).
     """
-    events = input_events(x_flat).to(torch.float64)
-    return (events @ in_fanout.to(events)).to(x_flat.dtype)
+    n = x_flat.shape[-1]
+    if x_flat.device.type != "cpu" or x_flat.numel() <= INPUT_SLAB or n == 0:
+        events = input_events(x_flat).to(torch.float64)
+        return (events @ in_fanout.to(events)).to(x_flat.dtype)
+    rows = x_flat.reshape(-1, n)
+    step = max(1, INPUT_SLAB // n)
+    fanout = in_fanout.to(torch.float64)
+    out = torch.empty(rows.shape[0], dtype=x_flat.dtype)
+    for i in range(0, rows.shape[0], step):
+        events = input_events(rows[i : i + step]).to(torch.float64)
+        out[i : i + step] = events @ fanout
+    return out.reshape(x_flat.shape[:-1])
 
 
 class SpikeReadout:
