@@ -341,6 +341,17 @@ def test_monitors_on_random_networks_and_the_real_kernel_is_used(kernel_calls):
     assert kernel_calls  # backend="auto" took the kernel with the monitors
 
 
+def test_monitors_with_gradients():
+    """Unlayered backprop through the kernel serves the monitors too."""
+    net, x = make("skip")
+    kw = {"scheduler": "momentum", "group_size": 2, "seed": 1, "hooks": MONITORS}
+    ref = asyncsnn.run(net, x, dt=DT, backend="torch", **kw)
+    fast = asyncsnn.run(net, x, dt=DT, backend="numba", **kw)
+    assert fast.output_counts.requires_grad and fast.engine == "numba"
+    assert_same_records(ref.records, fast.records)
+    fast.output_counts.sum().backward()  # the records do not get in the way
+
+
 def test_dropouts_that_do_nothing_are_accepted():
     net, x = make("fc")
     quiet = [asyncsnn.InputSpikeDropout(0.5), asyncsnn.NetworkSpikeDropout(0.5)]

@@ -67,6 +67,8 @@ def evaluate(
     stop_on_first_output: bool = True,
     cost_profile: str | Profile = "loihi",
     keep_results: int = 0,
+    backend: str = "auto",
+    progress: bool = False,
 ) -> dict:
     """Per-sample and aggregated metrics of ``net`` on ``split`` under ``how``, on the device
     ``net`` is on.
@@ -85,21 +87,28 @@ def evaluate(
         batch, each with a :class:`~asyncsnn.hooks.SpikeEvents` monitor's records) of the batches
         that hold the first ``keep_results`` samples, and the ``batch_size`` (what
         :func:`asyncsnn.spikelog.save_spikes` writes).
+
+        ``backend``: that of :func:`asyncsnn.run`; ``"auto"`` runs the compiled kernel wherever
+        it applies (it gives the monitors' records too, so every figure is the reference
+        engine's to the last digit), and ``engine`` in the result names the engines that ran
+        (``RunResult.engine``). ``progress``: a progress bar over the batches (on a terminal).
     """
     profile = get_profile(cost_profile)
     scheduler = Momentum(cfg.lambda_ms) if how.scheduler == "momentum" else how.scheduler
     options = {"execution": how.execution, "scheduler": scheduler, "group_size": how.group_size}
+    options["backend"] = backend
     per: dict[str, list] = {}
-    traces, labels, pops, kept = [], [], [], []
+    traces, labels, pops, kept, engines = [], [], [], [], set()
     net.eval()
     device = next(net.parameters()).device  # the batches go where the network is
     with torch.no_grad():
-        for i, (x, y) in enumerate(split.batches(batch_size)):
+        for i, (x, y) in enumerate(_batches(split, batch_size, progress, how.label)):
             x, y = x.to(device), y.to(device)
             s = batch_seed(seed, 0xE7A1, i)
             keep = i * batch_size < keep_results
             hooks = [OutputTrace(), SpikeEvents()] if keep else [OutputTrace()]
             r = forward(net, x, cfg, training=False, seed=s, hooks=hooks, **options)
+            engines.add(r.engine)
             if keep:
                 kept.append(r)
             metrics = sample_metrics(r, y)
@@ -147,14 +156,27 @@ def evaluate(
             for i, (x, y) in enumerate(split.batches(batch_size)):
                 r = forward(
                     net,
-                    x,
+                    x.to(device),
                     cfg,
                     training=False,
                     seed=batch_seed(seed, 0xE7A1, i),
                     hooks=[StopOnOutputSpike(0)],
                     **options,
                 )
+                engines.add(r.engine)
                 for k, v in sample_metrics(r, y).items():
                     per_stop.setdefault(k, []).append(v.cpu())
         out["stop_on_first_output"] = aggregate({k: torch.cat(v) for k, v in per_stop.items()})
+    out["engine"] = "+".join(sorted(engines))
     return out
+
+
+def _batches(split: Split, batch_size: int, progress: bool, label: str):
+    """``split``'s batches in order, with a progress bar where asked (and on a terminal)."""
+    batches = split.batches(batch_size)
+    if not progress:
+        return batches
+    from tqdm import tqdm
+
+    total = -(-len(split) // batch_size)
+    return tqdm(batches, total=total, desc=f"evaluating {label}", leave=False, disable=None)

@@ -53,9 +53,15 @@ def run(
     _check_input(network, x)
     options = resolve(network, x, settings)
     if options.execution == "layered":
-        return run_layered(network, x, options)
-    engine = kernels.engine_for(network, x, options) or run_async
-    return engine(network, x, options)
+        result, name = run_layered(network, x, options), "layered"
+    else:
+        engine = kernels.engine_for(network, x, options)
+        if engine is None:
+            result, name = run_async(network, x, options), "torch"
+        else:
+            result, name = engine(network, x, options), kernels.engine_name(engine)
+    result.engine = name
+    return result
 
 
 def _check_input(network: Network, x) -> None:

@@ -70,6 +70,7 @@ def compare(
                     "model": name,
                     "training": cfg.training,
                     "execution": how.label,
+                    "engine": result["engine"],
                     **summary,
                     "cost_profile": result["cost_profile"],
                     "budget": result["budget"],

@@ -99,6 +99,9 @@ class RunResult(SpikeReadout):
         undelivered: (timesteps, batch) spikes dropped from the queue when a stop rule ended a
             sample's timestep.
         records: what monitors recorded, by name.
+        engine: the engine that ran it, as :func:`asyncsnn.run` chose: ``"layered"``,
+            ``"torch"`` (the PyTorch reference engine), ``"numba"`` or ``"triton"`` (the
+            compiled kernels).
     """
 
     spikes: torch.Tensor
@@ -110,6 +113,7 @@ class RunResult(SpikeReadout):
     network: Network = field(repr=False)
     records: dict = field(default_factory=dict)
     current: torch.Tensor | None = None
+    engine: str = ""
 
     def _population(self, name: str):
         return self.network.population(name)

@@ -163,6 +163,12 @@ def unsupported_reason(net, x: torch.Tensor, options: RunOptions, device=_cpu_de
     return None
 
 
+def engine_name(engine: Callable) -> str:
+    """``"triton"`` for an engine of the Triton kernel, else ``"numba"``: the name a run's
+    ``RunResult.engine`` gives a compiled engine that :func:`engine_for` returned."""
+    return "triton" if "triton" in getattr(engine, "__module__", "") else "numba"
+
+
 def engine_for(net, x: torch.Tensor, options: RunOptions) -> Callable | None:
     """The compiled engine ``(net, x, options) -> RunResult`` for this asynchronous run, or
     ``None`` where the reference must run: the Triton kernel for CUDA tensors (and for

@@ -330,7 +330,15 @@ def _backward(b0, b1, tape, net, slots, adj):
 
 
 #: the outputs of :class:`AsyncTrainFunction`, in order; only the first three carry gradients
-OUTPUTS = ("spikes", "membrane", "current", "forward_steps", "net_synops", "undelivered")
+OUTPUTS = (
+    "spikes",
+    "membrane",
+    "current",
+    "forward_steps",
+    "net_synops",
+    "undelivered",
+    "fire_step",  # each spike's forward step, for the monitors (Plan.result)
+)
 
 
 class AsyncTrainFunction(torch.autograd.Function):
