@@ -324,6 +324,12 @@ def _main_process() -> bool:
     "settings, laid out as NIR's data format (docs/spike-log.md).",
 )
 @click.option(
+    "--force",
+    is_flag=True,
+    help="With --spikes-out: overwrite the spike log at that path (a file that is not a spike "
+    "log is never overwritten).",
+)
+@click.option(
     "--spikes-samples",
     type=click.IntRange(min=1),
     default=256,
@@ -350,6 +356,7 @@ def evaluate(
     seed,
     cost_profile,
     spikes_out,
+    force,
     spikes_samples,
     device,
     as_json,
@@ -364,6 +371,10 @@ def evaluate(
     from .training import load_run, load_spike_file, load_test_split, use_device
 
     try:
+        if spikes_out is not None:  # before the evaluation, which may take long
+            from .spikelog import check_target
+
+            check_target(spikes_out, force=force)
         how = Execution(execution, scheduler, group_size)
         net, cfg, facts = load_run(run, checkpoint)
         net.to(use_device(device))

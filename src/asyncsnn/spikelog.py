@@ -410,6 +410,36 @@ def _write_atomically(path: Path, write) -> None:
 
 
 # ------------------------------------------------------------------------------ reading
+def is_spike_log(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a spike-log file (an HDF5 file with the ``asyncsnn`` group and its
+    ``format_version``), judged without reading its data."""
+    try:
+        if not Path(path).is_file() or not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            g = f.get("asyncsnn")
+            return isinstance(g, h5py.Group) and "format_version" in g.attrs
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def check_target(path: str | os.PathLike, force: bool = False) -> None:
+    """Refuse to write a spike log over an existing file: one that is not a spike log never
+    (a checkpoint, a data set, ...), a spike log unless ``force``. Raises
+    ``FileExistsError`` (or ``IsADirectoryError``) naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder: give the path of the .h5 file to write")
+    if not path.exists():
+        return
+    if not is_spike_log(path):
+        raise FileExistsError(
+            f"{path}: exists and is not a spike log: it is never overwritten; choose another path"
+        )
+    if not force:
+        raise FileExistsError(f"{path}: already holds a spike log; --force overwrites it")
+
+
 def load_spikes(path: str | os.PathLike) -> SpikeLog:
     """Read a spike-log file written by :func:`save_spikes`.
 
@@ -440,6 +470,8 @@ def load_spikes(path: str | os.PathLike) -> SpikeLog:
         raise
     except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise SpikeLogError(path, f"truncated or corrupt ({type(e).__name__}: {e})") from None
+    except MemoryError:
+        raise SpikeLogError(path, "too large to read into this machine's memory") from None
 
 
 def _read(f: h5py.File, path: Path) -> SpikeLog:
@@ -484,10 +516,10 @@ def _read(f: h5py.File, path: Path) -> SpikeLog:
         obj = group.get(name)
         if not isinstance(obj, h5py.Dataset):
             raise bad(f"{group.name}/{name} is missing")
-        a = _array(obj[()], f"{group.name}/{name}", kinds, bad)
-        if a.shape != shape:
-            raise bad(f"{obj.name} has shape {a.shape}, expected {shape}")
-        return a
+        where = f"{group.name}/{name}"
+        if obj.dtype.kind not in kinds:  # the kind first, as _array says it
+            raise bad(f"{where} is of dtype {obj.dtype}, not of the expected kind ({kinds})")
+        return _array(_read_dataset(obj, obj.name, bad, shape), where, kinds, bad)
 
     cols = []
     events: dict[str, dict[str, torch.Tensor]] = {}
@@ -536,6 +568,29 @@ def _read(f: h5py.File, path: Path) -> SpikeLog:
     )
 
 
+#: The most a dataset may expand from the bytes the file stores for it to the bytes it holds
+#: in memory: deflate (gzip, what :func:`save_spikes` writes) compresses at most about 1032:1;
+#: a dataset that declares more than this is truncated or crafted, and is refused before it
+#: is read (a 64 KB file could otherwise ask for tens of gigabytes).
+MAX_EXPANSION = 1100
+_SMALL = 1 << 16  # bytes any dataset may declare whatever it stores (tiny or compact ones)
+
+
+def _read_dataset(obj: h5py.Dataset, name: str, bad, shape: tuple | None = None) -> np.ndarray:
+    """The values of ``obj``, after checking that its declared shape is ``shape`` (where
+    given) and that the file stores enough bytes for what it declares."""
+    if shape is not None and tuple(obj.shape) != tuple(shape):
+        raise bad(f"{name} has shape {tuple(obj.shape)}, expected {tuple(shape)}")
+    declared = int(np.prod(obj.shape, dtype=np.float64) * obj.dtype.itemsize)
+    stored = int(obj.id.get_storage_size())
+    if declared > _SMALL and declared > MAX_EXPANSION * stored:
+        raise bad(
+            f"{name} declares {declared / 2**20:,.1f} MiB of shape {tuple(obj.shape)} but the "
+            f"file stores {stored:,} bytes of it: truncated or crafted, not read"
+        )
+    return obj[()]
+
+
 def _scalar(g, name: str, kind: type, bad):
     v = g.attrs.get(name)
     want = (np.integer, int) if kind is int else (np.floating, float, np.integer, int)
@@ -572,7 +627,8 @@ def _read_populations(g, n_input: int, bad) -> tuple[LoggedPopulation, ...]:
     if not isinstance(table, h5py.Group):
         raise bad("asyncsnn/populations is missing")
     try:
-        names = [v.decode() if isinstance(v, bytes) else v for v in table["name"][()].tolist()]
+        column = _read_dataset(table["name"], "asyncsnn/populations/name", bad)
+        names = [v.decode() if isinstance(v, bytes) else v for v in column.tolist()]
     except (KeyError, AttributeError, UnicodeDecodeError):
         raise bad("asyncsnn/populations/name is missing or not text") from None
     if not names or not all(isinstance(n, str) and n for n in names):
@@ -583,7 +639,8 @@ def _read_populations(g, n_input: int, bad) -> tuple[LoggedPopulation, ...]:
         if not isinstance(table.get(k), h5py.Dataset):
             raise bad(f"asyncsnn/populations/{k} is missing")
         kinds = "b" if k == "spiking" else "iu"
-        fields[k] = _array(table[k][()], f"asyncsnn/populations/{k}", kinds, bad)
+        where = f"asyncsnn/populations/{k}"
+        fields[k] = _array(_read_dataset(table[k], where, bad), where, kinds, bad)
     ndim, shape, offset = fields["ndim"], fields["shape"], fields["offset"]
     if ndim.shape != (P,) or offset.shape != (P,) or fields["spiking"].shape != (P,):
         raise bad(f"the population table's columns do not all have {P} rows")
@@ -615,7 +672,7 @@ def _read_events(g, p: LoggedPopulation, B: int, T: int, dt: float, counts, bad)
     for k, kinds in (("idx", "iu"), ("time", "f"), ("value", "iu")):
         if not isinstance(g.get(k), h5py.Dataset):
             raise bad(f"{where}/{k} is missing")
-        arrays[k] = _array(g[k][()], f"{where}/{k}", kinds, bad)
+        arrays[k] = _array(_read_dataset(g[k], f"{where}/{k}", bad), f"{where}/{k}", kinds, bad)
     idx, time, value = arrays["idx"], arrays["time"], arrays["value"]
     if idx.ndim != 2 or idx.shape[0] != B or time.shape != idx.shape or value.shape != idx.shape:
         raise bad(
