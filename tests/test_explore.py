@@ -68,6 +68,23 @@ def test_page_is_self_contained_and_holds_the_recorded_figures(page_file):
             assert per_t == [n_pops] * data["timesteps"]
 
 
+@pytest.mark.parametrize("name", ["h<!--<script>x", "h</script><b>", "a&amp;b"])
+def test_a_population_name_cannot_end_or_change_the_data_script(name):
+    """A name is any text (NIR names nodes freely): in the embedded JSON every ``<``, ``>`` and
+    ``&`` is a JSON escape, so the page keeps its two scripts and reads the same values."""
+    net = Network((4,))
+    net.add_population(name, [nn.Linear(4, 3)], tau_m=1.0, threshold=0.5)
+    x = (torch.rand(3, 4, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    data = explore_data(net, x, TrainConfig(dt=1e-3), ["layered", "async-fifo:2"])
+    html = page(data)
+    assert html.count("<script") == 2 and html.count("</script>") == 2
+    assert "<!--" not in html
+    body = re.search(r'id="explore-data">(.*?)</script>', html, re.S).group(1)
+    assert not set("<>&") & set(body)
+    assert json.loads(body) == json.loads(json.dumps(data))
+    assert json.loads(body)["layers"][1]["name"] == name
+
+
 def test_bad_sample_is_a_clear_error(page_file):
     run, out = page_file
     r = CliRunner().invoke(main, ["explore", str(run), "--sample", "999", "--out", str(out)])

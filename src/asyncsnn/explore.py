@@ -374,7 +374,21 @@ draw();
 """
 
 
+_SCRIPT_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
 def page(data: dict) -> str:
     """The HTML page of ``data`` (from :func:`record_run` or :func:`explore_data`)."""
-    text = json.dumps(data).replace("</", "<\\/")
+    # JSON inside <script>: every character that HTML's script tokenizer acts on is written
+    # as a JSON escape, so that no name ("h<!--<script>", possible through NIR) can end or
+    # change the element; JSON.parse reads the same values
+    text = json.dumps(data)
+    for ch, escape in _SCRIPT_ESCAPES.items():
+        text = text.replace(ch, escape)
     return _TEMPLATE.replace("__SAMPLE__", str(int(data["sample"]))).replace("__DATA__", text)
