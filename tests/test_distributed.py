@@ -5,6 +5,7 @@ after an epoch resumes to the same result. The processes are started by torchrun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,22 +100,83 @@ def test_two_processes_train_the_weights_of_one(single, tmp_path):
     )
 
 
+def _stat(pid: int) -> tuple[int, str] | None:
+    """``(parent pid, state)`` of a process from /proc, or ``None`` where it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (name) "
+    return int(fields[1]), fields[0]
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), found in /proc. torch elastic
+    starts its workers in sessions of their own, so killing the launcher's group misses them."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            parents[int(entry)] = st[0]
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        children = [c for c, parent in parents.items() if parent == p]
+        found += children
+        frontier += children
+    return found
+
+
+def alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[1] not in ("Z", "X")  # a zombie has ended
+
+
+def kill_all(job: subprocess.Popen, workers: list[int]) -> None:
+    """SIGKILL the workers (each in its own session, with their groups) and the launcher's
+    group, then wait until none of them runs."""
+    ours = os.getpgrp()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            group = os.getpgid(pid)
+            if group != ours:  # never the test's own group
+                os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(alive(p) for p in workers), "a worker outlived SIGKILL"
+
+
 def test_a_killed_distributed_run_resumes_to_the_same_result(single, tmp_path):
     out = tmp_path / "run"
     job = torchrun(out, *SMALL, wait=False)
+    workers: list[int] = []
     try:
         deadline = time.monotonic() + 240
         while not (out / "metrics.jsonl").is_file() or not metrics(out):
             assert job.poll() is None, job.stdout.read().decode()
             assert time.monotonic() < deadline, "no epoch finished in time"
+            workers = descendants(job.pid) or workers
             time.sleep(0.02)
+        workers = descendants(job.pid) or workers
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # the launcher and both trainers, at once
-        job.wait()
-    assert len(metrics(out)) == 1, "the run finished before it could be killed"
+        kill_all(job, workers or descendants(job.pid))
+    assert len(workers) >= 2, workers  # the two trainers (and any helper of the launcher)
+    # the kill landed mid-training: nothing writes any more, and the run has trained fewer
+    # than its 3 epochs, by its metrics and by its last checkpoint
+    trained = len(metrics(out))
+    time.sleep(1.0)
+    assert len(metrics(out)) == trained and 1 <= trained < 3, trained
     _, meta = weights(out)
-    assert meta["epoch"] == 1
-    torchrun(out, *SMALL, "--resume")
+    assert meta["epoch"] == trained < meta["config"]["epochs"] == 3
+    done = torchrun(out, *SMALL, "--resume")
+    assert "already finished" not in done.stderr  # the resume trained what was left
+    assert [m["epoch"] for m in metrics(out)] == [1, 2, 3]
     assert_same_training(out, single)
 
 
