@@ -53,6 +53,12 @@ def read_wav(path: PathLike) -> tuple[np.ndarray, int]:
     data = np.frombuffer(raw, dtype=np.dtype(dtypes[width]).newbyteorder("<"))
     if data.size == 0:
         raise CorruptDatasetError(path, "no samples (an empty recording)")
+    if len(raw) < n * width:
+        raise CorruptDatasetError(
+            path,
+            f"truncated: the header announces {n} samples, the data chunk holds "
+            f"{len(raw) // width}",
+        )
     if width == 1:
         samples = (data.astype(np.float64) - 128.0) / 128.0
     else:

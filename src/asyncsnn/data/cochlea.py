@@ -69,7 +69,17 @@ MIN_SAMPLE_RATE = 1000.0
 
 _POINTS_PER_E_FOLD = 100  # density of the transfer-function table on a log-frequency axis
 _TABLE_MIN_TOP = 32_000.0  # the table reaches at least this frequency (Hz)
-_CHANNEL_BLOCK = 128  # channels simulated together
+MAX_SAMPLE_RATE = 384_000.0
+"""Highest accepted sample rate (Hz): the highest of common audio formats."""
+MAX_SAMPLES = 4_800_000
+"""Longest accepted recording, in samples: 10 minutes at 8 kHz, 100 s at 48 kHz. The model
+filters the whole recording's spectrum at once (as lauscher does), so its memory grows with the
+recording; at this length its peak is measured by ``benchmarks/bench_audio_memory.py``
+(docs/cochlea.md). Split a longer recording into parts."""
+
+_CHANNEL_BLOCK = 128  # channels simulated together, at most
+_BLOCK_BYTES = 64 * 2**20  # the arrays of one block of channels stay below this, where they can
+_BYTES_PER_BIN = 56  # a channel's arrays per frequency bin (filter, inverse FFT, probability...)
 
 
 def _check_positive(obj: object) -> None:
@@ -201,6 +211,11 @@ def _check_audio(samples: npt.ArrayLike, sample_rate: float) -> tuple[np.ndarray
             f"sample_rate {sample_rate} Hz is below 1 kHz: give the rate in Hz (e.g. 8000); the "
             f"cochlea needs at least {MIN_SAMPLE_RATE:.0f} Hz"
         )
+    if sample_rate > MAX_SAMPLE_RATE:
+        raise ValueError(
+            f"sample_rate {sample_rate:g} Hz is above {MAX_SAMPLE_RATE:g} Hz, the highest of "
+            "common audio formats: a wrong header? resample the audio (e.g. to 16 kHz)"
+        )
     x = np.asarray(samples)
     if x.ndim != 1:
         hint = " (stereo or multi-channel?): mix down to mono, e.g. samples.mean(axis=1)"
@@ -209,6 +224,13 @@ def _check_audio(samples: npt.ArrayLike, sample_rate: float) -> tuple[np.ndarray
         raise ValueError(f"samples must be real numbers, got dtype {x.dtype}")
     if x.size < 2:
         raise ValueError(f"samples hold {x.size} value(s): an empty recording cannot be encoded")
+    if x.size > MAX_SAMPLES:
+        raise ValueError(
+            f"the recording has {x.size:,} samples ({x.size / sample_rate:.0f} s at "
+            f"{sample_rate:g} Hz); the cochlea encodes at most {MAX_SAMPLES:,} (10 minutes at "
+            "8 kHz, 100 s at 48 kHz), since its memory grows with the recording: split it into "
+            "shorter parts"
+        )
     x = x.astype(np.float64)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -545,21 +567,58 @@ def _events(steps: np.ndarray, channels: np.ndarray, rate: float) -> np.ndarray:
     return events
 
 
+def _block_width(n_bins: int, n_channels: int) -> int:
+    """Channels simulated together: as many as keep a block's arrays below
+    :data:`_BLOCK_BYTES` (at least one, at most :data:`_CHANNEL_BLOCK`)."""
+    return max(1, min(_CHANNEL_BLOCK, n_channels, _BLOCK_BYTES // (_BYTES_PER_BIN * n_bins)))
+
+
 def _builtin(x: np.ndarray, fs: float, n_channels: int, seed: int, p: CochleaParameters):
-    """The model, a block of channels at a time (memory stays a few arrays of the block's size;
-    the random numbers are the same whatever the block size)."""
+    """The model, a block of channels at a time: the block is as wide as keeps its arrays
+    below :data:`_BLOCK_BYTES` (a long recording takes one channel at a time), and each
+    block's spikes are kept as (step, channel) pairs, so that memory is a few arrays of the
+    recording's length plus the spikes. The random numbers are the same whatever the block
+    size (each channel's are drawn in turn)."""
     rate = fs // 2
     spectrum = np.fft.rfft(_level(x, p.rms_level))
     table = _transfer_table(n_channels, _table_top(fs, p.membrane), p.membrane)
     hair_cell, bushy = _hair_cell_steps(p.hair_cell, rate), _bushy_steps(p.bushy, rate)
     rng = np.random.default_rng(seed)
-    spikes = np.empty((spectrum.size, n_channels), dtype=np.bool_)
-    for start in range(0, n_channels, _CHANNEL_BLOCK):
-        block = slice(start, min(start + _CHANNEL_BLOCK, n_channels))
+    n_steps = spectrum.size
+    step_dtype = np.int32 if n_steps < 2**31 else np.int64
+    width = _block_width(n_steps, n_channels)
+    blocks = []
+    for start in range(0, n_channels, width):
+        block = slice(start, min(start + width, n_channels))
         prob = _hair_cells(_membrane_velocity(spectrum, rate, table, block), hair_cell)
-        spikes[:, block] = _bushy_cells(prob, rng.random(prob.shape), bushy)
-    steps, channels = np.nonzero(spikes)  # time first, then channel
-    return _events(steps, channels, rate)
+        fired = _bushy_cells(prob, rng.random(prob.shape), bushy)
+        del prob
+        steps, channels = np.nonzero(fired)  # time first, then channel
+        del fired
+        blocks.append((steps.astype(step_dtype), (channels + start).astype(np.int16)))
+    return _merged_events(blocks, n_steps, rate)
+
+
+def _merged_events(blocks: list, n_steps: int, rate: float) -> np.ndarray:
+    """The spikes of the blocks (each sorted by step, then channel; blocks in channel order)
+    as events sorted by time, then channel: a counting sort by step that places each block's
+    spikes of a step after those of the blocks before it. Empties ``blocks`` as it goes."""
+    counts = np.zeros(n_steps, dtype=np.int64)
+    for steps, _ in blocks:
+        counts += np.bincount(steps, minlength=n_steps)
+    free = np.zeros(n_steps, dtype=np.int64)  # where a step's next spike goes
+    np.cumsum(counts[:-1], out=free[1:])
+    events = np.empty(int(counts.sum()), dtype=AUDIO_EVENT_DTYPE)
+    del counts
+    scale = 1e6 / rate
+    while blocks:
+        steps, channels = blocks.pop(0)
+        first = np.searchsorted(steps, steps, side="left")  # a step's first spike in the block
+        where = free[steps] + (np.arange(steps.size) - first)
+        events["t"][where] = np.round(steps * scale)
+        events["x"][where] = channels
+        free += np.bincount(steps, minlength=n_steps)
+    return events
 
 
 def _lauscher(x: np.ndarray, fs: float, n_channels: int, seed: int, p: CochleaParameters):
