@@ -190,3 +190,21 @@ def test_importing_the_braille_subtract_model_says_what_it_assumed(tmp_path, sha
         subtract, tmp_path / "s", "--discretization", "euler", "--reset", "subtract", dt=1e-4
     )
     assert r.exit_code == 0 and r.stderr == ""
+
+
+def test_a_fine_tuning_from_nir_states_the_reset_with_reset_subtract(tmp_path):
+    from asyncsnn.rundir import DataFacts
+    from asyncsnn.training import TrainConfig, network_for
+
+    g = graph()
+    del g.nodes["lif"].metadata[RESET_KEY]
+    path = tmp_path / "init.nir"
+    nir.write(path, g)
+    facts = DataFacts(input_shape=(3,), n_classes=2, dt=DT, timesteps=5)
+    with pytest.warns(ResetAssumedWarning, match="--reset subtract"):
+        net = network_for(TrainConfig(init=str(path), dt=DT), facts)
+    assert net.output.reset == "zero"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net = network_for(TrainConfig(init=str(path), dt=DT, reset="subtract"), facts)
+    assert net.output.reset == "subtract"

@@ -80,7 +80,9 @@ class TrainConfig:
     ``hidden`` and the neurons, ``tau_m``, ``threshold``, ``tau_syn`` and ``reset``, as
     configured; the weights must fit), ``"F.nir"`` gives the network itself, the graph's
     structure, weights and neurons read with the training's ``dt`` and
-    ``init_discretization`` (``arch``, ``hidden`` and the neurons do not apply). The
+    ``init_discretization`` (``arch``, ``hidden`` and the neurons do not apply, except
+    ``reset="subtract"``, which states the reset NIR cannot say for every spiking
+    population; the default leaves it to the graph, :func:`~asyncsnn.from_nir`). The
     optimizer and the epochs start afresh. Only the text is checked here; the files are
     checked when a training starts, and a resume continues its checkpoint without reading
     them.
@@ -438,7 +440,8 @@ def network_for(cfg: TrainConfig, facts: DataFacts, run_dir: str | Path | None =
         with warnings.catch_warnings():
             if run_dir is not None:  # warned about (another dt) when the training started
                 warnings.simplefilter("ignore")
-            net = from_nir(path, dt=cfg.dt, discretization=cfg.init_discretization)
+            stated = "subtract" if cfg.reset == "subtract" else None  # else the graph's
+            net = from_nir(path, dt=cfg.dt, discretization=cfg.init_discretization, reset=stated)
     except ValueError as e:  # NIRConversionError names the node
         raise ValueError(f"{how}: {e}") from None
     if net.n_input != math.prod(facts.input_shape):
