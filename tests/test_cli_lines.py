@@ -113,3 +113,15 @@ def test_a_second_ctrl_c_while_exiting_is_ignored(tmp_path):
             p.wait()
     assert p.returncode == 130
     assert err == "", err  # no "Exception ignored in atexit callback", no traceback
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_130(finished, monkeypatch):
+    import asyncsnn.training
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(asyncsnn.training, "load_test_split", interrupted)
+    r = CliRunner().invoke(main, ["evaluate", str(finished), "--limit-test", "4"])
+    assert r.exit_code == 130
+    assert r.stderr == "interrupted\n" and "Aborted" not in r.output
