@@ -361,7 +361,7 @@ def test_evaluate_reads_the_test_split_only(trained, monkeypatch):
     monkeypatch.setattr(asyncsnn.data, "load_dataset", test_only)
     r = CliRunner().invoke(main, ["evaluate", str(trained["layered"])])
     assert r.exit_code == 0, r.output
-    assert "(40 test samples)" in r.output
+    assert "(40 test samples, engine: numba)" in r.output
 
 
 def test_resume_on_the_command_line(tmp_path):

@@ -164,7 +164,7 @@ def test_the_command_reports_a_bad_grid_in_one_line(tmp_path):
 
 def test_the_study_grid_is_reproduce_s_nmnist_grid():
     grid = sw.load_grid(ROOT / "grids" / "nmnist-study.toml")
-    study = next(s for s in BUDGETS["quick"] if s.dataset == "nmnist")
+    study = next(s for s in BUDGETS["standard"] if s.dataset == "nmnist")
     assert study.settings == next(s for s in BUDGETS["full"] if s.dataset == "nmnist").settings
     recipes = {"layered": "training=layered", "unlayered-random":
                "training=unlayered,scheduler=random", "unlayered-momentum":

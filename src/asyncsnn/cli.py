@@ -739,18 +739,21 @@ def demo(out, epochs, seed, quiet) -> None:
 )
 @click.option(
     "--budget",
-    type=click.Choice(["quick", "full"]),
+    type=click.Choice(["quick", "standard", "full"]),
     default="quick",
     show_default=True,
-    help="quick: about 40 minutes on a 2-core CPU (N-MNIST at the study's settings, the "
-    "others reduced); full: every data set whole (a GPU or a cluster).",
+    help="quick: a smoke test of the pipeline, under 30 minutes on a 2-core CPU with -j 2 "
+    "(every data set reduced: its figures decide nothing); standard: the run that decides, "
+    "under 2.5 hours with -j 2 (the full MNIST-saccades split, the N-MNIST subset with 5 "
+    "seeds, the digits, FSDD); full: longer trainings (a GPU or a cluster). docs/results.md "
+    "says what each holds.",
 )
 @click.option("--datasets", help="Only these data sets of the grid, e.g. nmnist,digits.")
 @click.option(
     "--recipes",
-    help="Training recipes (default: the study's grid, layered, unlayered-random, "
-    "unlayered-momentum, unlayered-best; also unlayered-silent, unlayered-mix); layered is "
-    "always trained.",
+    help="Training recipes (default: the budget's: layered, unlayered-momentum, unlayered-mix; "
+    "also unlayered-random, unlayered-silent, unlayered-silent-mix); layered is always "
+    "trained. The headline recipe is chosen among the unlayered ones on validation data.",
 )
 @click.option(
     "--jobs",
@@ -798,10 +801,12 @@ def reproduce(
 ) -> None:
     """The study's grid on every data set found: results.md, results.json and plots.
 
-    Trains layered, unlayered-random, unlayered-momentum and the best unlayered recipe with
-    3 seeds per data set, evaluates each under layered, async-random and async-momentum
-    execution with F = 1, 8, 64, and writes the means and spreads over the seeds and the gap to
-    each of the study's claims. Finished trainings and evaluations are not run again."""
+    Trains the budget's recipes with each data set's seeds, evaluates each model under
+    layered, async-random and async-momentum execution with F = 1, 8, 64 and async-fifo F = 8,
+    chooses each data set's headline recipe on validation data, and writes each of the study's
+    claims as a paired difference against the layered model with its 95 % interval and
+    verdict. Finished trainings and evaluations are not run again; an interrupted call goes on
+    where it stopped."""
     from .data.registry import default_data_root
     from .reproduce import main_command
     from .reproduce import reproduce as do_reproduce

@@ -1,21 +1,22 @@
 """``asyncsnn reproduce``: the study's grid on every data set found, resumable, with its report.
 
 The grid (section 1 of the specification; ``docs/results.md`` is one run of it): for each data
-set found under the data root, each training recipe of :data:`RECIPES` and each seed of
-:data:`SEEDS`, one training into ``OUT/runs/DATASET/RECIPE/seedS``; each trained model is
-evaluated on the test split under every execution of :data:`EXECUTIONS` (layered, and
-asynchronous under the random and momentum policies with F in 1, 8, 64), into
-``OUT/evaluations/DATASET/RECIPE-seedS.json``. Then ``results.json`` (one row per data set,
-recipe, seed and execution), ``results.md`` (means and spreads over the seeds, and the gap to
-each of the study's claims) and the plots in ``OUT/plots``.
+set of the budget (:data:`BUDGETS`) found under the data root, each training recipe of the
+budget (:data:`BUDGET_RECIPES`, from :data:`RECIPES`) and each seed of the data set, one
+training into ``OUT/runs/DATASET/RECIPE/seedS``; each trained model is evaluated on the
+validation and test splits under every execution of :data:`EXECUTIONS`, on the compiled
+kernel wherever it applies, into ``OUT/evaluations/DATASET/RECIPE-seedS.json``. Then
+``results.json`` (the rows, one per data set, recipe, seed and execution; the claims with
+their intervals and verdicts; the choice of each data set's headline recipe), ``results.md``
+and the plots in ``OUT/plots``. The claims and the choice are :mod:`asyncsnn.claims`'s.
 
-A second call goes on where the first stopped: a finished training is not run again, an
-unfinished one resumes from its last checkpoint, an evaluation of an unchanged checkpoint is
-read back. A run directory trained with other settings than the grid's (another budget, say)
-is an error, not silently reused.
+A second call goes on where the first stopped: a training is run until its record says it
+has finished, an unfinished one resumes from its last checkpoint, an evaluation of an
+unchanged checkpoint is read back. A run directory trained with other settings than the
+grid's (another budget, say) is an error, not silently reused.
 
 Models are chosen on validation data only (each training keeps its best epoch by validation
-accuracy); the test split is only evaluated.
+accuracy, and the headline recipe is chosen on validation); the test split is only evaluated.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .claims import CLAIMS, REFERENCE, choose, claims, robustness, to_json
 from .cost import Profile, get_profile
 from .demo import DEMO
 from .evaluation import Execution
@@ -42,16 +44,14 @@ from .training import PRESETS
 
 __all__ = [
     "BUDGETS",
-    "CLAIMS",
+    "BUDGET_RECIPES",
     "EXECUTIONS",
     "GRID_RECIPES",
     "RECIPES",
-    "REFERENCE",
     "ROW_KEYS",
     "SEEDS",
     "Study",
-    "choose",
-    "claims",
+    "analyse",
     "reproduce",
     "studies",
     "summarise",
@@ -60,18 +60,20 @@ __all__ = [
 SEEDS = (0, 1, 2)
 GROUP_SIZES = (1, 8, 64)
 POLICIES = ("random", "momentum")
-EXECUTIONS: tuple[Execution, ...] = (Execution("layered"),) + tuple(
-    Execution("async", p, f) for p in POLICIES for f in GROUP_SIZES
+#: Every trained model runs under each: layered; random and momentum with F in 1, 8, 64; fifo
+#: with F = 8 (a policy no recipe trains under).
+EXECUTIONS: tuple[Execution, ...] = (
+    (Execution("layered"),)
+    + tuple(Execution("async", p, f) for p in POLICIES for f in GROUP_SIZES)
+    + (Execution("async", "fifo", 8),)
 )
-#: The asynchronous execution the claims compare under: the study's momentum policy, F = 8.
-REFERENCE = Execution("async", "momentum", 8)
-#: The policy an unlayered model was not trained with, for the robustness claim.
+#: The policy of the second curve in the accuracy-against-budget plots.
 OTHER = Execution("async", "random", 8)
 
 #: The columns of a row of ``results.json``: one (data set, recipe, seed, execution); the
 #: measures on the test split, ``val_*`` on the validation split.
 ROW_KEYS = (
-    "dataset", "training", "seed", "execution", "policy", "group_size", "label",
+    "dataset", "training", "seed", "execution", "policy", "group_size", "label", "engine",
     "accuracy", "val_accuracy", "val_spikes_per_sample", "val_latency_steps",
     "spikes_per_sample", "spike_density", "synops_per_sample", "forward_steps_per_timestep",
     "latency_steps", "latency_spikes", "settled_fraction", "test_samples",
@@ -83,10 +85,11 @@ _MIX = {  # a policy and a group size drawn per batch; F = 1 queues more spikes 
     "mix_group_sizes": [1, 8, 64],
     "max_queued_per_neuron": 16,
 }
-#: The training recipes: layer-synchronous BPTT; unlayered backprop under each policy; the
-#: candidate improvements, one option each (surrogate gradients through silent neurons, a mix
-#: of policies and group sizes); and the best unlayered recipe, chosen among them on the
-#: validation accuracy of the N-MNIST subset (docs/results.md, "choosing the recipe").
+#: The training recipes: layer-synchronous BPTT; unlayered backprop under each policy; and
+#: the candidate improvements, alone and together (surrogate gradients through silent
+#: neurons, a mix of policies and group sizes). The headline recipe of a data set is chosen
+#: among the unlayered recipes of its grid by :data:`asyncsnn.claims.SELECTION_RULE`, on
+#: validation data.
 RECIPES: dict[str, dict] = {
     "layered": {"training": "layered"},
     "unlayered-random": {"training": "unlayered", "scheduler": "random"},
@@ -97,16 +100,13 @@ RECIPES: dict[str, dict] = {
         "silent_gradients": True,
     },
     "unlayered-mix": {"training": "unlayered", "scheduler": "momentum", **_MIX},
-    "unlayered-best": {
+    "unlayered-silent-mix": {
         "training": "unlayered",
         "scheduler": "momentum",
         "silent_gradients": True,
         **_MIX,
     },
 }
-BEST = "unlayered-best"
-#: The recipes of the study's grid (``reproduce``'s default; the others on request).
-GRID_RECIPES = ("layered", "unlayered-random", "unlayered-momentum", BEST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,13 +115,17 @@ class Study:
 
     ``folders``: candidate folders under the data root, the first present is used (an empty
     tuple: a built-in data set, always found). ``settings``: the TrainConfig settings shared by
-    every recipe (a recipe's own settings override them).
+    every recipe (a recipe's own settings override them). ``seeds``: its seeds. ``smoke``: a
+    reduced run that checks the pipeline and says nothing about the claims (its tables are
+    marked so, without verdicts).
     """
 
     dataset: str
     folders: tuple[str, ...]
     settings: dict
     note: str = ""
+    seeds: tuple[int, ...] = SEEDS
+    smoke: bool = False
 
     def locate(self, data_root: Path) -> Path | None | bool:
         """The data folder, ``None`` for a built-in data set, ``False`` where it is missing."""
@@ -141,57 +145,98 @@ _FSDD = {  # docs/experiments.md: the recurrent model on spoken digits
     "loss": "membrane",
     "tau_m": 1.0,
     "threshold": 10.0,
-    "lr": 3e-3,
+    "lr": 2e-3,
+    "lr_schedule": "cosine",
     "batch_size": 32,
     "input_dropout": 0.0,
     "refractory_dropout": 0.0,
     "group_size": 8,
 }
 _DIGITS = {**DEMO, "hidden": list(DEMO["hidden"])}  # the demo's settings
+_MNIST_SACCADES = {**_NMNIST, "dataset": "mnist-saccades"}
 
-#: The grid's data sets per budget. ``quick`` took 40 minutes on a 2-core CPU (docs/results.md): the
-#: N-MNIST subset at the study's settings (50 epochs), the others reduced; ``full`` is for a
-#: GPU or a cluster.
+#: The grid's data sets per budget (docs/results.md says what each is for):
+#:
+#: - ``quick``: a smoke test of the whole pipeline, under 30 minutes on a 2-core CPU with
+#:   ``--jobs 2``; every data set reduced, two seeds; its figures decide nothing;
+#: - ``standard``: the run that decides, under 2.5 hours on a 2-core CPU with ``--jobs 2``:
+#:   the full MNIST-saccades split (7,200 training, 800 validation, 2,000 test images: about
+#:   0.5 points of standard error) at the study's preset for 15 epochs, the N-MNIST subset at
+#:   the study's settings with 5 seeds, the digits, and FSDD's full split at the settings of
+#:   docs/experiments.md; 3 seeds elsewhere;
+#: - ``full``: for a GPU or a cluster.
 BUDGETS: dict[str, tuple[Study, ...]] = {
     "quick": (
-        Study("nmnist", ("nmnist", "nmnist-subset"), _NMNIST),
+        Study(
+            "nmnist",
+            ("nmnist", "nmnist-subset"),
+            {**_NMNIST, "epochs": 8},
+            "the study's settings for 8 epochs instead of 50",
+            seeds=(0, 1),
+            smoke=True,
+        ),
         Study(
             "mnist-saccades",
             ("mnist",),
-            {
-                **_NMNIST,
-                "dataset": "mnist-saccades",
-                "epochs": 10,
-                "limit_train": 600,
-                "limit_test": 500,
-            },
+            {**_MNIST_SACCADES, "epochs": 4, "limit_train": 600, "limit_test": 500},
             "600 training (of which 60 for validation) and 500 test images of the "
-            "8,000/2,000 split, 10 epochs",
+            "8,000/2,000 split, 4 epochs",
+            seeds=(0, 1),
+            smoke=True,
         ),
-        Study("digits", (), {**_DIGITS, "epochs": 8}, "8 epochs"),
+        Study("digits", (), {**_DIGITS, "epochs": 8}, "8 epochs", seeds=(0, 1), smoke=True),
         Study(
             "fsdd",
             ("fsdd",),
-            {**_FSDD, "hidden": [128], "epochs": 5, "limit_train": 300, "limit_test": 100},
-            "300 training (of which 30 for validation) and 100 test recordings, 128 hidden "
-            "neurons, 5 epochs",
+            {**_FSDD, "hidden": [64], "epochs": 3, "limit_train": 300, "limit_test": 100},
+            "300 training (of which 30 for validation) and 100 test recordings, 64 hidden "
+            "neurons, 3 epochs",
+            seeds=(0, 1),
+            smoke=True,
+        ),
+    ),
+    "standard": (
+        Study(
+            "mnist-saccades",
+            ("mnist",),
+            {**_MNIST_SACCADES, "epochs": 15},
+            "the full split: 7,200 training, 800 validation, 2,000 test images; 15 epochs",
+        ),
+        Study(
+            "nmnist",
+            ("nmnist", "nmnist-subset"),
+            _NMNIST,
+            "the study's settings (50 epochs); the subset's 100 test samples confirm, they "
+            "cannot decide (about 4 points of standard error per seed)",
+            seeds=(0, 1, 2, 3, 4),
+        ),
+        Study("digits", (), {**_DIGITS, "epochs": 20}, "the demo's settings, 20 epochs"),
+        Study(
+            "fsdd",
+            ("fsdd",),
+            {**_FSDD, "hidden": [256], "epochs": 30},
+            "FSDD's own split (2,700 training, of which 270 for validation; 300 test), the "
+            "settings of docs/experiments.md",
         ),
     ),
     "full": (
-        Study("nmnist", ("nmnist", "nmnist-subset"), _NMNIST),
-        Study("mnist-saccades", ("mnist",), {**_NMNIST, "dataset": "mnist-saccades"}),
+        Study("nmnist", ("nmnist", "nmnist-subset"), _NMNIST, seeds=(0, 1, 2, 3, 4)),
+        Study("mnist-saccades", ("mnist",), {**_MNIST_SACCADES, "epochs": 30}),
         Study("digits", (), {**_DIGITS, "epochs": 50}),
         Study("fsdd", ("fsdd",), {**_FSDD, "hidden": [256], "epochs": 60}),
     ),
 }
-
-#: The study's three claims and this project's targets for them (docs/results.md).
-CLAIMS = (
-    ("accuracy", "accuracy gap (points)", "up to +10", ">= 0"),
-    ("spikes", "fewer spikes", "up to 50%", ">= 30%"),
-    ("latency", "decision speed-up", "up to 2x", ">= 1.5x"),
-    ("robustness", "loss under the other policy (points)", "-", "<= 3"),
-)
+#: The recipes each budget trains (``layered`` always: the claims compare with it). The
+#: standard grid's candidates are plain unlayered backprop under momentum and the mix of
+#: policies and group sizes; unlayered-random and the silent-gradient recipes are there on
+#: request (``--recipes``).
+BUDGET_RECIPES: dict[str, tuple[str, ...]] = {
+    "quick": ("layered", "unlayered-momentum", "unlayered-mix"),
+    "standard": ("layered", "unlayered-momentum", "unlayered-mix"),
+    "full": ("layered", "unlayered-random", "unlayered-momentum", "unlayered-mix"),
+}
+#: The recipes of the quick grid (``reproduce``'s default).
+GRID_RECIPES = BUDGET_RECIPES["quick"]
 
 
 def studies(budget: str, data_root: Path, datasets: Sequence[str] | None = None):
@@ -225,9 +270,71 @@ def _task_config(study: Study, data_dir: Path | None, recipe: str, seed: int) ->
     return settings
 
 
+#: The evaluation record's format; a record of another version is evaluated again.
+RECORD_VERSION = 2
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _stamp(run: RunDir, which: str) -> dict:
+    """What identifies checkpoint ``which`` of a run: its epoch, its validation accuracy and
+    a digest of its weights."""
+    meta = json.loads(run.checkpoint_json(which).read_text())
+    return {
+        "epoch": meta.get("epoch"),
+        "best_val_accuracy": meta.get("best_val_accuracy"),
+        "sha256": _digest(run.checkpoint(which)),
+    }
+
+
+def _row(task: dict, how: Execution, result: dict, on_val: dict, n_test: int) -> dict:
+    s, v = result["summary"], on_val["summary"]
+    return {
+        "dataset": task["dataset"],
+        "training": task["recipe"],
+        "seed": task["seed"],
+        "execution": how.execution,
+        "policy": how.scheduler if how.execution == "async" else None,
+        "group_size": how.group_size if how.execution == "async" else None,
+        "label": how.label,
+        "engine": result["engine"],
+        "accuracy": s["accuracy"],
+        "val_accuracy": v["accuracy"],
+        "val_spikes_per_sample": v["spikes_per_sample"],
+        "val_latency_steps": v.get("latency_steps_median", math.nan),
+        "spikes_per_sample": s["spikes_per_sample"],
+        "spike_density": s["spike_density"],
+        "synops_per_sample": s["synops_per_sample"],
+        "forward_steps_per_timestep": s["forward_steps_per_timestep"],
+        "latency_steps": s.get("latency_steps_median", math.nan),
+        "latency_spikes": s.get("latency_spikes_median", math.nan),
+        "settled_fraction": s.get("settled_fraction", math.nan),
+        "test_samples": n_test,
+        "cost_profile": result["cost_profile"],
+        "energy_nj": s["energy_nj"],
+        "time_us": s["time_us"],
+        "latency_time_us": s.get("latency_time_us_median", math.nan),
+    }
+
+
+def _bits(correct) -> str:
+    """Each sample's correctness as a string of ``0`` and ``1``."""
+    return "".join("1" if c else "0" for c in correct.tolist())
+
+
 def _run_task(task: dict) -> dict:
     """Train (or resume, or skip) one run and evaluate it under every execution; returns the
-    evaluation record (also written to ``task["evaluation"]``). Runs in a worker process."""
+    evaluation record (also written to ``task["evaluation"]``). Runs in a worker process.
+
+    A training is run (or resumed) until its record says it has finished
+    (:func:`asyncsnn.training.unfinished`); the evaluation of its ``best`` checkpoint (chosen
+    on validation) is kept as long as that checkpoint's weights are unchanged. The ``last``
+    checkpoint is evaluated too, under :data:`~asyncsnn.claims.REFERENCE` and layered, so that
+    the bias of choosing on validation can be seen."""
     import torch
 
     from .evaluation import evaluate
@@ -245,72 +352,76 @@ def _run_task(task: dict) -> dict:
         splits = _splits(cfg)
         Trainer(cfg, run_dir, quiet=True, splits=splits).fit(resume=run.holds_run())
         trained = time.perf_counter() - start
-    best = json.loads(run.checkpoint_json("best").read_text())
-    stamp = {"epoch": best.get("epoch"), "best_val_accuracy": best.get("best_val_accuracy")}
+    stamp = _stamp(run, "best")
     labels = [h.label for h in EXECUTIONS]
     path = Path(task["evaluation"])
     if path.is_file():
         old = json.loads(path.read_text())
-        same = [r["label"] for r in old["rows"]] == labels and all(
-            set(r) == set(ROW_KEYS) and r["cost_profile"] == profile.name for r in old["rows"]
+        same = (
+            old.get("version") == RECORD_VERSION
+            and [r["label"] for r in old["rows"]] == labels
+            and all(
+                set(r) == set(ROW_KEYS) and r["cost_profile"] == profile.name for r in old["rows"]
+            )
         )
         if old.get("checkpoint") == stamp and same:
             return {**old, "trained_s": trained, "evaluated_s": 0.0}
     start = time.perf_counter()
+    _, val, test, _ = _splits(cfg)  # the task's own data (its dt may be left to the data set)
+    record = {
+        "version": RECORD_VERSION,
+        "dataset": task["dataset"],
+        "recipe": task["recipe"],
+        "seed": task["seed"],
+        "checkpoint": stamp,
+        "rows": [],
+        "correct": {},
+        "budget": {},
+        "latency_steps": {},
+        "spikes_per_population": {},
+    }
     net, run_cfg, _ = load_run(run_dir, "best")
     net.to(cfg.device)
-    _, val, test, _ = _splits(cfg)  # the task's own data (its dt may be left to the data set)
-    rows, curves, latencies, layers = [], {}, {}, {}
     for how in EXECUTIONS:
         result = evaluate(
             net, test, run_cfg, how, seed=0, stop_on_first_output=False, cost_profile=profile
         )
         on_val = evaluate(net, val, run_cfg, how, seed=0, stop_on_first_output=False)
-        s = result["summary"]
-        rows.append(
-            {
-                "dataset": task["dataset"],
-                "training": task["recipe"],
-                "seed": task["seed"],
-                "execution": how.execution,
-                "policy": how.scheduler if how.execution == "async" else None,
-                "group_size": how.group_size if how.execution == "async" else None,
-                "label": how.label,
-                "accuracy": s["accuracy"],
-                "val_accuracy": on_val["summary"]["accuracy"],
-                "val_spikes_per_sample": on_val["summary"]["spikes_per_sample"],
-                "val_latency_steps": on_val["summary"].get("latency_steps_median", math.nan),
-                "spikes_per_sample": s["spikes_per_sample"],
-                "spike_density": s["spike_density"],
-                "synops_per_sample": s["synops_per_sample"],
-                "forward_steps_per_timestep": s["forward_steps_per_timestep"],
-                "latency_steps": s.get("latency_steps_median", math.nan),
-                "latency_spikes": s.get("latency_spikes_median", math.nan),
-                "settled_fraction": s.get("settled_fraction", math.nan),
-                "test_samples": len(test),
-                "cost_profile": result["cost_profile"],
-                "energy_nj": s["energy_nj"],
-                "time_us": s["time_us"],
-                "latency_time_us": s.get("latency_time_us_median", math.nan),
-            }
-        )
-        curves[how.label] = result["budget"]
+        record["rows"].append(_row(task, how, result, on_val, len(test)))
+        record["correct"][how.label] = _bits(result["per_sample"]["correct"])
+        record["budget"][how.label] = result["budget"]
         if "latency_steps" in result["per_sample"]:
-            latencies[how.label] = result["per_sample"]["latency_steps"].tolist()
-        layers[how.label] = result["spikes_per_population"]
-    record = {
-        "dataset": task["dataset"],
-        "recipe": task["recipe"],
-        "seed": task["seed"],
-        "checkpoint": stamp,
-        "rows": rows,
-        "budget": curves,
-        "latency_steps": latencies,
-        "spikes_per_population": layers,
-    }
+            record["latency_steps"][how.label] = result["per_sample"]["latency_steps"].tolist()
+        record["spikes_per_population"][how.label] = result["spikes_per_population"]
+    record["last"] = _evaluate_last(run, run_dir, test, profile)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     return {**record, "trained_s": trained, "evaluated_s": time.perf_counter() - start}
+
+
+def _evaluate_last(run: RunDir, run_dir: Path, test, profile) -> dict:
+    """The last epoch's model on the test split under layered execution and
+    :data:`~asyncsnn.claims.REFERENCE` (accuracy and spikes), beside its epoch and
+    validation accuracy (the metrics' last line)."""
+    from .evaluation import evaluate
+    from .training import load_run
+
+    net, run_cfg, _ = load_run(run_dir, "last")
+    metrics = run.read_metrics()
+    out = {
+        "epoch": len(metrics),
+        "val_accuracy": metrics[-1]["val_accuracy"] if metrics else math.nan,
+        "rows": {},
+    }
+    for how in (EXECUTIONS[0], REFERENCE):
+        s = evaluate(
+            net, test, run_cfg, how, seed=0, stop_on_first_output=False, cost_profile=profile
+        )["summary"]
+        out["rows"][how.label] = {
+            "accuracy": s["accuracy"],
+            "spikes_per_sample": s["spikes_per_sample"],
+        }
+    return out
 
 
 _LOADED: dict = {}
@@ -373,29 +484,33 @@ def reproduce(
     jobs: int = 1,
     command: str = "",
     grid: Sequence[tuple[Study, Path | None]] | None = None,
-    seeds: Sequence[int] = SEEDS,
-    recipes: Sequence[str] = GRID_RECIPES,
+    seeds: Sequence[int] | None = None,
+    recipes: Sequence[str] | None = None,
     cost_profile: str | Path | Profile = "loihi",
     say: Callable[[str], None] = print,
     executor: str = "process",
     address: str | None = None,
     device: str = "cpu",
 ) -> dict:
-    """Run (or go on with) the grid into ``out``; returns ``{"rows", "summary", "claims"}``.
+    """Run (or go on with) the grid into ``out``; returns what ``results.json`` holds:
+    ``rows``, ``summary``, ``claims`` (test split), ``val_claims``, ``robustness``,
+    ``choices`` (the headline recipe of each data set, chosen on validation) and
+    ``selection`` (each training's chosen and last epoch).
 
     ``jobs``: trainings run in parallel, each in its own process with one thread.
     ``executor``: ``"process"`` (a pool of ``jobs`` processes, or this one for ``jobs`` = 1)
     or ``"ray"``: each task one Ray Tune trial of one CPU, tried once more where it fails
     (:func:`asyncsnn.sweep.run_tasks`), on the Ray cluster at ``address`` or on an embedded Ray
-    of ``jobs`` CPUs. ``grid``
-    replaces the budget's data sets (tests and custom grids: ``(Study, data folder)`` pairs).
-    ``recipes``: names of :data:`RECIPES` (``layered`` is always trained: the claims compare
-    with it). The report covers every evaluation in ``out`` of the grid's data sets, those of
-    earlier calls with other recipes included. ``cost_profile``: the hardware profile of the
-    energy and time columns (:func:`asyncsnn.cost.get_profile`); an evaluation recorded under
-    another profile is evaluated again (the training is kept). ``device``: where the trainings
-    and evaluations run (``cpu``, ``cuda``, ``cuda:N``); a run trained on another device is
-    the same run (a resume may change the device).
+    of ``jobs`` CPUs. ``grid`` replaces the budget's data sets (tests and custom grids:
+    ``(Study, data folder)`` pairs). ``seeds``: every study's seeds instead of its own.
+    ``recipes``: names of :data:`RECIPES`, the budget's (:data:`BUDGET_RECIPES`) by default
+    (``layered`` is always trained: the claims compare with it). The report covers every
+    evaluation in ``out`` of the grid's data sets, those of earlier calls with other recipes
+    included. ``cost_profile``: the hardware profile of the energy and time columns
+    (:func:`asyncsnn.cost.get_profile`); an evaluation recorded under another profile is
+    evaluated again (the training is kept). ``device``: where the trainings and evaluations
+    run (``cpu``, ``cuda``, ``cuda:N``); a run trained on another device is the same run (a
+    resume may change the device).
     """
     out = Path(out)
     profile = get_profile(cost_profile)
@@ -403,6 +518,9 @@ def reproduce(
         raise ValueError(f"the executor is 'process' or 'ray', got {executor!r}")
     if address is not None and executor != "ray":
         raise ValueError("an address names a Ray cluster: it needs the Ray executor")
+    if budget not in BUDGETS:
+        raise ValueError(f"the budget is one of {sorted(BUDGETS)}, got {budget!r}")
+    recipes = BUDGET_RECIPES[budget] if recipes is None else recipes
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipes {unknown}; known: {', '.join(RECIPES)}")
@@ -417,7 +535,7 @@ def reproduce(
         say(f"not found, skipped: {line}")
     tasks = []
     for study, data_dir in grid:
-        for seed in seeds:
+        for seed in study.seeds if seeds is None else seeds:
             for recipe in recipes:
                 config = {**_task_config(study, data_dir, recipe, seed), "device": device}
                 run_dir = out / "runs" / study.dataset / recipe / f"seed{seed}"
@@ -450,17 +568,74 @@ def reproduce(
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     records = _evaluations(out, [study.dataset for study, _ in grid])
-    rows = [r for rec in records for r in rec["rows"]]
-    summary = summarise(rows)
-    found = claims(rows)
-    on_val = claims(rows, "val")
-    write_json(out / "results.json", rows)
-    plots = _plots(records, out / "plots")
+    results = analyse(records, grid)
     header = _header(command, budget, elapsed, grid, missing, jobs, records)
-    report = results_markdown(summary, found, grid, header, on_val, plots)
-    atomic_write_text(out / "results.md", report)
+    results["meta"] = {"budget": budget, "header": header, "wall_s": elapsed}
+    write_json(out / "results.json", results)
+    plots = _plots(records, out / "plots")
+    atomic_write_text(out / "results.md", results_markdown(results, grid, header, plots))
     say(f"written: {out}/results.md, results.json, plots/ ({elapsed:.0f} s)")
-    return {"rows": rows, "summary": summary, "claims": found, "val_claims": on_val}
+    return results
+
+
+def analyse(records: Sequence[dict], grid: Sequence[tuple[Study, Path | None]]) -> dict:
+    """Everything ``results.json`` holds, from the evaluation ``records`` of the ``grid``'s
+    data sets: the rows, their summary over seeds, the claims with their intervals on the
+    test and validation splits, the robustness columns, the choice of each data set's
+    headline recipe and the selection table (chosen and last epoch of each training)."""
+    rows = [r for rec in records for r in rec["rows"]]
+    by_ds = {study.dataset: study for study, _ in grid}
+    settings = {}
+    for rec in records:
+        study = by_ds.get(rec["dataset"])
+        if study is not None:
+            settings[(rec["dataset"], rec["recipe"])] = {**study.settings, **RECIPES[rec["recipe"]]}
+    correct = {
+        (rec["dataset"], rec["recipe"], rec["seed"], label): bits
+        for rec in records
+        for label, bits in rec.get("correct", {}).items()
+    }
+    found = claims(rows, settings, "test", correct)
+    on_val = claims(rows, settings, "val")
+    choices = {}
+    for study, _ in grid:
+        pick = choose(rows, on_val, study.dataset)
+        if pick is not None:
+            choices[study.dataset] = pick
+    return {
+        "rows": rows,
+        "summary": summarise(rows),
+        "claims": [to_json(c) for c in found],
+        "val_claims": [to_json(c) for c in on_val],
+        "robustness": [to_json(r) for r in robustness(rows, settings)],
+        "choices": choices,
+        "selection": _selection(records),
+    }
+
+
+def _selection(records: Sequence[dict]) -> list[dict]:
+    """Per training: the epoch chosen on validation and its validation and test accuracy,
+    beside the last epoch's (under layered execution and :data:`REFERENCE`)."""
+    out = []
+    for rec in records:
+        last = rec.get("last")
+        if last is None:
+            continue
+        rows = {r["label"]: r for r in rec["rows"]}
+        line = {
+            "dataset": rec["dataset"],
+            "training": rec["recipe"],
+            "seed": rec["seed"],
+            "best_epoch": rec["checkpoint"].get("epoch"),
+            "best_val_accuracy": rec["checkpoint"].get("best_val_accuracy"),
+            "last_epoch": last["epoch"],
+            "last_val_accuracy": last["val_accuracy"],
+        }
+        for how in (EXECUTIONS[0], REFERENCE):
+            line[f"best_test_accuracy {how.label}"] = rows[how.label]["accuracy"]
+            line[f"last_test_accuracy {how.label}"] = last["rows"][how.label]["accuracy"]
+        out.append(line)
+    return out
 
 
 def _evaluations(out: Path, datasets: Sequence[str]) -> list[dict]:
@@ -593,70 +768,6 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     return out
 
 
-def claims(rows: Sequence[dict], split: str = "test") -> list[dict]:
-    """The gap to each of the study's claims, per data set and unlayered recipe, paired by
-    seed against the layered-trained model of the same seed, on the test split or, with
-    ``split="val"``, on the validation split (where a recipe is chosen):
-
-    - ``accuracy``: the recipe under :data:`REFERENCE` minus the layered model run layered
-      (points);
-    - ``spikes``: 1 - spikes of the recipe / spikes of the layered model, both under
-      :data:`REFERENCE`;
-    - ``latency``: the layered model's median decision latency (forward steps) / the recipe's,
-      both under :data:`REFERENCE`;
-    - ``robustness``: the recipe under :data:`REFERENCE` minus under :data:`OTHER` (points).
-    """
-    if split not in ("test", "val"):
-        raise ValueError(f"split is 'test' or 'val', got {split!r}")
-    pre = "val_" if split == "val" else ""
-    acc, spikes, latency = f"{pre}accuracy", f"{pre}spikes_per_sample", f"{pre}latency_steps"
-    at = {(r["dataset"], r["training"], r["seed"], r["label"]): r for r in rows}
-    out = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        seeds = sorted({r["seed"] for r in rows if r["dataset"] == dataset})
-        for recipe in [r for r in RECIPES if r != "layered"]:
-            per: dict[str, list[float]] = {c[0]: [] for c in CLAIMS}
-            for s in seeds:
-                ours = at.get((dataset, recipe, s, REFERENCE.label))
-                base = at.get((dataset, "layered", s, REFERENCE.label))
-                base_layered = at.get((dataset, "layered", s, "layered"))
-                other = at.get((dataset, recipe, s, OTHER.label))
-                if ours is None or base is None or base_layered is None or other is None:
-                    continue
-                per["accuracy"].append(100 * (ours[acc] - base_layered[acc]))
-                per["spikes"].append(100 * (1 - ours[spikes] / base[spikes]))
-                per["latency"].append(_num(base[latency]) / _num(ours[latency]))
-                per["robustness"].append(100 * (ours[acc] - other[acc]))
-            if not per["accuracy"]:
-                continue
-            line = {"dataset": dataset, "training": recipe}
-            for key, values in per.items():
-                mean, sd, n = _mean_sd(values)
-                line[key], line[f"{key}_sd"], line[f"{key}_n"] = mean, sd, n
-            line["holds"] = {
-                "accuracy": line["accuracy"] >= 0,
-                "spikes": line["spikes"] >= 30,
-                "latency": line["latency"] >= 1.5,
-                "robustness": line["robustness"] <= 3,
-            }
-            out.append(line)
-    return out
-
-
-def _num(value) -> float:
-    """A measure read back from JSON, where an undefined one (NaN) is ``null``."""
-    return math.nan if value is None else float(value)
-
-
-def choose(found: Sequence[dict], dataset: str) -> str | None:
-    """The recipe of ``dataset`` that meets the most targets in ``found`` (:func:`claims` on
-    the validation split), ties broken by the smaller accuracy gap; ``None`` without any."""
-    mine = [c for c in found if c["dataset"] == dataset and math.isfinite(c["accuracy"])]
-    if not mine:
-        return None
-    return max(mine, key=lambda c: (sum(c["holds"].values()), c["accuracy"]))["training"]
-
-
 # ---------------------------------------------------------------------------- the report
 def _fmt(mean: float, sd: float, f: str) -> str:
     if mean is None or not math.isfinite(mean):
@@ -681,72 +792,179 @@ _TABLE = (
 )
 
 
-def _claims_table(mine: Sequence[dict], mark: bool) -> list[str]:
+def _interval_text(d: dict | None, f: str) -> str:
+    """An interval read back from ``results.json`` as ``mean [lo, hi]`` (``mean`` alone for
+    one seed; ``-`` for none)."""
+    if not d or d.get("n", 0) == 0 or d.get("mean") is None or not math.isfinite(d["mean"]):
+        return "-"
+    lo, hi = d.get("lo"), d.get("hi")
+    if lo is None or not math.isfinite(lo):
+        return f.format(d["mean"])
+    return f"{f.format(d['mean'])} [{f.format(lo)}, {f.format(hi)}]"
+
+
+_CLAIM_FORMATS = {"accuracy": "{:+.1f}", "spikes": "{:.0f} %", "latency": "{:.2f}x",
+                  "robustness": "{:+.1f}"}  # fmt: skip
+
+
+def _headline(c: dict, smoke: bool) -> list[str]:
     lines = [
-        "| recipe | accuracy gap to layered-run-layered (points) | fewer spikes | "
-        "decision speed-up | loss under async-random F=8 (points) | targets met |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| claim | the study | target | measured: mean [95 % interval] | verdict |",
+        "|---|---|---|---:|---|",
     ]
-    for c in mine:
-        cells = [
-            _fmt(c["accuracy"], c["accuracy_sd"], "{:+.1f}"),
-            _fmt(c["spikes"], c["spikes_sd"], "{:.0f} %"),
-            _fmt(c["latency"], c["latency_sd"], "{:.2f}x"),
-            _fmt(c["robustness"], c["robustness_sd"], "{:+.1f}"),
+    for claim in CLAIMS:
+        cell = _interval_text(c.get(claim.key), _CLAIM_FORMATS[claim.key])
+        said = "-" if smoke else c["verdicts"][claim.key]
+        lines.append(f"| {claim.heading} | {claim.study} | {claim.text} | {cell} | {said} |")
+    n = (c.get("accuracy") or {}).get("n", 0)
+    lines += ["", f"n = {n} seeds, each paired with the layered-trained model of the same seed."]
+    m = c.get("mcnemar")
+    if m:
+        lines += [
+            "",
+            f"Accuracy, McNemar's exact test over the {m['n']} test samples of every seed "
+            f"pooled: right under {c['training']} only {m['only_a']}, under the layered model "
+            f"only {m['only_b']}; p = {m['p']:.3g}.",
         ]
-        if mark and c["training"] == BEST:
-            cells = [
-                f"{cell} {'(holds)' if ok else '(missed)'}"
-                for cell, ok in zip(cells, c["holds"].values(), strict=True)
-            ]
-        met = f"{sum(c['holds'].values())} of {len(c['holds'])}"
-        lines.append(f"| {c['training']} | " + " | ".join(cells) + f" | {met} |")
     return lines
 
 
-def results_markdown(summary, found, grid, header: str, on_val=(), plots=()) -> str:
-    """``results.md``: the header, then per data set the claims (test split), the same on the
-    validation split (where the recipe is chosen), the full table and the ``plots`` (names
-    of the files written in ``plots/``)."""
+def _candidates_table(mine: Sequence[dict], smoke: bool) -> list[str]:
+    lines = [
+        "| recipe | " + " | ".join(c.heading for c in CLAIMS) + " |",
+        "|---|" + "---:|" * len(CLAIMS),
+    ]
+    for c in mine:
+        cells = []
+        for claim in CLAIMS:
+            cell = _interval_text(c.get(claim.key), _CLAIM_FORMATS[claim.key])
+            if not smoke and cell != "-":
+                cell += f" ({c['verdicts'][claim.key]})"
+            cells.append(cell)
+        lines.append(f"| {c['training']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _choice_table(choice: dict) -> list[str]:
+    lines = [
+        f"| candidate | validation accuracy under {REFERENCE.label} (mean over seeds) | other "
+        "targets met on validation | chosen |",
+        "|---|---:|---:|---|",
+    ]
+    for c in choice["candidates"]:
+        mark = "**chosen**" if c["training"] == choice["chosen"] else ""
+        lines.append(
+            f"| {c['training']} | {c['val_accuracy']:.3f} | {c['other_targets_met']} of 3 | "
+            f"{mark} |"
+        )
+    return lines
+
+
+def _robustness_table(mine: Sequence[dict]) -> list[str]:
+    labels = list(dict.fromkeys(k for r in mine for k in r["losses"]))
+    if not labels:
+        return []
+    lines = [
+        "| recipe | measured against | " + " | ".join(labels) + " |",
+        "|---|---|" + "---:|" * len(labels),
+    ]
+    for r in mine:
+        cells = [_interval_text(r["losses"].get(k), "{:+.1f}") for k in labels]
+        lines.append(f"| {r['training']} | {r['own']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _selection_table(mine: Sequence[dict]) -> list[str]:
+    lines = [
+        "| recipe | chosen epoch | last epoch | val. accuracy (chosen) | "
+        f"test, layered (chosen / last) | test, {REFERENCE.label} (chosen / last) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for recipe in dict.fromkeys(m["training"] for m in mine):
+        ms = [m for m in mine if m["training"] == recipe]
+
+        def mean(key, ms=ms):
+            return statistics.fmean(float(m[key]) for m in ms)
+
+        lay, ref = EXECUTIONS[0].label, REFERENCE.label
+        lines.append(
+            f"| {recipe} | {mean('best_epoch'):.1f} | {mean('last_epoch'):.1f} | "
+            f"{mean('best_val_accuracy'):.3f} | {mean(f'best_test_accuracy {lay}'):.3f} / "
+            f"{mean(f'last_test_accuracy {lay}'):.3f} | {mean(f'best_test_accuracy {ref}'):.3f}"
+            f" / {mean(f'last_test_accuracy {ref}'):.3f} |"
+        )
+    return lines
+
+
+def results_markdown(results: dict, grid, header: str, plots=()) -> str:
+    """``results.md`` from what ``results.json`` holds (:func:`analyse`): the header, then per
+    data set the headline recipe chosen on validation and its claims with intervals and
+    verdicts, every candidate's claims, the choice, the robustness columns, the chosen
+    against the last epoch, the full table and the ``plots`` (names of the files written in
+    ``plots/``). A smoke study's figures are marked as such, without verdicts."""
     lines = [header]
     for study, _ in grid:
         ds = study.dataset
         lines += [f"## {ds}", ""]
-        if study.note:
-            lines += [f"Reduced: {study.note}.", ""]
-        mine = [c for c in found if c["dataset"] == ds]
-        if mine:
+        if study.smoke:
             lines += [
-                f"The study's claims on the test split, each unlayered recipe against the "
-                f"layered-trained model of the same seed (mean ± sd over seeds; under "
-                f"{REFERENCE.label} unless said):",
-                "",
-                *_claims_table(mine, mark=True),
-                "",
-                f"Targets for {BEST}: accuracy gap >= 0, fewer spikes >= 30 %, speed-up >= "
-                "1.5x, loss under the other policy <= 3 points. The study: up to +10 points, "
-                "up to 50 % fewer spikes, up to 2x sooner.",
+                f"**Smoke test**, reduced ({study.note}): these figures check the pipeline "
+                "and decide nothing; no verdicts are given.",
                 "",
             ]
-        val = [c for c in on_val if c["dataset"] == ds]
-        if val:
+        elif study.note:
+            lines += [f"Settings: {study.note}.", ""]
+        choice = results["choices"].get(ds)
+        mine = [c for c in results["claims"] if c["dataset"] == ds]
+        if choice is not None:
+            chosen = next((c for c in mine if c["training"] == choice["chosen"]), None)
             lines += [
-                "The same on the validation split, where a recipe is chosen (the most targets "
-                f"met, then the smaller accuracy gap): **{choose(on_val, ds)}**.",
+                f"Headline recipe, chosen on validation by the rule of docs/results.md: "
+                f"**{choice['chosen']}**. Its claims on the test split:",
                 "",
-                *_claims_table(val, mark=False),
+            ]
+            if chosen is not None:
+                lines += [*_headline(chosen, study.smoke), ""]
+            lines += ["The choice, on the validation split only:", "", *_choice_table(choice), ""]
+        if mine:
+            lines += [
+                "Every unlayered recipe on the test split (mean [95 % interval] over seeds, "
+                "verdict):",
+                "",
+                *_candidates_table(mine, study.smoke),
+                "",
+            ]
+        rob = _robustness_table([r for r in results["robustness"] if r["dataset"] == ds])
+        if rob:
+            lines += [
+                "Accuracy lost (points) under each execution outside a recipe's training mix, "
+                "against the execution it is measured against:",
+                "",
+                *rob,
+                "",
+            ]
+        sel = [m for m in results["selection"] if m["dataset"] == ds]
+        if sel:
+            lines += [
+                "The epoch chosen on validation against the last epoch (means over seeds): "
+                "the gap between validation and test accuracy is the bias of choosing on "
+                "validation.",
+                "",
+                *_selection_table(sel),
                 "",
             ]
         lines += [
+            "All figures (mean ± sd over seeds):",
+            "",
             "| training | execution | " + " | ".join(t for _, t, _ in _TABLE) + " |",
             "|---|---|" + "---:|" * len(_TABLE),
         ]
-        for s in summary:
+        for s in results["summary"]:
             if s["dataset"] != ds:
                 continue
             cells = [_fmt(s[k], s[f"{k}_sd"], f) for k, _, f in _TABLE]
             lines.append(f"| {s['training']} | {s['execution']} | " + " | ".join(cells) + " |")
-        profiles = sorted({s["cost_profile"] for s in summary if s["dataset"] == ds})
+        profiles = sorted({s["cost_profile"] for s in results["summary"] if s["dataset"] == ds})
         lines += [
             "",
             f"Energy and time under the cost profile {', '.join(profiles)} (docs/cost.md): "

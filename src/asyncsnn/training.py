@@ -1269,9 +1269,15 @@ def resumed_config(recorded: TrainConfig, given: TrainConfig, meta: dict) -> Tra
 
 def unfinished(run_dir: str | Path) -> str | None:
     """Why a run directory's training is not finished (it is still running, or stopped before
-    its last epoch), or ``None``: its best checkpoint may still change."""
-    path = RunDir(run_dir).checkpoint_json("last")
+    its last epoch), or ``None``: its best checkpoint may still change.
+
+    A training is finished only when its ``last`` checkpoint records every epoch: a training
+    without one (stopped in its first epoch, possibly after its first ``best``) is not."""
+    run = RunDir(run_dir)
+    path = run.checkpoint_json("last")
     if not path.is_file():
+        if run.holds_run() and not run.is_imported():
+            return "it has not finished its first epoch (still training, or stopped)"
         return None  # an imported model, or no training at all
     meta = json.loads(path.read_text())
     epoch, epochs = meta.get("epoch"), meta.get("config", {}).get("epochs")
