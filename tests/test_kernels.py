@@ -627,3 +627,21 @@ def test_bad_backend_arguments():
         run(net, x, backend="cuda")
     with pytest.raises(ValueError, match="asynchronous execution only"):
         run(net, x, execution="layered", backend="numba")
+
+
+def test_the_kernels_input_synops_is_the_rule_every_engine_uses():
+    """``Plan.input_synops`` counts a float32 CPU input in one numba pass: the value of
+    ``asyncsnn.result.input_synops`` exactly, for counts, analogue values of either sign and
+    zeros."""
+    from asyncsnn.result import input_synops
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(7, 5, 300, generator=gen) * 3
+    x[torch.rand(x.shape, generator=gen) < 0.9] = 0.0
+    x[0, 0] = 0.0  # an empty row
+    fanout = torch.randint(0, 500, (300,), generator=gen)
+    out = np.empty(35, np.float64)
+    shared.input_synops_rows(x.reshape(35, 300).numpy(), fanout.double().numpy(), out)
+    want = input_synops(x, fanout)
+    assert torch.equal(torch.from_numpy(out).float().view(7, 5), want)
+    assert want[0, 0] == 0 and want.sum() > 0

@@ -582,7 +582,7 @@ def forward(
         hooks.append(InputSpikeDropout(cfg.input_dropout))
     return run(
         net,
-        x.transpose(0, 1),
+        x.transpose(0, 1).contiguous(),  # (timesteps, batch, ...): each timestep one block
         dt=float(cfg.dt),
         execution=execution or cfg.execution,
         scheduler=scheduler if scheduler is not None else cfg.policy(),
@@ -621,9 +621,14 @@ class Split:
         return len(self.y)
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None):
-        idx = order if order is not None else torch.arange(len(self))
-        for start in range(0, len(idx), batch_size):
-            i = idx[start : start + batch_size]
+        """``(x, y)`` of ``batch_size`` samples at a time, in ``order`` (default: in order,
+        as views of the split)."""
+        if order is None:
+            for start in range(0, len(self), batch_size):
+                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+            return
+        for start in range(0, len(order), batch_size):
+            i = order[start : start + batch_size]
             yield self.x[i], self.y[i]
 
 

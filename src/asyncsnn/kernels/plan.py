@@ -24,7 +24,7 @@ from ..hooks import (
     overrides,
 )
 from ..network import INPUT, Network
-from ..options import RunOptions
+from ..options import SURROGATE_CHECKS, RunOptions
 from ..queue import queue_layout
 from ..result import RunResult, input_synops
 from ..scheduling import FIFO, Layered, Momentum, Random
@@ -261,15 +261,16 @@ class Plan:
         self.readout_current = self.readout and bool(
             (net.tau_syn[self.out_lo : self.out_hi] > 0).any()
         )
-        # silent gradients (backward pass only): the spiking populations with outgoing
-        # projections, in network order, as (first neuron, end)
+        # silent gradients (backward pass only): the spiking populations, in network order,
+        # as (first neuron, end): the end-of-timestep checks go population by population
         ghosts = []
         if o.silent_gradients:
-            sources = {q.source for q in net.projections}
             for pop in net.populations:
-                if pop.spiking and pop.name in sources:
+                if pop.spiking:
                     ghosts.append((pop.offset - self.n_in, pop.offset - self.n_in + pop.size))
         self.ghosts = np.array(ghosts, np.int64).reshape(-1, 2)
+        # which of a neuron's checks pass their surrogate gradient (docs/semantics.md, 8.8)
+        self.check_mode = SURROGATE_CHECKS.index(o.surrogate_checks)
         self.seeds = o.rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
         # the monitors the kernel serves: their records are read off each spike's forward step
         self.monitors = [h for h in o.hooks if type(h) in MONITORS]
@@ -333,6 +334,20 @@ class Plan:
             ),
         }
 
+    def input_synops(self, fanout: torch.Tensor) -> torch.Tensor:
+        """(timesteps, batch) synaptic operations of the input, by the rule every engine uses
+        (:func:`asyncsnn.result.input_synops`); a float32 CPU input is counted in one pass by
+        :func:`asyncsnn.kernels.shared.input_synops_rows` (the same values)."""
+        x = self.x.detach().reshape(self.T, self.B, -1)
+        if x.device.type != "cpu" or x.dtype != torch.float32:
+            return input_synops(x, fanout)
+        from .shared import input_synops_rows
+
+        rows = x.reshape(self.T * self.B, -1).contiguous().numpy()
+        out = np.empty(rows.shape[0], np.float64)
+        input_synops_rows(rows, fanout.to(torch.float64).contiguous().numpy(), out)
+        return torch.from_numpy(out).to(self.dtype).view(self.T, self.B)
+
     def result(
         self,
         out: dict,
@@ -345,7 +360,7 @@ class Plan:
         # the input's synaptic operations, by the rule every engine uses; the kernel counts
         # the network's
         fanout = self.net.tables().fanout[: self.n_in]
-        in_synops = input_synops(self.x.reshape(self.T, self.B, -1), fanout)
+        in_synops = self.input_synops(fanout)
         result = RunResult(
             spikes=spikes,
             forward_steps=out["forward_steps"],

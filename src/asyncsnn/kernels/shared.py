@@ -221,3 +221,17 @@ def append(a, used, src, n):
     a = _grow(a, used, n)
     a[used : used + n] = src[:n]
     return a
+
+
+@njit(cache=True, nogil=True)
+def input_synops_rows(x, fanout, out):
+    """``out[r] = sum_j ceil(|x[r, j]|) * fanout[j]`` over the non-zero ``x`` of each row, in
+    float64 (``asyncsnn.result.input_synops`` in one pass over the input: every term is an
+    integer, so the sum is exact in any order and equals it)."""
+    for r in range(x.shape[0]):
+        total = 0.0
+        for j in range(x.shape[1]):
+            v = x[r, j]
+            if v != 0:
+                total += np.ceil(abs(np.float64(v))) * fanout[j]
+        out[r] = total
