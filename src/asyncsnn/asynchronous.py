@@ -12,8 +12,11 @@ One timestep (docs/semantics.md, section 3), each phase a method of :class:`_Eng
    :meth:`~_Engine.choose_group` (up to ``F`` queued spikes per sample, by the policy) and
    :meth:`~_Engine.deliver_group` (their currents, summed in the senders' order, added to
    their targets once);
-4. with silent gradients, :meth:`~_Engine.deliver_ghosts`: the ghost spikes (value 0) of the
-   neurons that did not fire, for the backward pass (section 8.7).
+4. with silent gradients, :meth:`~_Engine.end_checks`: the checks of value 0 that the
+   backward pass adds at the end of the timestep (section 8.7); during the forward steps
+   :meth:`~_Engine.deliver_group` also carries the would-be spikes (value 0) of the previous
+   step's checks that did not fire. Both change no value: :class:`_GhostDelivery` is the
+   identity forwards and sums over the senders' fan-out backwards only.
 
 Everything is vectorised over the batch; each sample has its own queue, stop decisions and
 random stream, so a sample's result does not depend on the rest of its batch. A forward step
@@ -76,6 +79,129 @@ def _queue_tables(net: Network, queued_input: bool, slots: int):
     return out
 
 
+class _Gate(torch.autograd.Function):
+    """The identity forwards; backwards the gradient times ``credit.gate(key)``: which checks
+    pass their surrogate gradient (docs/semantics.md, sections 8.7 and 8.8) is known only at
+    the end of the timestep, so the factor is read when the backward pass reaches it."""
+
+    @staticmethod
+    def forward(ctx, z, credit, key):
+        ctx.credit, ctx.key = credit, key
+        return z.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.credit.gate(ctx.key), None, None
+
+
+class _GhostDelivery(torch.autograd.Function):
+    """Would-be spikes ``ghost`` (value 0, with gradient) delivered through the queue rows
+    ``rows`` to their targets' membranes (the targets not ``refractory``) and, in a
+    current-based network, to every target's current: the identity forwards (the values add
+    nothing), ``dL/dghost_i = sum_m w_im (dL/dV_m [m not refractory] + dL/dI_m)``
+    backwards; the weights get nothing (the spikes' value is 0)."""
+
+    @staticmethod
+    def forward(ctx, V, I, ghost, refractory, engine, rows):
+        ctx.refractory, ctx.engine, ctx.rows = refractory, engine, rows
+        ctx.current = I is not None
+        return V.clone(), None if I is None else I.clone()
+
+    @staticmethod
+    def backward(ctx, dV, dI):
+        e = ctx.engine
+        d = torch.zeros_like(dV) if dV is None else dV.masked_fill(ctx.refractory, 0.0)
+        if dI is not None:
+            d = d + dI
+        d = d.clone()
+        d[:, e.n_pop :] = 0.0  # the sinks of the padding entries
+        rows = ctx.rows
+        per_row = (d[:, e.ghost_dst[rows]] * e.ghost_w[rows]).sum(-1)
+        ghost = torch.zeros_like(d)
+        ghost[:, e.row_col[rows]] = per_row
+        return dV, dI if ctx.current else None, ghost, None, None, None
+
+
+class _Credit:
+    """One timestep's record of the checks (which neurons were checked, fired, could send a
+    would-be spike, were refractory after each forward step) and the gates of
+    :class:`_Gate`, computed from it once, when the backward pass first asks."""
+
+    def __init__(self, engine: _Engine) -> None:
+        self.e = engine
+        self.checked, self.fired, self.senders, self.refractory = [], [], [], []
+        self.took = []  # per forward step: (batch, 1) the samples that took it
+        self._gates = None
+
+    def record(self, checked, fired, refractory) -> torch.Tensor:
+        """The checks of one step; returns the neurons that send a would-be spike."""
+        senders = checked & ~fired & self.e.sender
+        self.checked.append(checked)
+        self.fired.append(fired)
+        self.senders.append(senders)
+        self.refractory.append(refractory)
+        return senders
+
+    def reach(self, senders: torch.Tensor) -> torch.Tensor:
+        """The neurons that a would-be spike of ``senders`` (batch, width) reaches."""
+        e = self.e
+        flags = senders[:, e.row_col].to(e.dtype)  # (batch, rows)
+        B, (R, K) = len(flags), e.ghost_dst.shape
+        hit = torch.zeros_like(senders, dtype=e.dtype).scatter_add(
+            1,
+            e.ghost_dst.reshape(1, -1).expand(B, -1),
+            flags[:, :, None].expand(B, R, K).reshape(B, -1),
+        )
+        return hit > 0
+
+    def gate(self, key):
+        if self._gates is None:
+            self._gates = self._resolve()
+        return self._gates[key]
+
+    def _resolve(self) -> dict:
+        e = self.e
+        mode = e.o.surrogate_checks
+        checked, fired = torch.stack(self.checked), torch.stack(self.fired)
+        steps = len(self.checked)
+        ever = checked.any(0)
+        fired_ever = fired.any(0)
+        k = torch.arange(steps, device=e.device)[:, None, None]
+        last = torch.where(checked, k, -1).amax(0)
+        end = torch.zeros_like(ever)
+        gates = {}
+        if e.o.silent_gradients:
+            # would-be spikes reach their targets with the next forward step; a neuron they
+            # reach after its last check, or one never checked, is checked at the end
+            dirty = torch.zeros_like(ever)
+            held = self.senders[0]  # senders whose would-be spikes wait for the next step
+            for j in range(1, steps):
+                took = self.took[j - 1]
+                arrive = self.reach(held & took) & ~self.refractory[j - 1]
+                dirty = (dirty | arrive) & ~checked[j]
+                held = (held & ~took) | self.senders[j]
+            refractory = self.refractory[-1]
+            for p, (cols, _rows) in enumerate(e.end_pops):
+                cand = e.spiking[cols] & ~refractory[:, cols] & (~ever[:, cols] | dirty[:, cols])
+                end[:, cols] = cand
+                out = torch.zeros_like(ever)
+                out[:, cols] = (cand | held[:, cols]) & e.sender[cols]
+                dirty = dirty | (self.reach(out) & ~refractory)
+                gates[("end", p)] = (cand & ~fired_ever[:, cols] if mode == "firing" else cand).to(
+                    e.dtype
+                )
+        for j in range(steps):
+            is_last = (last == j) & ~end
+            if mode == "last":
+                g = checked[j] & is_last
+            elif mode == "firing":
+                g = fired[j] | (checked[j] & ~fired_ever & is_last)
+            else:
+                g = checked[j]
+            gates[j] = g.to(e.dtype)
+        return gates
+
+
 @dataclass
 class _Timestep:
     """The state of one timestep of the whole batch (each row a sample)."""
@@ -100,6 +226,9 @@ class _Timestep:
     chosen: list = field(default_factory=list)  # per step: the chosen slots (batch, F)
     chosen_valid: list = field(default_factory=list)  # per step: which of them were queued
     stops: list = field(default_factory=list)  # per step: the samples still active, or None
+    credit: _Credit | None = None  # the record of the checks for the backward pass's gates
+    ghost: torch.Tensor | None = None  # the would-be spikes of the last checks (value 0)
+    senders: torch.Tensor | None = None  # (batch, width) the neurons that sent them
 
 
 class _Engine:
@@ -178,17 +307,33 @@ class _Engine:
         out = net.output
         self.out_slice = slice(out.offset - n_in, out.offset - n_in + out.size)
         self.record_current = not out.spiking and bool((net.tau_syn[self.out_slice] > 0).any())
-        # silent gradients: the spiking populations with outgoing projections, in network
-        # order, each with its projections and their targets' columns
-        self.ghosts = []
-        if options.silent_gradients and self.grad:
-            cols = {
-                p.name: slice(p.offset - n_in, p.offset - n_in + p.size) for p in net.populations
-            }
+        # credit for the checks (docs/semantics.md, sections 8.7 and 8.8): gates on the
+        # checks' surrogate gradients, would-be spikes of the checks that did not fire
+        self.silent = options.silent_gradients and self.grad
+        self.gated = self.grad and options.surrogate_checks != "every"
+        if self.silent or self.gated:
+            self.spiking = spiking
+            layout = queue_layout(net, not options.prioritized_input)
+            row_neuron = layout.neuron - n_in
+            ghost_rows = torch.nonzero(row_neuron >= 0).flatten()
+            self.ghost_rows = ghost_rows
+            self.row_col = torch.full((self.tab_dst.shape[0],), n_pop, device=device)
+            self.row_col[ghost_rows] = row_neuron[ghost_rows]
+            self.row_col = self.row_col[ghost_rows]  # per ghost row: its state column
+            self.ghost_dst = self.tab_dst[ghost_rows]  # (ghost rows, K) their targets
+            self.ghost_w = self.tab_w.detach()[ghost_rows]  # and weights
+            sender = torch.zeros(width, dtype=torch.bool, device=device)
+            sender[self.row_col] = True
+            self.sender = sender & spiking
+            # the spiking populations in network order: their columns and ghost rows (the
+            # end-of-timestep checks, population by population)
+            self.end_pops = []
             for pop in net.populations:
-                outgoing = [(q, cols[q.target]) for q in net.projections if q.source == pop.name]
-                if pop.spiking and outgoing:
-                    self.ghosts.append((pop, cols[pop.name], outgoing))
+                if pop.spiking:
+                    lo, hi = pop.offset - n_in, pop.offset - n_in + pop.size
+                    mine = (self.row_col >= lo) & (self.row_col < hi)
+                    self.end_pops.append((slice(lo, hi), torch.nonzero(mine).flatten()))
+            self.all_rows = torch.arange(len(ghost_rows), device=device)
         self.ctx = StepContext(net, self.B, options.rng, options.training)
         self.hooks = {
             m: [h for h in options.hooks if overrides(h, m)]
@@ -236,6 +381,7 @@ class _Engine:
             synops=self.zeros(B),
             dropped=self.zeros(B, dtype=torch.long),
             overflow=self.zeros((), dtype=torch.long),
+            credit=_Credit(self) if self.silent or self.gated else None,
         )
 
     def deliver_input(self, s: _Timestep, x_t: torch.Tensor) -> None:
@@ -285,6 +431,18 @@ class _Engine:
         if self.exact:
             z = neuron.fire(s.V, self.theta, s.checked, o.spike_fn)
             fired = z.detach() > 0
+            if s.credit is not None:
+                if self.gated:
+                    z = _Gate.apply(z, s.credit, len(s.credit.checked))
+                refractory = s.refractory | fired  # as below, for the record
+                if o.refractory_dropout > 0:
+                    refractory = None  # filled in below
+                senders = s.credit.record(s.checked, fired, refractory)
+                if self.silent:  # the would-be spikes of the checks that did not fire
+                    ghost = (z - z.detach()).masked_fill(~senders, 0.0)
+                    if s.ghost is not None:  # held by samples that took no step
+                        ghost, senders = ghost + s.ghost, senders | s.senders
+                    s.ghost, s.senders = ghost, senders
             s.spikes = s.spikes + z
             v_pre = s.V.detach() if track_potential else None
             s.V = neuron.reset(s.V, fired, self.theta, self.subtract)
@@ -297,6 +455,8 @@ class _Engine:
         if o.refractory_dropout > 0:
             u = o.rng.uniform(Stream.REFRACTORY_DROPOUT, step_counter(s.t, s.step), self.width)
             s.refractory = s.refractory | (fired & (u >= o.refractory_dropout))
+            if s.credit is not None:
+                s.credit.refractory[-1] = s.refractory
         else:
             s.refractory = s.refractory | fired
         return fired, z, v_pre
@@ -410,29 +570,41 @@ class _Engine:
             current = current.masked_fill(s.refractory, 0.0)
             s.checked = current != 0
             s.V = self.neuron.integrate(s.V, current)
+            if s.ghost is not None:  # the last checks' would-be spikes, where a step is taken
+                took = valid.any(1)[:, None]
+                s.credit.took.append(took)
+                if bool((s.senders & took).any()):
+                    ghost = s.ghost.masked_fill(~took, 0.0)
+                    s.V, s.I = _GhostDelivery.apply(
+                        s.V, s.I, ghost, s.refractory, self, self.all_rows
+                    )
+                # a sample whose queue is empty takes no more steps: it keeps them for the end
+                s.ghost, s.senders = s.ghost.masked_fill(took, 0.0), s.senders & ~took
         else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
             s.V = self.neuron.reset(self.neuron.integrate(s.V, current), s.refractory)
         if self.hooks["after_step"]:  # what the stop rules read
             s.took_step = valid.any(1)
 
-    def deliver_ghosts(self, s: _Timestep) -> None:
-        """Silent gradients (docs/semantics.md, section 8.7): after the last forward step, each
-        spiking population in network order sends, from every neuron that is not refractory,
-        a spike of value 0 with the surrogate gradient of its final membrane, through its
-        projections to the targets that are not refractory (and, as a delivery does, to the
-        current of every current-based target). The values add nothing; the gradients reach
-        a later population's membrane before its own ghosts are taken."""
+    def end_checks(self, s: _Timestep) -> None:
+        """Silent gradients (docs/semantics.md, section 8.7): after the last forward step, the
+        spiking populations in network order; each neuron that is not refractory gets a
+        check of value 0 with the surrogate gradient of its membrane now, which joins its
+        spike count; its backward pass gates it to the neurons that were not checked since
+        the last current or would-be spike reached them (:class:`_Credit`). The checks that
+        count, and the population's checks of the last forward step that did not fire, send
+        their would-be spikes to their targets, before the next population's turn."""
         B = self.B
-        for pop, cols, outgoing in self.ghosts:
+        for p, (cols, rows) in enumerate(self.end_pops):
             z = self.neuron.fire(s.V[:, cols], self.theta[cols], None, self.o.spike_fn)
-            ghost = (z - z.detach()).masked_fill(s.refractory[:, cols], 0.0)
-            ghost = ghost.view(B, *pop.shape)
-            for proj, tcols in outgoing:
-                c = proj.apply(ghost)
-                if s.I is not None:
-                    s.I = s.I.slice_scatter(s.I[:, tcols] + c, 1, tcols.start, tcols.stop)
-                c = c.masked_fill(s.refractory[:, tcols], 0.0)
-                s.V = s.V.slice_scatter(s.V[:, tcols] + c, 1, tcols.start, tcols.stop)
+            z = (z - z.detach()).masked_fill(s.refractory[:, cols], 0.0)
+            z = _Gate.apply(z, s.credit, ("end", p))
+            s.spikes = s.spikes.slice_scatter(s.spikes[:, cols] + z, 1, cols.start, cols.stop)
+            if not len(rows):
+                continue
+            ghost = self.zeros(B, self.width).slice_scatter(z, 1, cols.start, cols.stop)
+            if s.ghost is not None:
+                ghost = ghost + s.ghost  # the last step's, its population's rows only
+            s.V, s.I = _GhostDelivery.apply(s.V, s.I, ghost, s.refractory, self, rows)
 
     # ------------------------------------------------------------------ timestep and run
     def timestep(self, t: int, V: torch.Tensor, I: torch.Tensor | None, x_t: torch.Tensor):
@@ -451,8 +623,8 @@ class _Engine:
                 break
             s.step += 1
             self.deliver_group(s, *self.choose_group(s))
-        if self.ghosts:
-            self.deliver_ghosts(s)
+        if self.silent:
+            self.end_checks(s)
         if self.o.recompute and replay is None and self.hooks["after_step"]:
             self.stop_log[t] = s.stops
         return self.end_timestep(s)

@@ -17,6 +17,9 @@ from .scheduling import Scheduler, get_scheduler
 from .surrogate import get_surrogate
 
 EXECUTIONS = ("layered", "async")
+#: what a neuron's repeated threshold checks in one timestep contribute to the backward pass
+#: (docs/semantics.md, section 8.8)
+SURROGATE_CHECKS = ("every", "last", "firing")
 BACKENDS = ("auto", "torch", "numba", "triton")
 
 
@@ -56,11 +59,16 @@ class RunSettings:
             what they are given (the built-in ones are); stop decisions are replayed, and
             monitors see each step once. The compiled CPU path always works so.
         silent_gradients: with gradients, also pass surrogate gradients through the neurons
-            that did not fire: at the end of each timestep every spiking neuron that is not
-            refractory sends a spike of value 0 whose gradient is the surrogate's at its final
-            membrane, to its targets, population by population (docs/semantics.md, section
-            8.7). It changes no membrane, spike or count; it costs the backward pass about
-            one layered timestep per timestep.
+            that did not fire, as layered BPTT does: a check that does not fire sends a
+            would-be spike of value 0, carrying the surrogate's gradient, to its targets with
+            the next forward step; a neuron not checked since its last input gets a check of
+            value 0 at the end of the timestep (docs/semantics.md, section 8.7). It changes
+            no membrane, spike or count and costs the forward pass nothing that grows with
+            the network; the backward pass pays a sum over the fan-out of each such spike.
+        surrogate_checks: what a neuron's repeated threshold checks in one timestep
+            contribute to the backward pass: ``"every"`` check its surrogate gradient (the
+            default), only the ``"last"`` check of the timestep, or the ``"firing"`` checks
+            (those that fired, else the last one); docs/semantics.md, section 8.8.
     """
 
     dt: float
@@ -78,6 +86,7 @@ class RunSettings:
     backend: str = "auto"
     recompute: bool = False
     silent_gradients: bool = False
+    surrogate_checks: str = "every"
 
     @classmethod
     def of(cls, settings: RunSettings | None, overrides: dict) -> RunSettings:
@@ -118,6 +127,9 @@ class RunOptions:
         recompute: the PyTorch engine recomputes each timestep in the backward pass.
         silent_gradients: surrogate gradients also pass through the neurons that did not fire
             (only where gradients are required).
+        surrogate_checks: ``"every"``, ``"last"`` or ``"firing"``: which of a neuron's checks
+            in a timestep pass their surrogate gradient (only where gradients are required;
+            ``"every"`` otherwise).
     """
 
     dt: float
@@ -134,6 +146,7 @@ class RunOptions:
     backend: str
     recompute: bool
     silent_gradients: bool = False
+    surrogate_checks: str = "every"
 
     @property
     def slots(self) -> int:
@@ -177,6 +190,10 @@ def resolve(network: Network, x: torch.Tensor, settings: RunSettings) -> RunOpti
     for name in ("recompute", "silent_gradients"):
         if not isinstance(getattr(s, name), bool):
             raise TypeError(f"{name} must be True or False, got {getattr(s, name)!r}")
+    if s.surrogate_checks not in SURROGATE_CHECKS:
+        raise ValueError(
+            f"surrogate_checks must be one of {SURROGATE_CHECKS}, got {s.surrogate_checks!r}"
+        )
     training = network.training if s.training is None else bool(s.training)
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for p in network.parameters())
@@ -209,4 +226,5 @@ def resolve(network: Network, x: torch.Tensor, settings: RunSettings) -> RunOpti
         backend=s.backend,
         recompute=s.recompute and spike_fn is not None,
         silent_gradients=s.silent_gradients and spike_fn is not None,
+        surrogate_checks=s.surrogate_checks if spike_fn is not None else "every",
     )

@@ -119,6 +119,16 @@ def triton_unsupported_reason(net, x: torch.Tensor, options: RunOptions) -> str 
     reason = unsupported_reason(net, x, options, device=_triton_device)
     if reason is not None:
         return reason
+    if options.silent_gradients:
+        return (
+            "silent_gradients (docs/semantics.md, section 8.7) is not in the Triton kernel's "
+            "backward pass; the reference engine runs it"
+        )
+    if options.surrogate_checks != "every":
+        return (
+            f"surrogate_checks={options.surrogate_checks!r} (docs/semantics.md, section 8.8) "
+            "is not in the Triton kernel's backward pass; the reference engine runs it"
+        )
     from .triton_limits import MAX_GROUP
 
     largest = min(options.group_size, (net.n_neurons - net.n_input) * options.slots)

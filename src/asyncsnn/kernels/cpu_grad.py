@@ -64,6 +64,7 @@ from .plan import Plan, map_chunks
 from .shared import _grow, deliver_group, leak_and_input, new_neurons
 
 ARCTAN, FAST_SIGMOID = 0, 1
+EVERY, LAST, FIRING = 0, 1, 2  # options.SURROGATE_CHECKS, in order
 
 
 def surrogate_code(spike_fn) -> tuple[int, float] | None:
@@ -106,7 +107,8 @@ class Adjoint(NamedTuple):
     grad_membrane: np.ndarray  # (T, B, outputs) dL/dV of a non-spiking readout, or empty
     grad_readout_current: np.ndarray  # (T, B, outputs) dL/dI of its current, or empty
     grad_current: np.ndarray  # (T, B, n) written: dL/dI of the input and bias current
-    ghosts: np.ndarray  # (k, 2) silent gradients: the populations that send ghosts, or empty
+    ghosts: np.ndarray  # (k, 2) silent gradients: the spiking populations, or empty
+    mode: int  # which checks pass their surrogate gradient: EVERY, LAST or FIRING
 
 
 class Replay(NamedTuple):
@@ -116,6 +118,21 @@ class Replay(NamedTuple):
     place: np.ndarray  # the queue place its spike took, or -1
     v: np.ndarray  # the membrane it was checked with
     rows: np.ndarray  # per step: its first check and its number of checks
+    gate: np.ndarray  # per check: whether its surrogate gradient passes (1 or 0)
+    dz: np.ndarray  # per check that did not fire: dL/dz of its would-be spike
+
+
+class Credit(NamedTuple):
+    """Per neuron, one timestep's facts that decide the gates (silent gradients and the
+    accounting of repeated checks; docs/semantics.md, sections 8.7 and 8.8)."""
+
+    last: np.ndarray  # int64 its last check, or -1
+    step: np.ndarray  # int64 the step of its last check, or -1
+    refractory: np.ndarray  # int64 the step in which it was made refractory, or a large one
+    fired: np.ndarray  # bool it fired in this timestep
+    arrived: np.ndarray  # int64 the last step at which a would-be spike reached it, or -1
+    end: np.ndarray  # float32 the gate of its end-of-timestep check (0: none)
+    dz: np.ndarray  # float32 dL/dz of the would-be spikes of its end-of-timestep check
 
 
 @njit(cache=True)
@@ -125,6 +142,21 @@ def _new_replay(n):
         np.empty(4 * n, np.int64),
         np.empty(4 * n, np.float32),
         np.empty((64, 2), np.int64),
+        np.empty(4 * n, np.float32),
+        np.zeros(4 * n, np.float32),
+    )
+
+
+@njit(cache=True)
+def _new_credit(n):
+    return Credit(
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n, np.int64),
+        np.empty(n, np.bool_),
+        np.empty(n, np.int64),
+        np.zeros(n, np.float32),
+        np.zeros(n, np.float32),
     )
 
 
@@ -169,7 +201,9 @@ def _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp):
     forward-step stamp used."""
     steps = r_end - r_start + 1
     if steps > rep.rows.shape[0]:
-        rep = Replay(rep.code, rep.place, rep.v, np.empty((2 * steps, 2), np.int64))
+        rep = Replay(
+            rep.code, rep.place, rep.v, np.empty((2 * steps, 2), np.int64), rep.gate, rep.dz
+        )
     if t > 0:
         nrn.v[:] = adj.v_end[t - 1, b]
         if net.synaptic:
@@ -193,9 +227,92 @@ def _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp):
                 _grow(rep.place, n_chk, n_touched),
                 _grow(rep.v, n_chk, n_touched),
                 rep.rows,
+                _grow(rep.gate, n_chk, n_touched),
+                _grow(rep.dz, n_chk, n_touched),
             )
         n_chk = _replay_checks(rr, r_start, n_touched, n_chk, t, tape, rep, nrn, net)
     return rep, stamp
+
+
+_NEVER = 1 << 40  # a step no timestep reaches
+
+
+@njit(cache=True, inline="always")
+def _gates(n_chk, steps, net, adj, rep, cr):
+    """Which of the replayed timestep's checks pass their surrogate gradient
+    (``rep.gate``), and, with silent gradients, which neurons get a check at the end of the
+    timestep (``cr.end``, its gate): a would-be spike of a check that did not fire reaches
+    the targets that are not refractory with the next forward step, or, after the last
+    step, at the end, population by population in network order; a spiking neuron that is
+    not refractory at the end and was never checked, or was reached after its last check,
+    is checked at the end (docs/semantics.md, sections 8.7 and 8.8)."""
+    silent = adj.ghosts.shape[0] > 0
+    mode = adj.mode
+    for c in range(n_chk):
+        rep.dz[c] = 0.0
+    if not silent and mode == EVERY:
+        for c in range(n_chk):
+            rep.gate[c] = 1.0
+        return
+    cr.last[:] = -1
+    cr.step[:] = -1
+    cr.refractory[:] = _NEVER
+    cr.fired[:] = False
+    cr.arrived[:] = -1
+    cr.end[:] = 0.0
+    for k in range(steps):
+        if silent and k > 0:  # the would-be spikes of step k - 1 arrive
+            p0 = rep.rows[k - 1, 0]
+            for c in range(p0, p0 + rep.rows[k - 1, 1]):
+                row = net.slot_of[rep.code[c] >> 2]
+                if rep.code[c] & 1 or row < 0:
+                    continue
+                for e in range(net.ent_start[row], net.ent_start[row + 1]):
+                    j = net.ent_dst[e]
+                    if cr.refractory[j] >= k:
+                        cr.arrived[j] = k
+        c0 = rep.rows[k, 0]
+        for c in range(c0, c0 + rep.rows[k, 1]):
+            code = rep.code[c]
+            i = code >> 2
+            cr.last[i] = c
+            cr.step[i] = k
+            if code & 1:
+                cr.fired[i] = True
+            if code & 2 and cr.refractory[i] > k:
+                cr.refractory[i] = k
+    end = steps  # the end of the timestep, after its last step
+    if silent:
+        for p in range(adj.ghosts.shape[0]):
+            lo, hi = adj.ghosts[p, 0], adj.ghosts[p, 1]
+            for i in range(lo, hi):
+                if cr.refractory[i] >= end and (cr.step[i] < 0 or cr.arrived[i] > cr.step[i]):
+                    cr.step[i] = end  # the end check is its last
+                    cr.end[i] = 0.0 if mode == FIRING and cr.fired[i] else 1.0
+            for i in range(lo, hi):  # what the population sends reaches the later ones
+                row = net.slot_of[i]
+                if row < 0:
+                    continue
+                c = cr.last[i]
+                sends = cr.step[i] == end or (
+                    c >= 0 and cr.step[i] == steps - 1 and not rep.code[c] & 1
+                )
+                if sends:
+                    for e in range(net.ent_start[row], net.ent_start[row + 1]):
+                        j = net.ent_dst[e]
+                        if cr.refractory[j] >= end:
+                            cr.arrived[j] = end
+    for c in range(n_chk):
+        code = rep.code[c]
+        i = code >> 2
+        is_last = cr.last[i] == c and cr.step[i] != end
+        if mode == EVERY:
+            g = True
+        elif mode == LAST:
+            g = is_last
+        else:
+            g = (code & 1) != 0 or (not cr.fired[i] and is_last)
+        rep.gate[c] = 1.0 if g else 0.0
 
 
 @njit(cache=True, inline="always")
@@ -212,12 +329,27 @@ def _target_adjoint(j, t, lam, mu, nrn, synaptic):
 
 
 @njit(cache=True, inline="always")
+def _fanout_adjoint(i, t, net, lam, mu, nrn):
+    """``dL/dz`` of a spike of value 0 of neuron ``i`` delivered now: the sum over its
+    targets of ``w g`` (``g``: :func:`_target_adjoint`)."""
+    total = np.float32(0.0)
+    row = net.slot_of[i]
+    if row >= 0:
+        for e in range(net.ent_start[row], net.ent_start[row + 1]):
+            j = net.ent_dst[e]
+            total += net.ent_w[e] * _target_adjoint(j, t, lam, mu, nrn, net.synaptic)
+    return total
+
+
+@njit(cache=True, inline="always")
 def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_place, grad_w):
     """Backwards through timestep ``t`` of sample ``b`` after its replay: each step's checks,
-    then the delivery that caused them; then the start of the timestep (the input and bias
+    then the delivery that caused them (with silent gradients, also the would-be spikes of
+    the previous step's checks); then the start of the timestep (the input and bias
     current's gradient, the current's decay and the leak)."""
     theta = net.theta
     synaptic = net.synaptic
+    silent = adj.ghosts.shape[0] > 0
     gs = adj.grad_spikes[t, b]
     for rr in range(r_end, r_start - 1, -1):
         c0 = rep.rows[rr - r_start, 0]
@@ -225,12 +357,14 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_
             code = rep.code[c]
             i = code >> 2
             dz = gs[i]
-            g = _derivative(adj.kind, adj.parameter, rep.v[c] - theta[i])
+            g = _derivative(adj.kind, adj.parameter, rep.v[c] - theta[i]) * rep.gate[c]
             if code & 1:
                 q = rep.place[c]
                 if q >= 0:
                     dz += dz_place[q]
                     dz_place[q] = 0.0
+            else:
+                dz += rep.dz[c]
             lam[i] = lif.adjoint_check(lam[i], code & 1, g, dz, net.subtract[i])
             if code & 2:
                 nrn.refractory[i] = -1  # not refractory before this check
@@ -251,6 +385,11 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_
                         grad_w[e] += lj
                         total += net.ent_w[e] * lj
             dz_place[q] = total
+        if silent and rr > r_start:  # the previous step's would-be spikes came with the group
+            p0 = rep.rows[rr - r_start - 1, 0]
+            for c in range(p0, p0 + rep.rows[rr - r_start - 1, 1]):
+                if not rep.code[c] & 1 and rep.gate[c] != 0.0:
+                    rep.dz[c] = _fanout_adjoint(rep.code[c] >> 2, t, net, lam, mu, nrn)
     gc = adj.grad_current[t, b]
     if synaptic:  # the input current joined I, which reached V
         for i in range(lam.shape[0]):
@@ -265,25 +404,29 @@ def _adjoint(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_
 
 
 @njit(cache=True, inline="always")
-def _ghost_adjoint(t, b, net, adj, nrn, lam, mu, dz):
-    """Backwards through timestep ``t``'s ghosts (silent gradients), after its replay: the
-    populations in reverse network order, each one's sums taken before its adjoints change."""
+def _end_adjoint(t, b, steps, net, adj, nrn, lam, mu, rep, cr):
+    """Backwards through the end of timestep ``t`` (silent gradients), after its replay: the
+    populations in reverse network order, each one's would-be spikes (of its end checks and
+    of its checks of the last step that did not fire) summed before its adjoints change,
+    then its end checks."""
     v_end = adj.v_end[t, b]
-    for k in range(adj.ghosts.shape[0] - 1, -1, -1):
-        lo, hi = adj.ghosts[k, 0], adj.ghosts[k, 1]
+    gs = adj.grad_spikes[t, b]
+    k0 = rep.rows[steps - 1, 0]  # the first check of the last step
+    for p in range(adj.ghosts.shape[0] - 1, -1, -1):
+        lo, hi = adj.ghosts[p, 0], adj.ghosts[p, 1]
         for i in range(lo, hi):
+            c = cr.last[i]
+            last_step = c >= k0 and not rep.code[c] & 1 and rep.gate[c] != 0.0
             total = np.float32(0.0)
-            row = net.slot_of[i]
-            if nrn.refractory[i] != t and row >= 0:
-                for e in range(net.ent_start[row], net.ent_start[row + 1]):
-                    j = net.ent_dst[e]
-                    if net.synaptic or nrn.refractory[j] != t:
-                        total += net.ent_w[e] * _target_adjoint(j, t, lam, mu, nrn, net.synaptic)
-            dz[i] = total
+            if cr.end[i] != 0.0 or last_step:
+                total = _fanout_adjoint(i, t, net, lam, mu, nrn)
+            cr.dz[i] = total
+            if last_step:
+                rep.dz[c] = total
         for i in range(lo, hi):
-            if dz[i] != 0.0:
+            if cr.end[i] != 0.0:
                 g = _derivative(adj.kind, adj.parameter, v_end[i] - net.theta[i])
-                lam[i] = lam[i] + g * dz[i]
+                lam[i] = lam[i] + g * (gs[i] + cr.dz[i])
 
 
 @njit(cache=True, nogil=True)
@@ -299,7 +442,7 @@ def _backward(b0, b1, tape, net, slots, adj):
     # dL/dz of a queued spike, once delivered
     dz_place = np.zeros(max(net.slot_layer.shape[0] * slots, 1), np.float32)
     rep = _new_replay(n)
-    dz_ghost = np.zeros(n, np.float32)
+    cr = _new_credit(n)
     readout = adj.grad_membrane.shape[0] > 0
     readout_current = adj.grad_readout_current.shape[0] > 0
     stamp = 0
@@ -321,8 +464,11 @@ def _backward(b0, b1, tape, net, slots, adj):
                 r -= 1
             r_start = r + 1
             rep, stamp = _replay(t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, stamp)
+            steps = r_end - r_start + 1
+            n_chk = rep.rows[steps - 1, 0] + rep.rows[steps - 1, 1]
+            _gates(n_chk, steps, net, adj, rep, cr)
             if adj.ghosts.shape[0]:
-                _ghost_adjoint(t, b, net, adj, nrn, lam, mu, dz_ghost)
+                _end_adjoint(t, b, steps, net, adj, nrn, lam, mu, rep, cr)
             _adjoint(
                 t, b, r_start, r_end, tape, net, slots, adj, nrn, rep, lam, mu, dz_place, grad_w
             )
@@ -383,6 +529,7 @@ class AsyncTrainFunction(torch.autograd.Function):
             grad_readout_current=gi.to(plan.dtype).numpy(),
             grad_current=gc.numpy(),
             ghosts=plan.ghosts,
+            mode=plan.check_mode,
         )
         tapes = {b0: Tape(*tape[:5]) for b0, _, tape in ctx.chunks}
         bounds = [(b0, b1) for b0, b1, _ in ctx.chunks]

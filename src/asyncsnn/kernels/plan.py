@@ -24,7 +24,7 @@ from ..hooks import (
     overrides,
 )
 from ..network import INPUT, Network
-from ..options import RunOptions
+from ..options import SURROGATE_CHECKS, RunOptions
 from ..queue import queue_layout
 from ..result import RunResult, input_synops
 from ..scheduling import FIFO, Layered, Momentum, Random
@@ -261,15 +261,16 @@ class Plan:
         self.readout_current = self.readout and bool(
             (net.tau_syn[self.out_lo : self.out_hi] > 0).any()
         )
-        # silent gradients (backward pass only): the spiking populations with outgoing
-        # projections, in network order, as (first neuron, end)
+        # silent gradients (backward pass only): the spiking populations, in network order,
+        # as (first neuron, end): the end-of-timestep checks go population by population
         ghosts = []
         if o.silent_gradients:
-            sources = {q.source for q in net.projections}
             for pop in net.populations:
-                if pop.spiking and pop.name in sources:
+                if pop.spiking:
                     ghosts.append((pop.offset - self.n_in, pop.offset - self.n_in + pop.size))
         self.ghosts = np.array(ghosts, np.int64).reshape(-1, 2)
+        # which of a neuron's checks pass their surrogate gradient (docs/semantics.md, 8.8)
+        self.check_mode = SURROGATE_CHECKS.index(o.surrogate_checks)
         self.seeds = o.rng.seeds.to(device="cpu", dtype=torch.int64).contiguous()
         # the monitors the kernel serves: their records are read off each spike's forward step
         self.monitors = [h for h in o.hooks if type(h) in MONITORS]
