@@ -75,3 +75,28 @@ def test_the_layout_is_built_once_per_structure():
     net = _net()
     assert queue_layout(net, False) is queue_layout(net, False)
     assert queue_layout(net, True) is not queue_layout(net, False)
+
+
+def test_the_kernels_group_sort_is_numpys_sort():
+    """The compiled kernel sorts a chosen group of places by insertion up to
+    INSERTION_MAX and by numpy's sort beyond: either way ascending, as np.sort does."""
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("numba")
+    from numba import njit
+
+    from asyncsnn.kernels.queue import INSERTION_MAX, sort_group
+
+    @njit
+    def sort_prefix(a, n):
+        sort_group(a, n)
+
+    gen = np.random.default_rng(0)
+    for n in range(2 * INSERTION_MAX + 3):
+        for _ in range(5):
+            places = gen.permutation(1000)[: n + 3].astype(np.int64)
+            got = places.copy()
+            sort_prefix(got, n)
+            assert got[:n].tolist() == sorted(places[:n].tolist())
+            assert got[n:].tolist() == places[n:].tolist()  # the rest untouched

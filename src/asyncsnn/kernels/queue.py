@@ -202,6 +202,27 @@ def clear(queue):
     return n_live
 
 
+#: the largest group :func:`sort_group` sorts by insertion; numpy's sort beyond it
+INSERTION_MAX = 16
+
+
+@njit(cache=True, inline="always")
+def sort_group(chosen, n):
+    """Sort the group ``chosen[:n]`` (distinct places) in ascending order, in place: by
+    insertion up to :data:`INSERTION_MAX` places (no call into numpy's sort, whose fixed cost
+    is most of the work for a group of a few), by numpy's sort beyond."""
+    if n > INSERTION_MAX:
+        chosen[:n].sort()
+        return
+    for k in range(1, n):
+        place = chosen[k]
+        m = k - 1
+        while m >= 0 and chosen[m] > place:
+            chosen[m + 1] = chosen[m]
+            m -= 1
+        chosen[m + 1] = place
+
+
 @njit(cache=True, inline="always")
 def choose(queue, rules, mixed, t, step):
     """The group of forward step ``step``: the ``F`` largest keys of the queued spikes
@@ -223,7 +244,7 @@ def choose(queue, rules, mixed, t, step):
             n_chosen += 1
             n_heap = _max_pop(queue.heap, n_heap)
         queue.size[HEAP] = n_heap
-    chosen[:n_chosen].sort()
+    sort_group(chosen, n_chosen)
     live, live_pos = queue.live, queue.live_pos
     for k in range(n_chosen):  # out of the queue
         q = chosen[k]
