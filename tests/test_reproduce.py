@@ -83,7 +83,7 @@ def test_claims_pair_each_recipe_with_the_layered_model_of_the_same_seed():
     assert (acc.lo, acc.hi) == pytest.approx((1.5 - half, 1.5 + half))
     # spikes: 1 - 600/1000 = 40 %, 1 - 1500/2000 = 25 %; latency: 60/30 = 2, 40/40 = 1
     assert c["spikes"].mean == pytest.approx(32.5)
-    assert c["latency"].mean == pytest.approx(1.5)
+    assert c["latency"].mean == pytest.approx(math.sqrt(2))  # geometric mean of 2 and 1
     # robustness: the worst of random and fifo F=8 per seed: max(2, 1) = 2, max(8, 2) = 8
     assert c["per_seed"]["robustness"] == pytest.approx([2.0, 8.0])
     # every interval of two seeds this far apart contains the value of no effect

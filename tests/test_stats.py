@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncsnn.stats import Interval, mcnemar, t_interval, verdict
+from asyncsnn.stats import Interval, mcnemar, ratio_interval, t_interval, verdict
 
 
 def test_t_interval_by_hand():
@@ -41,6 +41,16 @@ def test_the_interval_holds_its_mean_and_widens_with_the_level(values):
     narrow, wide = t_interval(values, 0.8), t_interval(values, 0.99)
     assert narrow.lo <= narrow.mean <= narrow.hi
     assert wide.lo <= narrow.lo + 1e-9 and wide.hi >= narrow.hi - 1e-9
+
+
+def test_ratio_interval_is_the_t_interval_of_the_logs():
+    # ratios 2 and 0.5: logs +-ln 2, mean 0 -> geometric mean 1; half-width t(0.975, 1) * sd
+    i = ratio_interval([2.0, 0.5])
+    half = 12.706204736174698 * math.sqrt(2) * math.log(2) / math.sqrt(2)
+    assert i.mean == pytest.approx(1.0) and i.n == 2
+    assert (i.lo, i.hi) == pytest.approx((math.exp(-half), math.exp(half)))
+    assert i.lo > 0  # a ratio's interval stays positive
+    assert ratio_interval([2.0, -1.0, float("nan")]).n == 1  # non-positive, undefined left out
 
 
 def test_mcnemar_by_hand():

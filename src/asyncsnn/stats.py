@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Interval", "McNemar", "mcnemar", "t_interval", "verdict"]
+__all__ = ["Interval", "McNemar", "mcnemar", "ratio_interval", "t_interval", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,19 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
     sd = math.sqrt(math.fsum((x - mean) ** 2 for x in v) / (n - 1))
     half = float(student.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
+
+
+def ratio_interval(ratios: Sequence[float], level: float = 0.95) -> Interval:
+    """The geometric mean of positive ``ratios`` and its ``level`` interval: :func:`t_interval`
+    of their logarithms, mapped back (a ratio's interval stays positive, and 2x and 0.5x are
+    equally far from 1x). Non-positive or undefined ratios are left out."""
+    logs = [
+        math.log(float(r)) for r in ratios if r is not None and math.isfinite(float(r)) and r > 0
+    ]
+    i = t_interval(logs, level)
+    if i.n == 0:
+        return i
+    return Interval(math.exp(i.mean), math.exp(i.lo), math.exp(i.hi), i.n)
 
 
 @dataclass(frozen=True)
