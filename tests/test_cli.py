@@ -437,3 +437,28 @@ def test_train_with_current_based_neurons_and_subtraction(tmp_path):
     assert (cfg["tau_syn"], cfg["reset"]) == (2e-3, "subtract")
     r = CliRunner().invoke(main, ["train", "--reset", "half", "--out", str(tmp_path / "bad")])
     assert r.exit_code != 0 and "'half' is not one of 'zero', 'subtract'" in r.output
+
+
+def test_train_with_the_gradient_options_records_them(tmp_path):
+    """--silent-gradients, --surrogate-checks and --decision-weight reach the recorded
+    configuration; a bad value is one clear error."""
+    out = tmp_path / "opts"
+    args = ["train", "--silent-gradients", "--surrogate-checks", "last"]
+    args += ["--decision-weight", "0.5", "--out", str(out), *SMALL]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert (cfg["silent_gradients"], cfg["surrogate_checks"], cfg["decision_weight"]) == (
+        True,
+        "last",
+        0.5,
+    )
+    bad = str(tmp_path / "bad")
+    r = CliRunner().invoke(main, ["train", "--surrogate-checks", "first", "--out", bad])
+    _one_line_error(r, "--surrogate-checks", "'first' is not one of 'every', 'last', 'firing'")
+    r = CliRunner().invoke(main, ["train", "--decision-weight", "-1", "--out", bad])
+    _one_line_error(r, "decision_weight must be a finite number >= 0")
+    r = CliRunner().invoke(
+        main, ["train", "--loss", "membrane", "--decision-weight", "0.5", "--out", bad]
+    )
+    _one_line_error(r, "decision_weight needs a spiking readout")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
 from factories import tiny_split
 
+import asyncsnn
 import asyncsnn.training as training
 from asyncsnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from asyncsnn.evaluation import Execution, evaluate
@@ -156,6 +158,9 @@ def test_membrane_readout_and_spike_regulariser(tmp_path, splits):
         ("surrogate_slope", -25.0, "surrogate_slope must be a number > 0"),
         ("surrogate", "sigmoid", "surrogate must be one of"),
         ("silent_gradients", 1, "silent_gradients must be true or false"),
+        ("surrogate_checks", "first", "surrogate_checks must be one of"),
+        ("decision_weight", -0.5, "decision_weight must be a finite number >= 0"),
+        ("decision_weight", float("inf"), "decision_weight must be a finite number >= 0"),
         ("mix_schedulers", "random", "mix_schedulers must be a list"),
         ("mix_schedulers", ["priority"], "unknown scheduler"),
         ("mix_group_sizes", [8, 0], "mix_group_sizes must be ints >= 1"),
@@ -269,6 +274,7 @@ def test_training_with_silent_gradients_and_a_mix_of_schedules(tmp_path, splits)
     cfg = _cfg(
         training="unlayered",
         silent_gradients=True,
+        surrogate_checks="last",
         mix_schedulers=["random", "momentum"],
         mix_group_sizes=[1, 8],
     )
@@ -276,6 +282,7 @@ def test_training_with_silent_gradients_and_a_mix_of_schedules(tmp_path, splits)
     assert line["val_accuracy"] >= 0.8
     recorded = json.loads((tmp_path / "s" / "config.json").read_text())["config"]
     assert recorded["silent_gradients"] is True
+    assert recorded["surrogate_checks"] == "last"
     assert recorded["mix_group_sizes"] == [1, 8]
     assert TrainConfig.from_dict(recorded) == cfg
 
@@ -318,3 +325,133 @@ def test_a_checkpoint_without_synaptic_currents_loads_as_the_plain_lif(tmp_path,
     loaded, _, _ = load_run(tmp_path / "run")
     assert loaded.tau_syn.shape == trained.shape and not loaded.tau_syn.any()
     assert not loaded.current_based
+
+
+def test_forward_passes_the_surrogate_accounting_on():
+    """``TrainConfig.surrogate_checks`` reaches the engine: training.forward's gradients are
+    those of a run with the same setting, and differ from another setting's where neurons are
+    checked more than once in a timestep (F = 1)."""
+    x = tiny_split(4, 7).x
+    labels = torch.tensor([0, 1, 2, 0])
+
+    def grads(checks, direct=False):
+        cfg = _cfg(scheduler="fifo", group_size=1, input_dropout=0.0, surrogate_checks=checks)
+        torch.manual_seed(3)
+        net = training.build_network(cfg, (24,), 3)
+        if direct:
+            r = asyncsnn.run(
+                net,
+                x.transpose(0, 1).contiguous(),
+                dt=1e-3,
+                scheduler="fifo",
+                group_size=1,
+                seed=0,
+                training=True,
+                surrogate=cfg.spike_fn(),
+                surrogate_checks=checks,
+            )
+        else:
+            r = training.forward(net, x, cfg, training=True, seed=0)
+        training.loss_and_scores(r, labels, cfg)[0].backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    every, last = grads("every"), grads("last")
+    assert not torch.allclose(every, last)
+    torch.testing.assert_close(last, grads("last", direct=True), rtol=0, atol=0)
+    torch.testing.assert_close(grads("firing"), grads("firing", direct=True), rtol=0, atol=0)
+
+
+def _result_with_output_spikes(out_spikes: torch.Tensor):
+    """A RunResult of a 2-input, 4-hidden, 3-output network whose output spikes are
+    ``out_spikes`` (timesteps, batch, 3) and whose hidden neurons are silent."""
+    from asyncsnn.result import RunResult
+
+    net = training.build_network(_cfg(hidden=(4,)), (2,), 3)
+    T, B, _ = out_spikes.shape
+    spikes = torch.cat([torch.zeros(T, B, 4), out_spikes], 2)
+    return RunResult(
+        spikes=spikes,
+        forward_steps=torch.ones(T, B, dtype=torch.long),
+        output_counts=out_spikes.sum(0),
+        membrane=None,
+        synops=torch.zeros(T, B),
+        undelivered=torch.zeros(T, B, dtype=torch.long),
+        network=net,
+    )
+
+
+def test_the_running_decision_loss_by_hand():
+    """Two timesteps, two samples: the loss is the mean over timesteps and samples of the
+    cross-entropy on the counts so far, added with its weight to the rate loss."""
+    out = torch.tensor(
+        [
+            [[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]],  # t = 0: sample 0 fires output 0, sample 1 none
+            [[0.0, 1.0, 1.0], [0.0, 0.0, 2.0]],  # t = 1 (sample 1: refractory dropout, twice)
+        ]
+    )
+    r = _result_with_output_spikes(out)
+    labels = torch.tensor([0, 2])
+    e = math.e
+    # counts so far: sample 0 (1,0,0) then (1,1,1); sample 1 (0,0,0) then (0,0,2)
+    expected = ((math.log(e + 2) - 1) + math.log(3) + math.log(3) + (math.log(2 + e**2) - 2)) / 4
+    assert float(training.decision_loss(r, labels)) == pytest.approx(expected, rel=1e-6)
+    rate = (math.log(3) + math.log(2 + e**2) - 2) / 2  # final counts (1,1,1), (0,0,2)
+    loss, scores = training.loss_and_scores(r, labels, _cfg(decision_weight=0.5))
+    assert torch.equal(scores, out.sum(0))
+    assert float(loss) == pytest.approx(rate + 0.5 * expected, rel=1e-6)
+    plain, _ = training.loss_and_scores(r, labels, _cfg())
+    assert float(plain) == pytest.approx(rate, rel=1e-6)
+
+
+def test_the_running_decision_needs_a_spiking_readout():
+    with pytest.raises(ValueError, match="decision_weight needs a spiking readout"):
+        TrainConfig(loss="membrane", decision_weight=0.5)
+    assert TrainConfig(loss="membrane").decision_weight == 0.0
+
+
+@pytest.mark.parametrize("kind", ["layered", "unlayered"])
+def test_the_running_decision_loss_has_gradients_through_each_training(kind):
+    """Its gradient reaches every weight through the layered engine and through the
+    unlayered training's engine (the numba kernel where it is installed), and is the
+    gradient of the weighted sum: rate loss + W x decision loss."""
+    x = tiny_split(8, 11).x
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    cfg = _cfg(training=kind, input_dropout=0.0, decision_weight=0.5)
+    torch.manual_seed(4)
+    net = training.build_network(cfg, (24,), 3)
+
+    def grad(of):
+        net.zero_grad(set_to_none=True)
+        r = training.forward(net, x, cfg, training=True, seed=0)
+        of(r).backward()
+        return r, [p.grad.clone() for p in net.parameters()]
+
+    r, total = grad(lambda r: training.loss_and_scores(r, labels, cfg)[0])
+    if kind == "unlayered":
+        assert r.engine in ("numba", "torch")
+        pytest.importorskip("numba")
+        assert r.engine == "numba"
+    else:
+        assert r.engine == "layered"
+    assert r.spikes.detach().sum() > 0
+    _, decision = grad(lambda r: training.decision_loss(r, labels))
+    _, rate = grad(lambda r: training.loss_and_scores(r, labels, _cfg(training=kind))[0])
+    for d in decision:  # every weight and bias gets some of the running decision's gradient
+        assert torch.isfinite(d).all() and bool(d.any())
+    for t, a, d in zip(total, rate, decision, strict=True):
+        torch.testing.assert_close(t, a + 0.5 * d, rtol=1e-5, atol=1e-7)
+
+
+def test_the_grid_recipes_of_the_gradient_options_are_valid_configurations():
+    from asyncsnn.reproduce import RECIPES
+
+    for name, recipe in RECIPES.items():
+        assert TrainConfig(**recipe).training in ("layered", "unlayered"), name
+    last = TrainConfig(**RECIPES["unlayered-momentum-silent-last"])
+    assert (last.silent_gradients, last.surrogate_checks, last.scheduler) == (
+        True,
+        "last",
+        "momentum",
+    )
+    early = TrainConfig(**RECIPES["unlayered-momentum-early"])
+    assert (early.decision_weight, early.readout, early.scheduler) == (0.5, "spikes", "momentum")

@@ -171,9 +171,22 @@ class _DatasetName(click.Choice):
 @click.option("--lambda-ms", type=float, help="Momentum policy's tie-breaking noise.")
 @click.option("--spike-reg", type=float, help="Weight of the spike-count regulariser.")
 @click.option(
+    "--decision-weight",
+    type=float,
+    help="Weight of the running decision's loss: the mean over timesteps of the "
+    "cross-entropy on the output counts so far, beside the rate loss (default 0; spiking "
+    "readout only).",
+)
+@click.option(
     "--silent-gradients/--no-silent-gradients",
     default=None,
     help="Unlayered training: surrogate gradients also through neurons that did not fire.",
+)
+@click.option(
+    "--surrogate-checks",
+    type=click.Choice(["every", "last", "firing"]),
+    help="Unlayered training: which of a neuron's repeated checks in a timestep pass their "
+    "surrogate gradient: every (default), the last, or the firing one (else the last).",
 )
 @click.option(
     "--mix-schedulers",

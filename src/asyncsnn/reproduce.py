@@ -87,9 +87,11 @@ _MIX = {  # a policy and a group size drawn per batch; F = 1 queues more spikes 
 }
 #: The training recipes: layer-synchronous BPTT; unlayered backprop under each policy; and
 #: the candidate improvements, alone and together (surrogate gradients through silent
-#: neurons, a mix of policies and group sizes). The headline recipe of a data set is chosen
-#: among the unlayered recipes of its grid by :data:`asyncsnn.claims.SELECTION_RULE`, on
-#: validation data.
+#: neurons, a mix of policies and group sizes; silent neurons' credit with only the last of
+#: a neuron's checks in a timestep passing its surrogate, docs/semantics.md 8.7-8.8; a loss
+#: on the running decision for early decisions, TrainConfig.decision_weight). The headline
+#: recipe of a data set is chosen among the unlayered recipes of its grid by
+#: :data:`asyncsnn.claims.SELECTION_RULE`, on validation data.
 RECIPES: dict[str, dict] = {
     "layered": {"training": "layered"},
     "unlayered-random": {"training": "unlayered", "scheduler": "random"},
@@ -105,6 +107,17 @@ RECIPES: dict[str, dict] = {
         "scheduler": "momentum",
         "silent_gradients": True,
         **_MIX,
+    },
+    "unlayered-momentum-silent-last": {
+        "training": "unlayered",
+        "scheduler": "momentum",
+        "silent_gradients": True,
+        "surrogate_checks": "last",
+    },
+    "unlayered-momentum-early": {
+        "training": "unlayered",
+        "scheduler": "momentum",
+        "decision_weight": 0.5,
     },
 }
 

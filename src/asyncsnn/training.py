@@ -52,6 +52,7 @@ from .hooks import InputSpikeDropout
 from .interchange import DISCRETIZATIONS
 from .interrupts import Interrupts
 from .network import Network, upgrade_state
+from .options import SURROGATE_CHECKS
 from .rng import hash32, sample_seeds
 from .rundir import CHECKPOINT_NAMES, DataFacts, RunDir, RunRecord, _is_int, checkpoint_meta
 from .scheduling import Momentum, get_scheduler
@@ -118,6 +119,9 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     loss: str = "rate"
     spike_reg: float = 0.0  # weight of the mean spikes per neuron and timestep in the loss
+    # weight of the running decision's loss: the mean over timesteps of the cross-entropy on
+    # the output counts so far (spiking readout only; see decision_loss)
+    decision_weight: float = 0.0
     input_dropout: float = 0.25
     refractory_dropout: float = 0.0
     max_queued_per_neuron: int = 4  # queue places per neuron where refractory dropout acts
@@ -131,6 +135,9 @@ class TrainConfig:
     # unlayered training: surrogate gradients also through the neurons that did not fire
     # (docs/semantics.md, section 8.7)
     silent_gradients: bool = False
+    # unlayered training: which of a neuron's repeated threshold checks in a timestep pass
+    # their surrogate gradient, "every", "last" or "firing" (docs/semantics.md, section 8.8)
+    surrogate_checks: str = "every"
     # unlayered training under a mix of schedules: each batch draws its policy and F from
     # these (empty: always ``scheduler`` and ``group_size``); validation uses those two
     mix_schedulers: tuple[str, ...] = ()
@@ -164,6 +171,7 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         _choice("arch", self.arch, ARCHS)
         _choice("surrogate", self.surrogate, ("arctan", "fast_sigmoid"))
+        _choice("surrogate_checks", self.surrogate_checks, SURROGATE_CHECKS)
         get_scheduler(self.scheduler)  # raises for an unknown name
         if (
             isinstance(self.max_queued_per_neuron, bool)
@@ -201,10 +209,15 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
                 raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
-        for name in ("weight_decay", "spike_reg", "lambda_ms"):
+        for name in ("weight_decay", "spike_reg", "lambda_ms", "decision_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.decision_weight > 0 and self.loss == "membrane":
+            raise ValueError(
+                "decision_weight needs a spiking readout (loss 'rate'): the membrane readout "
+                "has no output counts to decide on"
+            )
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden layer widths must be >= 1, got {self.hidden}")
         if self.init is not None:
@@ -596,17 +609,36 @@ def forward(
         backend=backend,
         recompute=cfg.recompute or x.device.type == "cuda",
         silent_gradients=cfg.silent_gradients,
+        surrogate_checks=cfg.surrogate_checks,
     )
 
 
 def loss_and_scores(result: RunResult, labels: torch.Tensor, cfg: TrainConfig):
     """Cross-entropy on output spike counts (rate) or on the mean membrane; plus the optional
-    spike-count regulariser. Returns ``(loss, scores)``."""
+    spike-count regulariser and, weighted by ``decision_weight``, the running decision's loss
+    (:func:`decision_loss`). Returns ``(loss, scores)``."""
     scores = result.membrane.mean(0) if cfg.loss == "membrane" else result.output_counts
     loss = F.cross_entropy(scores, labels)
     if cfg.spike_reg > 0:
         loss = loss + cfg.spike_reg * result.spikes.mean()
+    if cfg.decision_weight > 0:
+        loss = loss + cfg.decision_weight * decision_loss(result, labels)
     return loss, scores
+
+
+def decision_loss(result: RunResult, labels: torch.Tensor) -> torch.Tensor:
+    """The running decision's loss: the mean over timesteps ``t`` of the cross-entropy (mean
+    over the batch) on the output spike counts summed over timesteps ``0..t``, the counts the
+    prediction would be read from if the sample stopped after ``t``. A rate loss alone
+    rewards only the total counts; this one rewards a correct decision early, and weighs each
+    timestep's decision alike. Needs a spiking readout."""
+    out = result.network.output
+    if not out.spiking:
+        raise ValueError("the running decision's loss needs a spiking readout")
+    lo = out.offset - result.network.n_input
+    so_far = result.spikes[..., lo : lo + out.size].cumsum(0)  # (timesteps, batch, outputs)
+    T = so_far.shape[0]
+    return F.cross_entropy(so_far.flatten(0, 1), labels.repeat(T))
 
 
 # ------------------------------------------------------------------------------ data
