@@ -51,10 +51,12 @@ class Population:
 
     @property
     def size(self) -> int:
+        """The number of neurons (the product of ``shape``)."""
         return math.prod(self.shape)
 
     @property
     def slice(self) -> slice:
+        """This population's neurons in the global numbering (the input's come first)."""
         return slice(self.offset, self.offset + self.size)
 
 
@@ -86,6 +88,7 @@ class Projection(nn.Module):
 
     @property
     def weighted(self) -> nn.Module | None:
+        """The chain's weighted module (``Linear`` or ``Conv2d``), or ``None``."""
         return next((m for m in self.chain if isinstance(m, WEIGHTED)), None)
 
     def apply(self, x: torch.Tensor, bias: bool = False) -> torch.Tensor:
@@ -284,6 +287,7 @@ class Network(nn.Module):
     # ------------------------------------------------------------------ structure queries
     @property
     def n_input(self) -> int:
+        """The number of input neurons (the product of ``input_shape``)."""
         return math.prod(self.input_shape)
 
     @property
@@ -293,11 +297,13 @@ class Network(nn.Module):
 
     @property
     def output(self) -> Population:
+        """The output population: the last one added."""
         if not self.populations:
             raise ValueError("the network has no population yet")
         return self.populations[-1]
 
     def population(self, name: str) -> Population:
+        """The population named ``name`` (``KeyError`` naming the others if none is)."""
         for p in self.populations:
             if p.name == name:
                 return p
@@ -330,12 +336,15 @@ class Network(nn.Module):
         )
 
     def layer_of(self, name: str) -> int:
+        """The layer of population ``name`` (the input's is 0)."""
         return 0 if name == INPUT else self.population(name).layer
 
     def incoming(self, name: str) -> list[Projection]:
+        """The projections into population ``name``."""
         return [p for p in self.projections if p.target == name]
 
     def is_recurrent(self, proj: Projection) -> bool:
+        """Whether ``proj`` runs from a population to itself or to an earlier layer."""
         return self.layer_of(proj.source) >= self.layer_of(proj.target)
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
@@ -345,6 +354,7 @@ class Network(nn.Module):
         return 0 if name == INPUT else self.population(name).offset
 
     def check_ready(self) -> None:
+        """Raise ``ValueError``, saying what is missing, unless the network can run."""
         if not self.populations:
             raise ValueError("the network has no population: add one before running it")
         for p in self.populations:

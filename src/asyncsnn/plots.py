@@ -9,12 +9,20 @@ import torch
 
 
 def _pyplot():
+    """What the plots use of pyplot (``subplots``, ``close``, ``cm``), without pyplot: each
+    figure is a plain ``matplotlib.figure.Figure`` that ``savefig`` draws with Agg, so that
+    writing a PNG never changes the backend of the caller's session (a notebook's figures
+    keep showing after a training)."""
+    from types import SimpleNamespace
+
     import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def subplots(*args, figsize=None, **kwargs):
+        fig = Figure(figsize=figsize)
+        return fig, fig.subplots(*args, **kwargs)
 
-    return plt
+    return SimpleNamespace(subplots=subplots, close=lambda fig: None, cm=matplotlib.cm)
 
 
 def training_curves(lines: Sequence[dict], path: Path) -> None:

@@ -53,12 +53,16 @@ class QueueView:
 
     @property
     def potential(self) -> torch.Tensor:
+        """(batch, slots) each queued spike's pre-spike membrane potential (needs
+        ``needs_potential = True`` on the policy)."""
         if self._potential is None:
             raise AttributeError("set needs_potential = True on the Scheduler to read potential")
         return self._potential
 
     @property
     def fired_at(self) -> torch.Tensor:
+        """(batch, slots) the forward step at which each queued spike fired (needs
+        ``needs_fired_at = True`` on the policy)."""
         if self._fired_at is None:
             raise AttributeError("set needs_fired_at = True on the Scheduler to read fired_at")
         return self._fired_at
@@ -169,6 +173,8 @@ def register_scheduler(name: str, cls: type[Scheduler]) -> None:
 
 
 def available_schedulers() -> list[str]:
+    """The names of the registered policies, sorted (the built-in ones and any added by
+    :func:`register_scheduler`)."""
     return sorted(_REGISTRY)
 
 

@@ -120,17 +120,21 @@ class SpikeLog(SpikeReadout):
 
     @property
     def n_input(self) -> int:
+        """The number of input neurons."""
         return math.prod(self.input_shape)
 
     @property
     def n_samples(self) -> int:
+        """The number of samples logged."""
         return self.spikes.shape[1]
 
     @property
     def n_timesteps(self) -> int:
+        """The number of timesteps logged."""
         return self.spikes.shape[0]
 
     def population(self, name: str) -> LoggedPopulation:
+        """The logged population named ``name`` (``KeyError`` naming the others)."""
         for p in self.populations:
             if p.name == name:
                 return p
