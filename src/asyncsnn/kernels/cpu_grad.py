@@ -31,12 +31,26 @@ autograd graph (up to the order of float additions):
   :math:`\mu \leftarrow \alpha(\mu + \lambda)`), then :math:`\lambda \leftarrow
   \beta\lambda` (+ the gradients of a non-spiking readout's membrane and current at the
   end of timestep :math:`t - 1`);
+- which checks pass their surrogate gradient (docs/semantics.md, sections 8.7 and 8.8):
+  after a timestep's replay, :func:`_gates` walks its checks forwards and gives each a gate
+  (1 or 0) by ``surrogate_checks`` (every check; the neuron's last; the firing ones, else
+  the last), the :math:`\sigma'` of a check above is multiplied by it; with silent
+  gradients it also decides the end checks: a spiking neuron not refractory at the end,
+  never checked in the timestep or reached by a would-be spike after its last check;
+- with silent gradients, a check of neuron :math:`i` that did not fire sends a would-be
+  spike (value 0) with the next forward step: walking that step backwards, once its
+  targets' adjoints are known, its :math:`\partial L/\partial z` is
+  :math:`\sum_m w_{im} g_m` over its targets (:math:`g_m` as for a delivery), which the
+  check then passes on through its :math:`\sigma'` as above;
 - with silent gradients, the end of timestep :math:`t` (walked first): population by
-  population in reverse network order, each neuron :math:`i` that is not refractory gets
-  :math:`\lambda_i \mathrel{+}= \sigma'(V_i - \theta_i) \sum_m w_{im} g_m` over its
-  targets (:math:`g_m` as for a delivery), the sums of a population taken before any of its
-  adjoints changes (its ghosts leave together); the ghosts' value is 0, so they add nothing
-  to the weights' gradients.
+  population in reverse network order, the population's would-be spikes (of its end
+  checks, and of its checks of the last forward step that did not fire) take
+  :math:`\partial L/\partial z_i = \sum_m w_{im} g_m`, all summed before any of its
+  adjoints changes (they leave together); then each end check, a check of value 0 on the
+  membrane :math:`V_i` at the end, gives :math:`\lambda_i \mathrel{+}= \sigma'(V_i -
+  \theta_i)\,(\partial L/\partial S_{t,i} + \partial L/\partial z_i)` (it joins the spike
+  count). Would-be spikes' value is 0, so they add nothing to the weights' gradients; the
+  tape is the same with the option on or off.
 
 The current of the input projections and the biases is computed by PyTorch (as in inference)
 and receives its gradient through autograd; the populations' weights receive theirs through
