@@ -263,6 +263,7 @@ def _expected(net, x, layers, label, cfg):
     lat = decision_latency(trace, r.prediction)
     return {
         "frames": frames,
+        "total_spikes": int(r.spike_count[0]),
         "decision": pred,
         "first_decided": first,
         "latency_steps": float(lat["latency_steps"][0]),
@@ -346,6 +347,15 @@ def _driver():
 # what the page shows, read out of the DOM by element ids
 _READ = """
 const w=document.getElementById('where').dataset, out=[];
+function timeline(i){const cur=+document.getElementById(`e${i}-cursor`).dataset.row;
+ const band=document.querySelector(`#e${i}-predicted rect[data-row="${cur}"]`);
+ const settle=document.getElementById(`e${i}-settle`);
+ const spikes=[...document.querySelectorAll(`#e${i}-raster .spike`)];
+ return {cursor:cur,predicted:+band.dataset.predicted,
+  settled:settle?+settle.dataset.row:null,
+  lines:document.querySelectorAll(`#e${i}-timeline path.count`).length,
+  past:spikes.filter(c=>c.classList.contains('past')).length,all:spikes.length,
+  now:spikes.filter(c=>c.classList.contains('now')).map(c=>[c.dataset.layer,+c.dataset.neuron])};}
 document.querySelectorAll('.panel').forEach(p=>{const i=p.dataset.index;
  const g=n=>document.getElementById(`e${i}-${n}`).textContent;
  const d=document.getElementById(`e${i}-decision`).dataset, layers={};
@@ -357,8 +367,8 @@ document.querySelectorAll('.panel').forEach(p=>{const i=p.dataset.index;
   queued:g('queued'),group:g('group'),spikes:+g('spikes'),updated:g('updated'),
   counts:[...document.getElementById(`e${i}-counts`).children].map(s=>+s.textContent),
   decided:d.decided,settledSteps:d.settledSteps,settledSpikes:d.settledSpikes,
-  held:g('held')!=='',layers});});
-return {t:+w.t,k:+w.k,panels:out};
+  held:g('held')!=='',layers,timeline:timeline(i)});});
+return {t:+w.t,k:+w.k,scrub:+document.getElementById('scrub').value,panels:out};
 """
 
 
@@ -380,6 +390,7 @@ def _check(shown, want, label):
 
 def test_page_in_a_browser_step_by_step(tmp_path):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     net, x, layers = _net()
     cfg = TrainConfig(dt=DT)
@@ -412,6 +423,15 @@ def test_page_in_a_browser_step_by_step(tmp_path):
                     assert s["held"] == (k >= len(ft))
                     index = sum(len(w["frames"][u]) for u in range(t)) + min(k, len(ft) - 1)
                     seen[i] += k < len(ft)
+                    # the timeline: the cursor at the frame, the predicted class of its
+                    # counts, the settling frame; the raster: the spikes so far, the frame's own
+                    tl = s["timeline"]
+                    assert tl["cursor"] == index and tl["lines"] == 4
+                    assert tl["predicted"] == _unique_argmax(f["counts"])
+                    assert tl["settled"] == w["first_decided"]
+                    assert tl["past"] == f["spikes"] and tl["all"] == w["total_spikes"]
+                    now = {(n, j) for n, js in f["fired"].items() for j in js}
+                    assert {tuple(x) for x in tl["now"]} == now
                     decided = index >= w["first_decided"]
                     assert s["decided"] == (str(w["decision"]) if decided else "")
                     if decided:  # the moment it settled, in decision_latency's figures
@@ -442,11 +462,69 @@ def test_page_in_a_browser_step_by_step(tmp_path):
         assert b.find_element(By.ID, "play").text == "pause"
         b.find_element(By.ID, "play").click()
         assert b.find_element(By.ID, "play").text == "play"
-        b.find_element(By.CSS_SELECTOR, "#execution option[value='1']").click()
-        panels = b.find_elements(By.CSS_SELECTOR, ".panel")  # those of the reloaded page
-        assert [p.is_displayed() for p in panels] == [False, True, False]
+        # the slider scrubs to any frame; the keys step, jump a timestep and to either end
+        frames = [(t, k) for t in range(T) for k in range(max(len(w["frames"][t]) for w in want))]
+        for j in (len(frames) - 1, 3, 0, len(frames) // 2):
+            b.execute_script(
+                "const s=document.getElementById('scrub');s.value=arguments[0];"
+                "s.dispatchEvent(new Event('input'));",
+                j,
+            )
+            shown = b.execute_script(_READ)
+            assert (shown["t"], shown["k"]) == frames[j] and shown["scrub"] == j
+            t, k = frames[j]
+            for s, w in zip(shown["panels"], want, strict=True):
+                ft = w["frames"][t]
+                _check(s, ft[min(k, len(ft) - 1)], ("scrub", j))
+        body = b.find_element(By.TAG_NAME, "body")
+        for key, j in (
+            (Keys.HOME, 0),
+            (Keys.ARROW_RIGHT, 1),
+            (Keys.ARROW_LEFT, 0),
+            (Keys.END, len(frames) - 1),
+        ):
+            body.send_keys(key)
+            assert b.execute_script(_READ)["scrub"] == j, key
+        body.send_keys(Keys.HOME)
+        body.send_keys("t")
+        assert (b.execute_script(_READ)["t"], b.execute_script(_READ)["k"]) == (1, 0)
+        body.send_keys(" ")
+        assert b.find_element(By.ID, "play").text == "pause"
+        body.send_keys(" ")
+        assert b.find_element(By.ID, "play").text == "play"
+        # the screenshot shows the timelines: each holds its class lines, predicted band,
+        # settling mark and cursor, in colour, where the page draws it
+        b.set_window_size(1500, 1100)
+        b.execute_script("window.scrollTo(0,0)")
         shot = tmp_path / "page.png"
         b.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("ASYNCSNN_EXPLORE_SHOT"):  # to look at it
+            shutil.copy(shot, os.environ["ASYNCSNN_EXPLORE_SHOT"])
+        _timelines_in(b, want, tmp_path)
+        b.find_element(By.CSS_SELECTOR, "#execution option[value='1']").click()
+        panels = b.find_elements(By.CSS_SELECTOR, ".panel")  # those of the reloaded page
+        assert [p.is_displayed() for p in panels] == [False, True, False]
     finally:
         b.quit()
+
+
+def _timelines_in(browser, want, folder) -> None:
+    """Each panel's timeline, as the browser draws it (an element screenshot), shows the
+    orange cursor, the black settling mark and the decided class's colour (its count line
+    and the predicted band)."""
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+    timelines = browser.find_elements(By.CSS_SELECTOR, ".timeline")
+    assert len(timelines) == len(want)
+    for i, (element, w) in enumerate(zip(timelines, want, strict=True)):
+        assert element.size["width"] > 300 and element.size["height"] > 100
+        path = folder / f"timeline{i}.png"
+        element.screenshot(str(path))
+        image = Image.open(path).convert("RGB")
+        colours = {c for _, c in image.getcolors(1 << 24)}
+        assert (255, 153, 0) in colours  # the cursor, #f90
+        assert (0, 0, 0) in colours  # the settling mark
+        assert palette[w["decision"]] in colours

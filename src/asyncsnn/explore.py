@@ -10,7 +10,10 @@ all its layers, and the frames of that timestep are derived from what is known t
 :class:`ExploreMonitor`). The monitor only reads: a run with it gives the spikes, forward
 steps, counts and membranes of a run without it (it runs on the reference engine; the
 compiled kernel refuses hooks it does not know). :func:`page` writes the page: inline
-script, style and data (a JSON block), nothing fetched from the network.
+script, style and data (a JSON block), nothing fetched from the network. Each panel has a
+timeline of the running output counts and the predicted class over the frames, marking where
+the execution settles on its final answer, and a raster of the spikes by frame; a slider and
+the keyboard move through the frames.
 """
 
 from __future__ import annotations
@@ -276,18 +279,31 @@ body{font-family:sans-serif;margin:1em;background:#fafafa}
 .n.group{border:2px solid #0a0}.n.fired{outline:2px solid #f90}
 .counts span{display:inline-block;min-width:1.6em;text-align:center;border:1px solid #ccc}
 .counts span.lead{background:#fd6}
+.timeline,.raster{display:block;background:#fff;border:1px solid #eee;margin:.3em 0}
+.timeline text,.raster text{font-size:9px;fill:#555}
+.spike{fill:#ccc}.spike.past{fill:#246}.spike.now{fill:#f90}
+#scrub{width:30em;vertical-align:middle}
 </style></head><body>
 <h1>asyncsnn explore: sample __SAMPLE__</h1>
 <div id="controls">
 <button id="prev">previous step</button><button id="next">next step</button>
 <button id="next-t">next timestep</button><button id="play">play</button>
 <select id="execution"><option value="all">all executions</option></select>
-<span id="where"></span></div>
+<span id="where"></span><br>
+<input type="range" id="scrub" min="0" value="0" aria-label="frame">
+<span class="caption">keys: &rarr; next step, &larr; previous, t next timestep, space play or
+pause, Home and End the first and last frame</span></div>
 <p class="caption">Each panel shows one frame at a time: the input's events (filled), the
 neurons that fired in the frame (orange outline), the queued spikes (dotted blue) and the
 group delivered (solid green), the membranes as colour (red towards the threshold, blue
 below zero). <i>next step</i> advances every panel by one frame of the same timestep; a
-panel whose timestep has no more frames holds its last one.</p>
+panel whose timestep has no more frames holds its last one. Under each panel, the
+<b>timeline</b> of the whole run: the running output count of every class over the frames
+(each timestep's input delivery, then its forward steps), the predicted class below it (the
+class with the most output spikes, grey while there is none or a tie), the frame from which
+the final answer leads for good (<i>settled</i>, dashed) and the frame shown (the cursor);
+and the <b>raster</b>: every spike of every population by frame, those up to the frame shown
+in dark blue, the frame's own in orange. The slider scrubs through all frames.</p>
 <div id="panels"></div>
 <script type="application/json" id="explore-data">__DATA__</script>
 <script>
@@ -308,6 +324,52 @@ function frames(){return Math.max(...byT.map(a=>a[t].length));}
 function colour(v,th){const a=Math.max(-1,Math.min(1,v/(th||1)));
  return a>=0?`rgb(255,${255-200*a|0},${255-200*a|0})`:`rgb(${255+200*a|0},${255+200*a|0},255)`;}
 function span(i,name){return `<span id="e${i}-${name}"></span>`;}
+const SVG='http://www.w3.org/2000/svg',W=460,PAD=28;
+const PALETTE=['#1f77b4','#ff7f0e','#2ca02c','#d62728','#9467bd','#8c564b','#e377c2',
+ '#7f7f7f','#bcbd22','#17becf'];
+function hue(c){return c<0?'#ddd':PALETTE[c%PALETTE.length];}
+function el(name,attrs,parent){const x=document.createElementNS(SVG,name);
+ for(const k in attrs)x.setAttribute(k,attrs[k]);if(parent)parent.appendChild(x);return x;}
+function leader(counts){const m=Math.max(...counts);
+ return m>0&&counts.filter(v=>v===m).length===1?counts.indexOf(m):-1;}
+function xOf(e,row){const n=Math.max(1,e.rows.length-1);return PAD+row*(W-PAD-8)/n;}
+function crisp(x){return Math.round(x)+0.5;}
+function timeline(e,i){const H=150,top=8,bottom=100,n=e.rows.length;
+ const s=el('svg',{class:'timeline',id:`e${i}-timeline`,width:W,height:H,
+  viewBox:`0 0 ${W} ${H}`});
+ const top_count=Math.max(1,...e.rows.map(r=>Math.max(...r.counts)));
+ const y=v=>bottom-(bottom-top)*v/top_count;
+ el('line',{x1:PAD,x2:W-8,y1:bottom,y2:bottom,stroke:'#999'},s);
+ el('text',{x:2,y:top+8},s).textContent=top_count;el('text',{x:2,y:bottom},s).textContent='0';
+ e.rows[0].counts.forEach((_,c)=>{let d='';e.rows.forEach((r,row)=>{
+   d+=(row?`H${xOf(e,row)}V${y(r.counts[c])}`:`M${xOf(e,0)},${y(r.counts[c])}`);});
+  el('path',{d,fill:'none',stroke:hue(c),'stroke-width':c===e.decision?2.5:1,
+   class:'count','data-class':c},s);});
+ const band=el('g',{id:`e${i}-predicted`},s),w=(W-PAD-8)/Math.max(1,n-1);
+ e.rows.forEach((r,row)=>{const c=leader(r.counts);
+  el('rect',{x:xOf(e,row)-w/2,y:bottom+6,width:Math.max(w,1),height:12,fill:hue(c),
+   'data-row':row,'data-predicted':c},band);});
+ el('text',{x:2,y:bottom+16},s).textContent='pred.';
+ if(e.settled_row!==null){const x=crisp(xOf(e,e.settled_row));
+  el('line',{id:`e${i}-settle`,'data-row':e.settled_row,x1:x,x2:x,y1:top,y2:bottom+18,
+   stroke:'#000','stroke-dasharray':'4 3'},s);
+  el('text',{x:Math.min(x+3,W-110),y:top+8},s).textContent=
+   `settled: class ${e.decision} (step ${e.rows[e.settled_row].run_steps})`;}
+ el('line',{id:`e${i}-cursor`,'data-row':0,x1:PAD,x2:PAD,y1:top,y2:bottom+18,
+  stroke:'#f90','stroke-width':2},s);
+ el('text',{x:PAD,y:H-6},s).textContent=
+  'frames of the run: input delivery, then forward steps, per timestep';
+ return s;}
+function raster(e,i){const H=130,top=4,bottom=H-6;
+ const pops=D.layers.slice(1),total=pops.reduce((a,L)=>a+L.size,0);
+ const s=el('svg',{class:'raster',id:`e${i}-raster`,width:W,height:H,viewBox:`0 0 ${W} ${H}`});
+ let base=0;const offset={};pops.forEach(L=>{offset[L.name]=base;base+=L.size;
+  el('text',{x:2,y:bottom-(bottom-top)*(offset[L.name]+L.size/2)/total},s).textContent=
+   L.name.slice(0,5);});
+ e.rows.forEach((r,row)=>pops.forEach(L=>((r.layers[L.name]||{}).fired||[]).forEach(j=>
+  el('circle',{cx:xOf(e,row),cy:bottom-(bottom-top)*(offset[L.name]+j+0.5)/total,r:1.6,
+   class:'spike','data-row':row,'data-layer':L.name,'data-neuron':j},s))));
+ return s;}
 D.executions.forEach((e,i)=>{const o=document.createElement('option');o.value=i;
  o.textContent=e.label;sel.appendChild(o);
  const p=document.createElement('div');p.className='panel';p.id=`e${i}`;p.dataset.index=i;
@@ -324,6 +386,7 @@ D.executions.forEach((e,i)=>{const o=document.createElement('option');o.value=i;
  const c=document.createElement('div');c.className='counts';
  c.innerHTML=`output counts: <span id="e${i}-counts"></span>`;p.appendChild(c);
  const d=document.createElement('div');d.id=`e${i}-decision`;p.appendChild(d);
+ p.appendChild(timeline(e,i));p.appendChild(raster(e,i));
  panels.appendChild(p);});
 function text(i,name,v){document.getElementById(`e${i}-${name}`).textContent=v;}
 function decision(e,i,idx){const el=document.getElementById(`e${i}-decision`);
@@ -358,15 +421,31 @@ function draw(){const w=document.getElementById('where');w.dataset.t=t;w.dataset
   const m=Math.max(...r.counts);
   document.getElementById(`e${i}-counts`).innerHTML=r.counts.map(
    v=>`<span class="${v===m&&v>0?'lead':''}">${v}</span>`).join('');
-  decision(e,i,idx);});}
+  decision(e,i,idx);
+  const cur=document.getElementById(`e${i}-cursor`),x=crisp(xOf(e,idx));
+  cur.setAttribute('x1',x);cur.setAttribute('x2',x);cur.dataset.row=idx;
+  document.querySelectorAll(`#e${i}-raster .spike`).forEach(c=>{const row=+c.dataset.row;
+   c.setAttribute('class','spike'+(row<idx?' past':row===idx?' past now':''));});});
+ scrub.value=FRAMES.findIndex(f=>f[0]===t&&f[1]===k);}
+const FRAMES=[];for(let u=0;u<D.timesteps;u++){
+ const n=Math.max(...byT.map(a=>a[u].length));for(let j=0;j<n;j++)FRAMES.push([u,j]);}
+const scrub=document.getElementById('scrub');scrub.max=FRAMES.length-1;
+scrub.oninput=()=>{[t,k]=FRAMES[+scrub.value];draw();};
 function next(){if(k<frames()-1)k++;else if(t<D.timesteps-1){t++;k=0;}else stop();draw();}
 function stop(){if(timer){clearInterval(timer);timer=null;}
  document.getElementById('play').textContent='play';}
 document.getElementById('next').onclick=next;
-document.getElementById('prev').onclick=()=>{if(k>0)k--;else if(t>0){t--;k=frames()-1;}draw();};
-document.getElementById('next-t').onclick=()=>{if(t<D.timesteps-1){t++;k=0;}draw();};
-document.getElementById('play').onclick=()=>{if(timer)stop();else{timer=setInterval(next,200);
- document.getElementById('play').textContent='pause';}};
+document.getElementById('prev').onclick=()=>prev();
+document.getElementById('next-t').onclick=()=>nextT();
+document.getElementById('play').onclick=()=>play();
+function prev(){if(k>0)k--;else if(t>0){t--;k=frames()-1;}draw();}
+function nextT(){if(t<D.timesteps-1){t++;k=0;}draw();}
+function play(){if(timer)stop();else{timer=setInterval(next,200);
+ document.getElementById('play').textContent='pause';}}
+document.addEventListener('keydown',ev=>{if(ev.target.tagName==='SELECT')return;
+ const act={ArrowRight:next,ArrowLeft:prev,t:nextT,' ':play,
+  Home:()=>{[t,k]=FRAMES[0];draw();},End:()=>{[t,k]=FRAMES[FRAMES.length-1];draw();}}[ev.key];
+ if(act){ev.preventDefault();act();}});
 sel.onchange=()=>{[...panels.children].forEach((p,i)=>{p.style.display=
  (sel.value==='all'||sel.value==String(i))?'':'none';});};
 draw();
