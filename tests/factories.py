@@ -7,12 +7,15 @@ import torch
 from asyncsnn.training import Split
 
 
-def tiny_split(n: int, seed: int) -> Split:
-    """``n`` samples of 8 timesteps x 24 inputs, 3 classes: class c fires input neurons
-    8c..8c+7 at a high rate, the rest rarely."""
+def tiny_split(
+    n: int, seed: int, classes: int = 3, timesteps: int = 8, background: float = 0.02
+) -> Split:
+    """``n`` samples of ``timesteps`` x 24 inputs, ``classes`` classes: class c fires its own
+    block of 24 / ``classes`` input neurons at a high rate (0.5), the rest at ``background``."""
     g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 3, (n,), generator=g)
-    rate = torch.full((n, 8, 24), 0.02)
-    for c in range(3):
-        rate[y == c, :, 8 * c : 8 * (c + 1)] = 0.5
-    return Split((torch.rand(n, 8, 24, generator=g) < rate).float(), y)
+    y = torch.randint(0, classes, (n,), generator=g)
+    rate = torch.full((n, timesteps, 24), background)
+    width = 24 // classes
+    for c in range(classes):
+        rate[y == c, :, width * c : width * (c + 1)] = 0.5
+    return Split((torch.rand(n, timesteps, 24, generator=g) < rate).float(), y)

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from factories import tiny_split
 from torch import nn
 
 import asyncsnn
@@ -32,12 +33,7 @@ def _network(seed: int) -> asyncsnn.Network:
 
 
 def _split(n: int, seed: int) -> Split:
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=gen)
-    rate = torch.full((n, 10, 24), 0.1)
-    for c in range(4):
-        rate[y == c, :, 6 * c : 6 * (c + 1)] = 0.5
-    return Split((torch.rand(n, 10, 24, generator=gen) < rate).float(), y)
+    return tiny_split(n, seed, classes=4, timesteps=10, background=0.1)
 
 
 def _same(a, b, where: str) -> None:
