@@ -674,6 +674,8 @@ def _command(meta: dict) -> str:
         flags += " --device cuda"
     if meta.get("networks") and list(meta["networks"]) != list(NETWORKS):
         flags += " --networks " + " ".join(meta["networks"])
+    if meta.get("backends_asked"):
+        flags += " --backends " + " ".join(meta["backends_asked"])
     if meta.get("only"):
         flags += " --only " + " ".join(f"'{p}'" for p in meta["only"])
     if meta.get("against"):
@@ -923,6 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         backends=backends,
         device=args.device,
         networks=args.networks,
+        backends_asked=args.backends,
         only=args.only,
         against=args.against,
         trees={t.name: {"root": str(t.root), "rev": t.rev} for t in trees},
