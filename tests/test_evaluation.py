@@ -8,7 +8,9 @@ kernel reads the monitors' records off each spike's forward step.
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 
 import pytest
 import torch
@@ -104,3 +106,47 @@ def test_refractory_dropout_at_evaluation_runs_the_reference():
     assert r.engine == "torch" and "output_trace" in r.records
     plain = asyncsnn.run(net, split.x.transpose(0, 1), dt=1e-3, hooks=[asyncsnn.OutputTrace()])
     assert plain.engine == "numba" and "output_trace" in plain.records
+
+
+def test_a_long_evaluation_shows_its_progress(monkeypatch, tmp_path):
+    """``evaluate(progress=True)`` iterates its batches through a progress bar that knows
+    their number and names the execution; ``asyncsnn evaluate`` asks for it unless --json."""
+    from tqdm import tqdm
+
+    from asyncsnn import evaluation
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())  # the bar shows on a terminal only
+    bar = evaluation._batches(_split(37, 0), 16, True, "async-random F=8")
+    assert isinstance(bar, tqdm) and bar.total == 3 and "async-random F=8" in bar.desc
+    assert [len(y) for _, y in bar] == [16, 16, 5]
+    assert (
+        "evaluating async-random F=8:" in sys.stderr.getvalue() and "/3 " in sys.stderr.getvalue()
+    )
+    monkeypatch.undo()
+    assert not isinstance(evaluation._batches(_split(5, 0), 16, False, "x"), tqdm)
+
+    from click.testing import CliRunner
+
+    from asyncsnn.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--epochs", "1", "--hidden", "8", "-q"]
+    assert (
+        CliRunner().invoke(main, [*args, "--limit-train", "60", "--limit-test", "20"]).exit_code
+        == 0
+    )
+    asked = []
+    real = evaluation.evaluate
+
+    def spy(*a, **kw):
+        asked.append(kw.get("progress"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(evaluation, "evaluate", spy)
+    assert CliRunner().invoke(main, ["evaluate", str(run)]).exit_code == 0
+    assert CliRunner().invoke(main, ["evaluate", str(run), "--json"]).exit_code == 0
+    assert asked == [True, False]
