@@ -1,9 +1,10 @@
 """The numba CPU kernel of asynchronous inference against the PyTorch reference engine.
 
 The kernel must give the reference's result bit for bit (``torch.equal``): spikes, forward
-steps, synaptic operations, undelivered spikes, output counts and the membrane of a
-non-spiking readout, for every policy, group size and kind of network; it falls back to the
-reference, silently, wherever it does not apply, and ``backend="numba"`` says why it cannot.
+steps, synaptic operations, undelivered spikes, event-driven neuron updates, output counts
+and the membrane of a non-spiking readout, for every policy, group size and kind of
+network; it falls back to the reference, silently, wherever it does not apply, and
+``backend="numba"`` says why it cannot.
 """
 
 from __future__ import annotations
@@ -57,7 +58,20 @@ def assert_identical(a: asyncsnn.RunResult, b: asyncsnn.RunResult) -> None:
             continue
         assert va.dtype == vb.dtype and va.shape == vb.shape, f
         assert torch.equal(va, vb), f"{f} differs in {int((va != vb).sum())} places"
+    assert_same_updates(a, b)
     assert_same_records(a.records, b.records)
+
+
+def assert_same_updates(a: asyncsnn.RunResult, b: asyncsnn.RunResult) -> None:
+    """The event-driven neuron updates (``RunResult.event_updates``), value for value; the
+    Triton kernel has none where the readout does not spike (its counter skips it)."""
+    if b.engine == "triton" and not b.network.output.spiking:
+        assert b.event_updates is None
+        return
+    va, vb = a.event_updates, b.event_updates
+    assert va is not None and vb is not None
+    assert va.dtype == vb.dtype == torch.long and va.shape == vb.shape == a.forward_steps.shape
+    assert torch.equal(va, vb), f"event_updates differ in {int((va != vb).sum())} places"
 
 
 def assert_same_records(a: dict, b: dict) -> None:

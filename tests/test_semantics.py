@@ -391,6 +391,75 @@ def test_synops_count_the_events_of_an_input_bin():
     assert sample_metrics(runs["numba"], torch.tensor([0]))["synops"].item() == 14
 
 
+# ------------------------------------------------------------------------------ neuron updates
+def _update_runs(net, x, **kw) -> dict:
+    runs = {
+        "layered": run(net, x, execution="layered"),
+        "torch": run(net, x, scheduler="fifo", backend="torch", **kw),
+    }
+    if "prioritized_input" not in kw:
+        pytest.importorskip("numba")
+        runs["numba"] = run(net, x, scheduler="fifo", backend="numba", **kw)
+    return runs
+
+
+def test_event_updates_count_each_forward_step_that_reaches_a_neuron():
+    """input -> 2 hidden (weights 1, threshold 0.5) -> 1 output (weights 1, threshold 1.5).
+    t=0 and t=2: both hidden neurons receive the input and fire. Layered: one pass, the two
+    hidden neurons and the output: 3. Asynchronous, F=1: the input's delivery reaches the 2
+    hidden neurons, then each hidden spike is its own forward step and reaches the output
+    (1 + 1, firing at 2 > 1.5): 4. F=2: both spikes in one step, the output once: 3. t=1: no
+    input, no current, no update."""
+    net = fan_in_fan_out([[1.0], [1.0]], [[1.0, 1.0]], theta=[0.5, 1.5])
+    x = frames([1.0], [0.0], [1.0])
+    for name, r in _update_runs(net, x, group_size=1).items():
+        expected = [3, 0, 3] if name == "layered" else [4, 0, 4]
+        assert r.event_updates[:, 0].tolist() == expected, name
+        assert r.event_updates.dtype == torch.long, name
+        assert r.output_counts[0].tolist() == [2.0], name  # the same spikes
+    for name, r in _update_runs(net, x, group_size=2).items():
+        assert r.event_updates[:, 0].tolist() == [3, 0, 3], name
+
+
+def test_a_refractory_neuron_and_a_stopped_sample_are_not_updated():
+    """The output's threshold is 0.5: F=1, the first hidden spike makes it fire, and the
+    second reaches a refractory neuron, which receives nothing: 2 + 1 + 0 = 3, as layered.
+    With MaxForwardSteps(1) the second spike is never delivered: 2 + 1 (one undelivered)."""
+    net = fan_in_fan_out([[1.0], [1.0]], [[1.0, 1.0]], theta=0.5)
+    x = frames([1.0])
+    for name, r in _update_runs(net, x, group_size=1).items():
+        assert r.event_updates[:, 0].tolist() == [3], name
+    runs = _update_runs(net, x, group_size=1, hooks=[asyncsnn.MaxForwardSteps(1)])
+    for name, r in runs.items():
+        assert r.event_updates[:, 0].tolist() == [3], name
+        assert r.undelivered[:, 0].tolist() == [0 if name == "layered" else 1], name
+    # theta 1.5 again: the output is not refractory, the second spike updates it: 4 with F=1
+    net = fan_in_fan_out([[1.0], [1.0]], [[1.0, 1.0]], theta=[0.5, 1.5])
+    runs = _update_runs(net, x, group_size=1, hooks=[asyncsnn.MaxForwardSteps(1)])
+    assert {k: r.event_updates[0, 0].item() for k, r in runs.items()} == {
+        "layered": 3,
+        "torch": 3,
+        "numba": 3,
+    }
+
+
+def test_event_updates_of_biases_and_queued_input():
+    """A bias is a current at every input delivery: the output's bias 0.1 updates it each
+    timestep, input or not (layered: 1 at t=1, where the hidden neurons receive nothing).
+    Queued input: the input's delivery has no current (no hidden bias), the input event is a
+    forward step that reaches both hidden neurons, then each hidden spike one step (F=1):
+    0 + 2 + 1 + 1 = 4."""
+    net = fan_in_fan_out([[1.0], [1.0]], [[1.0, 1.0]], theta=[0.5, 1.5], bias_o=[0.1])
+    x = frames([1.0], [0.0])
+    for name, r in _update_runs(net, x, group_size=1).items():
+        expected = [3, 1] if name == "layered" else [5, 1]  # async t=0: 2 + output 1 + 1 + 1
+        assert r.event_updates[:, 0].tolist() == expected, name
+    net = fan_in_fan_out([[1.0], [1.0]], [[1.0, 1.0]], theta=[0.5, 1.5])
+    r = _update_runs(net, frames([1.0]), group_size=1, prioritized_input=False)["torch"]
+    assert r.forward_steps[:, 0].tolist() == [3]
+    assert r.event_updates[:, 0].tolist() == [4]
+
+
 # ------------------------------------------------------------------------------ surrogates
 def test_surrogate_derivatives_match_their_formulas():
     x = torch.tensor([0.0, 0.1, -0.3, 2.0], requires_grad=True)

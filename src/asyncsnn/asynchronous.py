@@ -220,6 +220,7 @@ class _Timestep:
     steps: torch.Tensor | None = None  # (batch,) forward steps taken, for the hooks
     took_step: torch.Tensor | None = None  # (batch,) the last step delivered a group
     synops: torch.Tensor | None = None  # (batch,)
+    updates: torch.Tensor | None = None  # (batch,) neurons that received current, per step
     place_synops: torch.Tensor | None = None  # (batch, slots) queued input: a delivery's cost
     dropped: torch.Tensor | None = None  # (batch,) spikes a stop rule dropped
     overflow: torch.Tensor | None = None  # spikes that found no free queue place
@@ -379,6 +380,7 @@ class _Engine:
             fired_at=self.zeros(B, Q, dtype=torch.long) if sched.needs_fired_at else None,
             steps=self.zeros(B, dtype=torch.long),
             synops=self.zeros(B),
+            updates=self.zeros(B, dtype=torch.long),
             dropped=self.zeros(B, dtype=torch.long),
             overflow=self.zeros((), dtype=torch.long),
             credit=_Credit(self) if self.silent or self.gated else None,
@@ -420,6 +422,7 @@ class _Engine:
             current = s.I
         s.V = self.neuron.integrate(s.V, current)
         s.checked = current != 0
+        s.updates = s.updates + s.checked[:, : self.n_pop].sum(1)
 
     def check_thresholds(self, s: _Timestep):
         """Spikes of the neurons that received current, their reset and refractoriness.
@@ -569,6 +572,7 @@ class _Engine:
         if self.exact:
             current = current.masked_fill(s.refractory, 0.0)
             s.checked = current != 0
+            s.updates = s.updates + s.checked[:, : self.n_pop].sum(1)
             s.V = self.neuron.integrate(s.V, current)
             if s.ghost is not None:  # the last checks' would-be spikes, where a step is taken
                 took = valid.any(1)[:, None]
@@ -581,6 +585,8 @@ class _Engine:
                 # a sample whose queue is empty takes no more steps: it keeps them for the end
                 s.ghost, s.senders = s.ghost.masked_fill(took, 0.0), s.senders & ~took
         else:  # refractory neurons sit at 0 and ignore input: restore them afterwards
+            n = self.n_pop
+            s.updates = s.updates + ((current[:, :n] != 0) & ~s.refractory[:, :n]).sum(1)
             s.V = self.neuron.reset(self.neuron.integrate(s.V, current), s.refractory)
         if self.hooks["after_step"]:  # what the stop rules read
             s.took_step = valid.any(1)
@@ -610,7 +616,7 @@ class _Engine:
     def timestep(self, t: int, V: torch.Tensor, I: torch.Tensor | None, x_t: torch.Tensor):
         """One timestep from membrane ``V`` and current ``I`` (``None``: not current-based):
         the new membranes and currents, the timestep's spikes and its counts (forward steps,
-        synaptic operations, dropped spikes, overflow)."""
+        synaptic operations, dropped spikes, overflow, event-driven neuron updates)."""
         self.ctx.timestep, self.ctx.step = t, 0
         replay = self.stop_log.get(t)
         s = self.start_timestep(t, V, I)
@@ -642,7 +648,7 @@ class _Engine:
         if self.once:
             s.V = self.neuron.reset(s.V, s.refractory)  # the reset of the last step's spikes
             s.spikes = s.refractory.to(self.dtype)
-        return s.V, s.I, s.spikes, (steps, s.synops, s.dropped, s.overflow)
+        return s.V, s.I, s.spikes, (steps, s.synops, s.dropped, s.overflow, s.updates)
 
     def run(self) -> RunResult:
         x, ctx, T = self.x, self.ctx, self.x.shape[0]
@@ -674,7 +680,9 @@ class _Engine:
                 h.end_timestep(ctx)
         for h in self.hooks["finish"]:
             h.finish(ctx)
-        steps, synops, dropped, overflow = (torch.stack(c) for c in zip(*counts, strict=True))
+        steps, synops, dropped, overflow, updates = (
+            torch.stack(c) for c in zip(*counts, strict=True)
+        )
         if int(overflow.sum()):
             raise QueueOverflowError(int(overflow.sum()), self.o.max_queued_per_neuron)
         return RunResult(
@@ -687,6 +695,7 @@ class _Engine:
             network=self.net,
             records=ctx.records,
             current=torch.stack(currents) if currents else None,
+            event_updates=updates,
         )
 
 

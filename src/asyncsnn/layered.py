@@ -66,7 +66,7 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
     prev = [torch.zeros(B, p.size, dtype=dtype, device=device) for p in pops]
     out_counts = torch.zeros(B, pops[-1].size, dtype=dtype, device=device)
     net_spikes = torch.zeros(B, dtype=dtype, device=device)
-    spikes, membrane, currents, synops = [], [], [], []
+    spikes, membrane, currents, synops, updates = [], [], [], [], []
     took = torch.ones(B, dtype=torch.bool, device=device)
     n_layers = sum(1 for p in pops if any(q.source == p.name for q in net.projections))
     for t in range(T):
@@ -76,6 +76,7 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
             x_t = h.transform_input(ctx, x_t)
         now: list[torch.Tensor | None] = [None] * len(pops)
         syn = input_synops(x_t.reshape(B, -1), in_fanout)
+        upd = torch.zeros(B, dtype=torch.long, device=device)
         for i, p in enumerate(pops):
             current = None
             for proj in incoming[i]:
@@ -92,6 +93,8 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
             if alpha[i] is not None:
                 I[i] = neuron.integrate(neuron.decay_current(I[i], alpha[i]), current)
                 current = I[i]
+            if current is not None:  # the neurons of this pass that received input
+                upd = upd + (current.detach() != 0).sum(1)
             v = neuron.integrate(neuron.leak(V[i], beta[i]), current)
             if p.spiking:
                 z = neuron.fire(v, theta[i], None, spike_fn)
@@ -104,6 +107,7 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
         z_all = torch.cat(now, 1)
         spikes.append(z_all)
         synops.append(syn)
+        updates.append(upd)
         out_counts = out_counts + now[-1]
         net_spikes = net_spikes + z_all.detach().sum(1)
         if not pops[-1].spiking:
@@ -133,4 +137,5 @@ def run_layered(net: Network, x: torch.Tensor, options: RunOptions) -> RunResult
         current=torch.stack(currents) if currents else None,
         network=net,
         records=ctx.records,
+        event_updates=torch.stack(updates),
     )

@@ -98,6 +98,13 @@ class RunResult(SpikeReadout):
             count ``k`` is ``k``) times its position's fan-out (:func:`input_synops`).
         undelivered: (timesteps, batch) spikes dropped from the queue when a stop rule ended a
             sample's timestep.
+        event_updates: (timesteps, batch) int64 event-driven neuron updates: the neurons that
+            received a non-zero current, counted once per forward step that reached them (the
+            input's delivery is one). Asynchronous execution: the threshold checks it makes
+            (docs/semantics.md, section 3; a refractory neuron's membrane receives nothing and
+            is not counted); layered execution: each population's neurons that received a
+            non-zero input in the timestep's pass. ``None`` where the engine does not count
+            them (docs/cost.md).
         records: what monitors recorded, by name.
         engine: the engine that ran it, as :func:`asyncsnn.run` chose: ``"layered"``,
             ``"torch"`` (the PyTorch reference engine), ``"numba"`` or ``"triton"`` (the
@@ -114,6 +121,7 @@ class RunResult(SpikeReadout):
     records: dict = field(default_factory=dict)
     current: torch.Tensor | None = None
     engine: str = ""
+    event_updates: torch.Tensor | None = None
 
     def _population(self, name: str):
         return self.network.population(name)

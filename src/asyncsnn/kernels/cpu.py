@@ -8,8 +8,9 @@ current-based network, the synaptic currents), threshold, reset (to zero or by s
 refractoriness and refractory dropout (a neuron then holds up to ``max_queued_per_neuron``
 queue places), the queue, the policy, network spike dropout, group delivery through
 per-source tables, stop rules, output spikes, the network's synaptic operations,
-forward-step counts and the membrane of a non-spiking readout. Input spike dropout is applied
-to the input before; the input's synaptic operations are counted on the host
+forward-step counts, the event-driven neuron updates (the neurons checked, a counter of
+each step's touched neurons) and the membrane of a non-spiking readout. Input spike dropout
+is applied to the input before; the input's synaptic operations are counted on the host
 (:meth:`asyncsnn.kernels.plan.Plan.result`, by :func:`asyncsnn.result.input_synops`).
 
 A group's currents are summed first, in the order of the senders' index, and then added to
@@ -159,6 +160,7 @@ def _simulate(b0, b1, net, rules, inp, out, record):
             n_touched = leak_and_input(
                 nrn.v, net.beta, inp.current[t, b], nrn.touched, nrn.syn, net.alpha, synaptic
             )
+            out.updates[t, b] += n_touched
             queue.size[LIVE] = queue.size[HEAP] = 0
             step = 0
             first_out = -1
@@ -201,6 +203,7 @@ def _simulate(b0, b1, net, rules, inp, out, record):
                     queue.chosen[:n_chosen], rules.slots, t, net, nrn, stamp
                 )
                 out.net_synops[t, b] += syn
+                out.updates[t, b] += n_touched  # the neurons this step checks
             if record_membrane:
                 for i in range(net.out_lo, net.out_hi):
                     out.membrane[t, b, i - net.out_lo] = nrn.v[i]

@@ -497,6 +497,7 @@ OUTPUTS = (
     "forward_steps",
     "net_synops",
     "undelivered",
+    "updates",  # event-driven neuron updates (Plan.result; empty where not counted)
     "fire_step",  # each spike's forward step, for the monitors (Plan.result)
 )
 

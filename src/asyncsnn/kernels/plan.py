@@ -76,6 +76,7 @@ class KernelOutputs(NamedTuple):
     forward_steps: np.ndarray  # (T, B)
     net_synops: np.ndarray  # (T, B)
     undelivered: np.ndarray  # (T, B)
+    updates: np.ndarray  # (T, B) neurons checked (received a non-zero current), all steps
     membrane: np.ndarray  # (T, B, outputs) or empty
     current: np.ndarray  # (T, B, outputs) a current-based readout's current, or empty
     v_end: np.ndarray  # (T, B, n) with a tape, else empty
@@ -323,6 +324,7 @@ class Plan:
             "forward_steps": torch.zeros(T, B, dtype=torch.long),
             "net_synops": torch.zeros(T, B, dtype=torch.long),
             "undelivered": torch.zeros(T, B, dtype=torch.long),
+            "updates": torch.zeros(T, B, dtype=torch.long),
             "membrane": torch.zeros((T, B, n_out) if self.readout else none, dtype=dtype),
             "current": torch.zeros((T, B, n_out) if self.readout_current else none, dtype=dtype),
             "v_end": torch.zeros((T, B, self.n_pop) if record else none, dtype=dtype),
@@ -356,11 +358,13 @@ class Plan:
         current: torch.Tensor | None = None,
     ) -> RunResult:
         """The run's result around ``spikes``, ``membrane`` and a current-based readout's
-        ``current`` (which may carry gradients)."""
+        ``current`` (which may carry gradients); its ``event_updates`` are ``out["updates"]``
+        where the engine counted them."""
         # the input's synaptic operations, by the rule every engine uses; the kernel counts
         # the network's
         fanout = self.net.tables().fanout[: self.n_in]
         in_synops = self.input_synops(fanout)
+        updates = out.get("updates", torch.zeros(0))  # empty: the engine did not count them
         result = RunResult(
             spikes=spikes,
             forward_steps=out["forward_steps"],
@@ -370,6 +374,7 @@ class Plan:
             membrane=membrane if self.readout else None,
             network=self.net,
             current=current if self.readout_current else None,
+            event_updates=updates if updates.shape == out["forward_steps"].shape else None,
         )
         if self.monitors:
             result.records.update(monitor_records(self.monitors, result, out["fire_step"]))

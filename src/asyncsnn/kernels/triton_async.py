@@ -409,6 +409,11 @@ class TritonRun:
         overflow = int(out["overflow"].sum())
         if overflow:
             raise QueueOverflowError(overflow, p.max_queued_per_neuron)
+        # the event-driven neuron updates (RunResult.event_updates): the kernel counts the
+        # checks of spiking neurons only, so they are the neurons that received a non-zero
+        # current where every neuron spikes; a non-spiking readout's updates are not
+        # counted, and the result has none (an empty placeholder here)
+        out["updates"] = out["checks"].to(i64) if not p.readout else zeros(0, dtype=i64)
         return out
 
     def simulate(self, current: torch.Tensor, ent_w: torch.Tensor, record: bool) -> dict:
