@@ -17,6 +17,7 @@ from asyncsnn.cost import (
     energy_pj,
     get_profile,
     load_profile,
+    neuron_updates,
     sample_cost,
     time_ns,
 )
@@ -82,6 +83,65 @@ def test_sample_cost_on_a_hand_made_run():
     layered = sample_cost(result, "layered", P)
     assert layered["time_us"].tolist() == pytest.approx([(55 + 52) / 1e3, (33 + 13) / 1e3])
     assert "latency_time_us" not in layered
+
+
+def test_the_built_in_profiles_follow_the_timestep_rule():
+    # Loihi's from its published description; the others assumed (docs/cost.md)
+    assert {k: p.update_rule for k, p in PROFILES.items()} == dict.fromkeys(PROFILES, "timestep")
+    assert all("Update rule 'timestep'" in p.source for p in PROFILES.values())
+    with pytest.raises(ValueError, match="update_rule must be one of 'timestep', 'event'"):
+        Profile("x", e_synop_pj=1.0, update_rule="spikes")
+
+
+def _tiny():
+    """input -> 2 hidden (threshold 0.5) -> 1 output (threshold 1.5), weights 1."""
+    hidden, out = nn.Linear(1, 2, bias=False), nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        hidden.weight.fill_(1.0)
+        out.weight.fill_(1.0)
+    return asyncsnn.Network.sequential([hidden, out], tau_m=2e-3, threshold=[0.5, 1.5])
+
+
+def test_the_event_rule_charges_the_updates_each_execution_makes():
+    """Two timesteps with input: layered updates the 2 hidden neurons and the output (3 per
+    timestep), asynchronous execution with F=1 reaches the output once per hidden spike (4):
+    2 hidden + 1 output spike per timestep either way, and 2 x (2 + 2 x 1) = 8 synops (the
+    input event reaches 2 neurons, each hidden spike 1)."""
+    net = _tiny()
+    x = torch.tensor([[[1.0]], [[0.0]], [[1.0]]])
+    with torch.no_grad():
+        runs = {
+            "layered": asyncsnn.run(net, x, dt=1e-3, execution="layered"),
+            "async": asyncsnn.run(net, x, dt=1e-3, scheduler="fifo", group_size=1),
+        }
+    event = Profile("ev", e_synop_pj=2.0, e_spike_pj=3.0, e_neuron_pj=5.0, update_rule="event")
+    timestep = Profile("ts", e_synop_pj=2.0, e_spike_pj=3.0, e_neuron_pj=5.0)
+    for name, updates in {"layered": 6, "async": 8}.items():
+        r = runs[name]
+        assert r.synops.sum().item() == 8 and r.spikes.sum().item() == 6, name
+        assert neuron_updates(r, "event").tolist() == [updates], name
+        assert neuron_updates(r).tolist() == [9.0], name  # 3 neurons x 3 timesteps
+        e = sample_cost(r, name, event)["energy_nj"].item()
+        assert e == pytest.approx((8 * 2 + 6 * 3 + updates * 5) / 1e3), name
+        t = sample_cost(r, name, timestep)["energy_nj"].item()
+        assert t == pytest.approx((8 * 2 + 6 * 3 + 9 * 5) / 1e3), name
+    r = SimpleNamespace(spikes=torch.zeros(1, 1, 3), event_updates=None, engine="triton")
+    with pytest.raises(ValueError, match="does not have.*'triton'"):
+        neuron_updates(r, "event")
+    with pytest.raises(ValueError, match="an update rule is one of"):
+        neuron_updates(r, "sometimes")
+
+
+def test_update_rule_from_toml(tmp_path):
+    f = tmp_path / "chip.toml"
+    f.write_text('name = "chip"\ne_synop_pj = 1.5\nupdate_rule = "event"\n')
+    assert load_profile(f).update_rule == "event"
+    f.write_text('name = "chip"\ne_synop_pj = 1.5\nupdate_rule = 1\n')
+    with pytest.raises(ValueError, match="update_rule must be a string, got 1"):
+        load_profile(f)
+    f.write_text('name = "chip"\ne_synop_pj = 1.5\nupdate_rule = "always"\n')
+    with pytest.raises(ValueError, match="chip.toml: .*update_rule must be one of"):
+        load_profile(f)
 
 
 def test_ann_energy_is_one_mac_per_synapse():

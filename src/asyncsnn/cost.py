@@ -4,9 +4,13 @@ Per sample, under a :class:`Profile`:
 
 - energy (pJ) = ``synops * e_synop_pj + spikes * e_spike_pj + neuron_updates * e_neuron_pj``,
   where ``synops`` and ``spikes`` are :class:`~asyncsnn.RunResult`'s counts and
-  ``neuron_updates`` = populations' neurons x timesteps (every neuron's state is updated once
-  per timestep, as on a time-stepped chip; both executions leak every neuron once per
-  timestep, docs/semantics.md sections 3 and 5);
+  ``neuron_updates`` follows the profile's ``update_rule``: ``"timestep"``, populations'
+  neurons x timesteps (a time-stepped chip updates every neuron once per timestep; both
+  executions leak every neuron once per timestep, docs/semantics.md sections 3 and 5), the
+  same for every execution; or ``"event"``, the run's own count
+  (:attr:`~asyncsnn.RunResult.event_updates`: the neurons that received a non-zero current,
+  once per forward step in asynchronous execution, once per layer pass in layered
+  execution);
 - time (ns) = ``forward_steps * t + spikes * t_spike_ns``, with ``t = t_step_ns`` for
   asynchronous execution and ``t = t_barrier_ns`` for layered execution, whose forward steps
   are its spike-sending populations each timestep, so layered time is a barrier per layer
@@ -35,6 +39,7 @@ else:  # pragma: no cover
 
 __all__ = [
     "PROFILES",
+    "UPDATE_RULES",
     "Profile",
     "ann_energy_pj",
     "energy_pj",
@@ -51,6 +56,11 @@ NAN = math.nan
 #: per step is no chip's, and the products of larger ones with a run's counts overflow.
 MAX_CONSTANT = 1e9
 
+#: Which neuron updates a chip pays for: ``"timestep"``, every neuron every timestep (a
+#: time-stepped chip); ``"event"``, the neurons that received input, per forward step (the
+#: engines' count, :attr:`asyncsnn.RunResult.event_updates`).
+UPDATE_RULES = ("timestep", "event")
+
 #: The constants a profile may leave unknown (NaN): the latencies and the ANN's MAC.
 _MAY_BE_UNKNOWN = ("e_mac_pj", "t_step_ns", "t_barrier_ns")
 
@@ -63,7 +73,8 @@ class Profile:
     ``e_neuron_pj``: one neuron update; ``e_mac_pj``: one multiply-accumulate (for comparing
     with a dense ANN, :func:`ann_energy_pj`); ``t_step_ns``: one forward step of asynchronous
     execution; ``t_barrier_ns``: one layer's barrier of layered execution; ``t_spike_ns``:
-    routing one spike. NaN: not known for this chip.
+    routing one spike. NaN: not known for this chip. ``update_rule``: which neuron updates
+    the chip pays for (:data:`UPDATE_RULES`).
     """
 
     name: str
@@ -75,12 +86,18 @@ class Profile:
     t_barrier_ns: float = NAN
     t_spike_ns: float = 0.0
     source: str = ""
+    update_rule: str = "timestep"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a cost profile's name must be a non-empty string, got {self.name!r}")
+        if self.update_rule not in UPDATE_RULES:
+            raise ValueError(
+                f"cost profile {self.name!r}: update_rule must be one of "
+                f"{', '.join(map(repr, UPDATE_RULES))}, got {self.update_rule!r}"
+            )
         for f in fields(self):
-            if f.name in ("name", "source"):
+            if f.name in ("name", "source", "update_rule"):
                 continue
             v = getattr(self, f.name)
             if f.name in _MAY_BE_UNKNOWN and isinstance(v, float) and math.isnan(v):
@@ -129,7 +146,9 @@ PROFILES: dict[str, Profile] = {
             "2.1 ns within-tile spike latency, 113 ns mesh-wide barrier synchronisation "
             "(1 tile; 465 ns for 32) per layer barrier. Assumed: a forward step of "
             "asynchronous execution takes as long as one barrier (the chip has no published "
-            "time for such a step).",
+            "time for such a step). Update rule 'timestep': the chip synchronises by "
+            "timesteps and the table prices active and inactive neuron updates, so every "
+            "neuron is updated every timestep (each charged as active).",
         ),
         Profile(
             "spinnaker2",
@@ -138,14 +157,16 @@ PROFILES: dict[str, Profile] = {
             source="Hoeppner et al. 2019, IEEE TCAS-I 66(8), 'Dynamic power management for "
             "neuromorphic many-core systems' (SpiNNaker 2 test chip, 28 nm SLP, 4 processing "
             "elements): 450 pJ per synaptic operation, 2.19 nJ per neuron update. No spike or "
-            "timing figure used: latency is not known (NaN).",
+            "timing figure used: latency is not known (NaN). Update rule 'timestep': "
+            "assumed, not taken from the paper.",
         ),
         Profile(
             "seneca",
             e_synop_pj=2.8,
             source="Tang et al. 2023, Frontiers in Neuroscience, 'SENeCA: building a fully "
             "digital neuromorphic processor': about 2.8 pJ per synaptic operation. Synaptic "
-            "operations only; latency not known (NaN).",
+            "operations only; latency not known (NaN). Update rule 'timestep': assumed (no "
+            "neuron-update energy, so the rule changes no figure).",
         ),
         Profile(
             "horowitz45",
@@ -154,7 +175,8 @@ PROFILES: dict[str, Profile] = {
             source="Horowitz 2014, ISSCC, 'Computing's energy problem': 45 nm, 32-bit float "
             "add 0.9 pJ (one accumulate per synaptic operation), multiply-accumulate "
             "4.6 pJ (3.7 pJ multiply + 0.9 pJ add) for a dense ANN. Arithmetic only: no "
-            "memory, routing or timing.",
+            "memory, routing or timing. Update rule 'timestep': assumed (no neuron-update "
+            "energy, so the rule changes no figure).",
         ),
     ]
 }
@@ -165,8 +187,9 @@ _KEYS = {f.name for f in fields(Profile)}
 def load_profile(path: str | Path) -> Profile:
     """A profile from a TOML file: top-level keys ``name`` and ``e_synop_pj`` (required),
     ``e_spike_pj``, ``e_neuron_pj``, ``e_mac_pj``, ``t_step_ns``, ``t_barrier_ns``,
-    ``t_spike_ns`` (numbers >= 0) and ``source`` (a string). Raises ``ValueError`` naming the
-    bad key or value."""
+    ``t_spike_ns`` (numbers >= 0), ``source`` (a string) and ``update_rule``
+    (``"timestep"``, the default, or ``"event"``). Raises ``ValueError`` naming the bad key
+    or value."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -193,8 +216,9 @@ def load_profile(path: str | Path) -> Profile:
     for key in ("name", "e_synop_pj"):
         if key not in data:
             raise ValueError(f"{path}: the cost profile needs the key {key!r}")
-    if "source" in data and not isinstance(data["source"], str):
-        raise ValueError(f"{path}: source must be a string, got {data['source']!r}")
+    for key in ("source", "update_rule"):
+        if key in data and not isinstance(data[key], str):
+            raise ValueError(f"{path}: {key} must be a string, got {data[key]!r}")
     try:
         return Profile(**data)
     except ValueError as e:
@@ -225,8 +249,24 @@ def time_ns(steps, spikes, profile: Profile, execution: str):
     return steps * profile.step_time_ns(execution) + spikes * profile.t_spike_ns
 
 
-def neuron_updates(result) -> torch.Tensor:
-    """(batch,) neuron updates of a run: the populations' neurons x timesteps."""
+def neuron_updates(result, rule: str = "timestep") -> torch.Tensor:
+    """(batch,) float64 neuron updates of a run under ``rule`` (:data:`UPDATE_RULES`):
+    ``"timestep"``, the populations' neurons x timesteps; ``"event"``, the run's
+    ``event_updates`` summed over its timesteps (a ``ValueError`` where the engine did not
+    count them)."""
+    if rule == "event":
+        updates = getattr(result, "event_updates", None)
+        if updates is None:
+            raise ValueError(
+                "the update rule 'event' reads RunResult.event_updates, which this run does not "
+                f"have (engine {getattr(result, 'engine', '') or 'unknown'!r}; the Triton "
+                "kernel does not count a non-spiking readout's updates)"
+            )
+        return updates.sum(0).double()
+    if rule != "timestep":
+        raise ValueError(
+            f"an update rule is one of {', '.join(map(repr, UPDATE_RULES))}, got {rule!r}"
+        )
     T, B, n = result.spikes.shape
     return torch.full((B,), float(n * T), dtype=torch.float64, device=result.spikes.device)
 
@@ -239,7 +279,8 @@ def sample_cost(result, execution: str, profile: Profile, latency: dict | None =
     synops = result.synops.detach().sum(0).double()
     steps = result.forward_steps.sum(0).double()
     out = {
-        "energy_nj": energy_pj(synops, spikes, neuron_updates(result), profile) / 1e3,
+        "energy_nj": energy_pj(synops, spikes, neuron_updates(result, profile.update_rule), profile)
+        / 1e3,
         "time_us": time_ns(steps, spikes, profile, execution) / 1e3,
     }
     if latency is not None:

@@ -19,7 +19,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "snntorch (--no-deps keeps the installed torch build)"
     ) from e
 
-from .cost import neuron_updates
+from .cost import Profile, get_profile, neuron_updates
 from .execution import run
 from .hooks import OutputTrace
 from .metrics import aggregate, decision_latency
@@ -29,8 +29,10 @@ __all__ = [
     "AsyncSNNModel",
     "DecisionLatency",
     "EffectiveACs",
+    "EventMembraneUpdateCount",
     "MembraneUpdateCount",
     "SpikeActivationSparsity",
+    "membrane_update_metric",
 ]
 
 
@@ -126,7 +128,11 @@ class SpikeActivationSparsity(AccumulatedMetric):
 
 
 class MembraneUpdateCount(AccumulatedMetric):
-    """Membrane updates per sample: populations' neurons x timesteps (asyncsnn.cost)."""
+    """Membrane updates per sample under the update rule ``"timestep"`` of
+    :mod:`asyncsnn.cost`: populations' neurons x timesteps, what a time-stepped chip updates,
+    the same for every execution."""
+
+    rule = "timestep"
 
     def __init__(self):
         super().__init__(requires_hooks=False)
@@ -136,12 +142,28 @@ class MembraneUpdateCount(AccumulatedMetric):
         self.total, self.samples = 0.0, 0
 
     def __call__(self, model, preds, data):
-        self.total += float(neuron_updates(_result(model)).sum())
+        self.total += float(neuron_updates(_result(model), self.rule).sum())
         self.samples += data[0].size(0)
         return self.compute()
 
     def compute(self):
         return self.total / self.samples if self.samples else 0.0
+
+
+class EventMembraneUpdateCount(MembraneUpdateCount):
+    """Membrane updates per sample under the update rule ``"event"``: the engine's own count
+    (``RunResult.event_updates``: the neurons that received a non-zero current, once per
+    forward step asynchronously, once per layer pass in layered execution)."""
+
+    rule = "event"
+
+
+def membrane_update_metric(profile: str | Profile) -> type[MembraneUpdateCount]:
+    """The membrane-update metric that follows a cost profile's ``update_rule``:
+    :class:`MembraneUpdateCount` (``"timestep"``) or :class:`EventMembraneUpdateCount`
+    (``"event"``)."""
+    rule = get_profile(profile).update_rule
+    return EventMembraneUpdateCount if rule == "event" else MembraneUpdateCount
 
 
 class DecisionLatency(AccumulatedMetric):
