@@ -150,7 +150,8 @@ def robustness(rows: Sequence[dict], settings: Mapping, split: str = "test") -> 
                     continue
                 loss = 100 * (_num(base[f"{pre}accuracy"]) - _num(other[f"{pre}accuracy"]))
                 per_label[h.label].append(loss)
-                if h.group_size == 8 and h.scheduler != own.scheduler or own.execution == "layered":
+                another_policy = h.group_size == 8 and h.scheduler != own.scheduler
+                if another_policy or own.execution == "layered":
                     policy_losses.append(loss)
             if policy_losses:
                 worst.append(max(policy_losses))
@@ -299,7 +300,7 @@ def to_json(line: Mapping) -> dict:
     """A :func:`claims` or :func:`robustness` line with its intervals and tests as dicts."""
     out = {}
     for k, v in line.items():
-        if isinstance(v, Interval) or hasattr(v, "to_dict"):
+        if hasattr(v, "to_dict"):  # an Interval or a McNemar test
             out[k] = v.to_dict()
         elif isinstance(v, dict):
             out[k] = {kk: vv.to_dict() if hasattr(vv, "to_dict") else vv for kk, vv in v.items()}
